@@ -1,0 +1,130 @@
+"""Input checks done once, at the public boundary, with messages that say what is wrong.
+
+Every public function that takes probabilities or labels calls these; nothing
+below them re-checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verbcal._errors import InvalidInputError
+
+#: Rows of a probability array may miss summing to 1 by this much before they are refused.
+SUM_TOLERANCE = 1e-6
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def check_probabilities(
+    P,
+    *,
+    name: str = "P",
+    renormalize: bool = False,
+    tolerance: float = SUM_TOLERANCE,
+    min_classes: int = 2,
+) -> np.ndarray:
+    """Return ``P`` as a float64 (n, K) array of probability rows, or raise.
+
+    A 1-D array is read as the probability of the *positive* class (column 1)
+    of a binary problem and becomes the rows ``[1 - p, p]``.
+
+    Parameters
+    ----------
+    P : array-like of shape (n,) or (n, K)
+        Probabilities, one row per item.
+    name : str
+        What to call the array in error messages.
+    renormalize : bool
+        If True, divide each row by its sum (rows must still be non-negative
+        with a positive sum). If False, every row must sum to 1 within
+        ``tolerance``.
+    tolerance : float
+        Allowed absolute deviation of a row sum from 1 when not renormalising.
+    min_classes : int
+        Fewest columns accepted.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n, K), dtype float64
+    """
+    try:
+        arr = np.asarray(P, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be an array of numbers: {exc}") from None
+    if arr.ndim == 1:
+        arr = np.column_stack([1.0 - arr, arr])
+    if arr.ndim != 2:
+        raise InvalidInputError(
+            f"{name} must have shape (n_rows, n_classes) or (n_rows,), got shape {arr.shape}"
+        )
+    n, k = arr.shape
+    if n == 0:
+        raise InvalidInputError(f"{name} has no rows")
+    if k < min_classes:
+        raise InvalidInputError(f"{name} must have at least {min_classes} columns, got {k}")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        row = _first_bad_row(~finite)
+        raise InvalidInputError(f"{name} row {row} contains NaN or infinity: {arr[row].tolist()}")
+    negative = (arr < 0).any(axis=1)
+    if negative.any():
+        row = _first_bad_row(negative)
+        raise InvalidInputError(f"{name} row {row} has a negative value: {arr[row].tolist()}")
+    sums = arr.sum(axis=1)
+    if renormalize:
+        empty = sums <= 0
+        if empty.any():
+            raise InvalidInputError(
+                f"{name} row {_first_bad_row(empty)} sums to 0 and cannot be renormalised"
+            )
+        return arr / sums[:, None]
+    off = np.abs(sums - 1.0) > tolerance
+    if off.any():
+        row = _first_bad_row(off)
+        raise InvalidInputError(
+            f"{name} row {row} sums to {sums[row]:.6g}, not 1 (tolerance {tolerance:g}); "
+            "pass renormalize=True to divide rows by their sums"
+        )
+    return arr
+
+
+def check_labels(y, n_rows: int, n_classes: int, *, name: str = "y") -> np.ndarray:
+    """Return ``y`` as an int64 vector of class indices in ``[0, n_classes)``, or raise.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_rows,)
+        Integer class indices (column numbers of the probability array).
+        Floats are accepted only when they are whole numbers.
+    n_rows : int
+        Required length.
+    n_classes : int
+        Number of columns of the matching probability array.
+    name : str
+        What to call the vector in error messages.
+    """
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise InvalidInputError(f"{name} has {arr.shape[0]} labels but there are {n_rows} rows")
+    if arr.dtype.kind not in "iub":
+        if arr.dtype.kind != "f":
+            raise InvalidInputError(
+                f"{name} must hold integer class indices 0..{n_classes - 1}, got dtype {arr.dtype}"
+            )
+        whole = np.isfinite(arr) & (arr == np.round(arr))
+        if not whole.all():
+            row = _first_bad_row(~whole)
+            raise InvalidInputError(f"{name}[{row}] = {arr[row]!r} is not a class index")
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= n_classes)
+    if bad.any():
+        row = _first_bad_row(bad)
+        raise InvalidInputError(
+            f"{name}[{row}] = {arr[row]} is outside the class indices 0..{n_classes - 1}"
+        )
+    return arr

@@ -1,0 +1,91 @@
+"""Between probabilities and estimated logits.
+
+A verbalized distribution has no logits behind it, so verbcal estimates some:
+``z = log(p + eps)``. Scaling those (temperature, contextual, vector scaling)
+and applying softmax then gives back a distribution without the distortion of
+"re-softmaxing" the probabilities themselves (Wang et al. 2024).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verbcal._errors import InvalidInputError
+from verbcal._validation import check_probabilities
+
+#: Smoothing added to every probability before the log, so that a stated 0.0 stays finite.
+DEFAULT_EPS = 1e-3
+
+
+def softmax(Z, axis: int = -1) -> np.ndarray:
+    """Softmax of ``Z`` along ``axis``, stable for large and ``-inf`` logits.
+
+    Parameters
+    ----------
+    Z : array-like
+        Logits. ``-inf`` entries get probability 0; a row must have at least
+        one finite entry.
+    axis : int
+        Axis holding the classes.
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities of the same shape, summing to 1 along ``axis``.
+
+    Examples
+    --------
+    >>> softmax([[0.0, 0.0], [0.0, np.log(3.0)]]).round(6).tolist()
+    [[0.5, 0.5], [0.25, 0.75]]
+    """
+    z = np.asarray(Z, dtype=np.float64)
+    if np.isnan(z).any() or np.isposinf(z).any():
+        raise InvalidInputError("softmax input contains NaN or +inf")
+    top = z.max(axis=axis, keepdims=True)
+    if np.isneginf(top).any():
+        raise InvalidInputError("softmax input has a row whose logits are all -inf")
+    e = np.exp(z - top)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def invert_softmax(P, eps: float = DEFAULT_EPS, *, renormalize: bool = False) -> np.ndarray:
+    """Estimated logits of probability rows: ``log((P + eps) / (1 + K * eps))``.
+
+    The smoothing keeps stated zeros finite. It is normalised so that
+    ``softmax(invert_softmax(P, eps)) == (P + eps) / (1 + K * eps)`` exactly,
+    which is ``P`` when ``eps == 0`` and within ``K * eps`` of it otherwise.
+    Logits are defined up to a constant per row; this choice makes them
+    log-probabilities.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows (a 1-D array is the positive-class probability of a
+        binary problem).
+    eps : float, default 1e-3
+        Smoothing added to every probability. ``0`` is allowed only when no
+        entry is 0.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n, K)
+
+    Examples
+    --------
+    >>> Z = invert_softmax([[0.9, 0.1, 0.0]], eps=0.01)
+    >>> softmax(Z).round(4).tolist()
+    [[0.8922, 0.1078, 0.0098]]
+    """
+    if not np.isfinite(eps) or eps < 0:
+        raise InvalidInputError(f"eps must be a finite number >= 0, got {eps!r}")
+    arr = check_probabilities(P, renormalize=renormalize)
+    if eps == 0 and (arr == 0).any():
+        row = int(np.flatnonzero((arr == 0).any(axis=1))[0])
+        raise InvalidInputError(
+            f"P row {row} has a probability of exactly 0, whose log is -inf; use eps > 0"
+        )
+    k = arr.shape[1]
+    with np.errstate(divide="ignore"):
+        return np.log(arr + eps) - np.log1p(k * eps)
