@@ -119,7 +119,7 @@ def check_labels(y, n_rows: int, n_classes: int, *, name: str = "y") -> np.ndarr
         whole = np.isfinite(arr) & (arr == np.round(arr))
         if not whole.all():
             row = _first_bad_row(~whole)
-            raise InvalidInputError(f"{name}[{row}] = {arr[row]!r} is not a class index")
+            raise InvalidInputError(f"{name}[{row}] = {arr[row].item()!r} is not a class index")
     arr = arr.astype(np.int64)
     bad = (arr < 0) | (arr >= n_classes)
     if bad.any():

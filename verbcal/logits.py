@@ -76,7 +76,7 @@ def invert_softmax(P, eps: float = DEFAULT_EPS, *, renormalize: bool = False) ->
     --------
     >>> Z = invert_softmax([[0.9, 0.1, 0.0]], eps=0.01)
     >>> softmax(Z).round(4).tolist()
-    [[0.8922, 0.1078, 0.0098]]
+    [[0.8835, 0.1068, 0.0097]]
     """
     if not np.isfinite(eps) or eps < 0:
         raise InvalidInputError(f"eps must be a finite number >= 0, got {eps!r}")
