@@ -1,0 +1,663 @@
+"""Precision/recall operating points on calibrated probabilities.
+
+A user who promised "90 % of what we flag is right" needs the threshold that
+delivers it. This module finds it, one class at a time, one-vs-rest: the
+*score* of a row is its probability of the ``positive`` class, and a row is
+predicted positive when ``score >= threshold``.
+
+Two situations are covered:
+
+* **Labelled rows** (``operating_point``, ``operating_points``,
+  ``precision_recall_curve``): precision and recall are counted, with exact
+  Clopper–Pearson intervals.
+* **Unlabelled rows** (``predicted_precision``, ``predicted_recall``,
+  ``operating_point_from_probabilities``): if the probabilities are
+  calibrated, a row with score ``p`` is positive with probability ``p``, so
+  the expected number of true positives among the predicted rows is the sum
+  of their scores. Precision and recall are then *predicted* from the scores
+  alone. The prediction is only as good as the calibration.
+
+Candidate thresholds are the distinct score values. Verbalized probabilities
+are coarse (0.8, 0.9, 0.95 …) and full of ties; a threshold never splits tied
+scores, since every threshold between two adjacent distinct scores predicts
+the same rows as the higher of the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import stats
+
+from verbcal._errors import ConfigurationError, InvalidInputError
+from verbcal._validation import check_labels, check_probabilities
+
+__all__ = [
+    "OperatingPoint",
+    "PrecisionRecallCurve",
+    "PredictedOperatingPoint",
+    "clopper_pearson",
+    "operating_point",
+    "operating_point_from_probabilities",
+    "operating_points",
+    "precision_recall_curve",
+    "predicted_precision",
+    "predicted_recall",
+]
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A threshold chosen on labelled rows, and what it achieves on them.
+
+    Attributes
+    ----------
+    positive : int
+        Column of the class treated as positive (the others are negative).
+    target : {"precision", "recall"}
+        Which quantity was asked for.
+    target_value : float
+        The value asked for.
+    met : bool
+        Whether some threshold reaches the target. When False, the fields
+        describe the best achievable point: the highest precision (for a
+        precision target).
+    threshold : float
+        Predict positive when the positive-class probability is ``>= threshold``.
+    precision, recall : float
+        Achieved on the given rows.
+    n_predicted, n_true_positive : int
+        Rows predicted positive, and how many of them are positive.
+    n_positive, n_rows : int
+        Positive rows, and all rows.
+    precision_ci, recall_ci : tuple of float
+        Clopper–Pearson intervals at level ``confidence``. They hold for a
+        threshold fixed in advance; choosing the threshold on the same rows
+        makes them somewhat optimistic.
+    confidence : float
+        Level of the intervals.
+    """
+
+    positive: int
+    target: str
+    target_value: float
+    met: bool
+    threshold: float
+    precision: float
+    recall: float
+    n_predicted: int
+    n_true_positive: int
+    n_positive: int
+    n_rows: int
+    precision_ci: tuple[float, float]
+    recall_ci: tuple[float, float]
+    confidence: float
+
+    def __str__(self) -> str:
+        verdict = "meets" if self.met else "CANNOT MEET (best achievable shown)"
+        level = f"{self.confidence:.0%}"
+        return (
+            f"class {self.positive}: threshold {self.threshold:.6g} {verdict} "
+            f"target {self.target} >= {self.target_value:g}: "
+            f"precision {self.precision:.4f} ({level} CI {self.precision_ci[0]:.4f}"
+            f"-{self.precision_ci[1]:.4f}), recall {self.recall:.4f} ({level} CI "
+            f"{self.recall_ci[0]:.4f}-{self.recall_ci[1]:.4f}), "
+            f"{self.n_true_positive}/{self.n_predicted} predicted positives correct, "
+            f"{self.n_positive} positives in {self.n_rows} rows"
+        )
+
+
+@dataclass(frozen=True)
+class PredictedOperatingPoint:
+    """A threshold chosen on unlabelled rows by the precision/recall calibration predicts.
+
+    Attributes
+    ----------
+    positive : int
+        Column of the class treated as positive.
+    target : {"precision", "recall"}
+        Which quantity was asked for.
+    target_value : float
+        The value asked for.
+    met : bool
+        Whether some threshold reaches the target by prediction. When False,
+        the fields describe the highest predicted precision.
+    threshold : float
+        Predict positive when the positive-class probability is ``>= threshold``.
+    predicted_precision, predicted_recall : float
+        Expected precision and recall, assuming calibrated probabilities.
+    n_predicted, n_rows : int
+        Rows predicted positive, and all rows.
+    """
+
+    positive: int
+    target: str
+    target_value: float
+    met: bool
+    threshold: float
+    predicted_precision: float
+    predicted_recall: float
+    n_predicted: int
+    n_rows: int
+
+
+@dataclass(frozen=True)
+class PrecisionRecallCurve:
+    """Precision and recall at every distinct score, as plain arrays for plotting.
+
+    All arrays have one entry per threshold, thresholds increasing (the order
+    of :func:`sklearn.metrics.precision_recall_curve`, whose extra end point
+    ``precision=1, recall=0`` is left out).
+
+    Attributes
+    ----------
+    positive : int
+        Column of the class treated as positive.
+    thresholds : numpy.ndarray of float
+        The distinct positive-class probabilities, increasing.
+    precision, recall : numpy.ndarray of float
+        Counted on the labelled rows.
+    predicted_precision, predicted_recall : numpy.ndarray of float
+        Expected from the probabilities alone, assuming they are calibrated.
+    n_predicted, n_true_positive : numpy.ndarray of int
+        Rows predicted positive, and how many of them are positive.
+    n_positive : int
+        Positive rows.
+    """
+
+    positive: int
+    thresholds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    predicted_precision: np.ndarray
+    predicted_recall: np.ndarray
+    n_predicted: np.ndarray
+    n_true_positive: np.ndarray
+    n_positive: int
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_positive(positive, n_classes: int) -> int:
+    if isinstance(positive, bool) or not isinstance(positive, Integral):
+        raise ConfigurationError(
+            f"positive must be a class index (an int column of P), got {positive!r}"
+        )
+    if not 0 <= positive < n_classes:
+        raise ConfigurationError(
+            f"positive class {positive} is unknown: P has columns 0..{n_classes - 1}"
+        )
+    return int(positive)
+
+
+def _check_fraction(value, name: str, *, closed_low: bool) -> float:
+    """``value`` as a float in (0, 1], or [0, 1] when ``closed_low``."""
+    low = "[0, 1]" if closed_low else "(0, 1]"
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+        raise ConfigurationError(f"{name} must be a number in {low}, got {value!r}")
+    if not (0.0 <= value <= 1.0) or (value == 0.0 and not closed_low):
+        raise ConfigurationError(f"{name} must be in {low}, got {value!r}")
+    return float(value)
+
+
+def _check_target(target_precision, target_recall) -> tuple[str, float]:
+    if (target_precision is None) == (target_recall is None):
+        raise ConfigurationError(
+            "give exactly one of target_precision and target_recall, "
+            f"got target_precision={target_precision!r}, target_recall={target_recall!r}"
+        )
+    if target_precision is not None:
+        return "precision", _check_fraction(target_precision, "target_precision", closed_low=False)
+    return "recall", _check_fraction(target_recall, "target_recall", closed_low=False)
+
+
+def _check_confidence(confidence) -> float:
+    level = _check_fraction(confidence, "confidence", closed_low=True)
+    if level in (0.0, 1.0):
+        raise ConfigurationError(f"confidence must be strictly between 0 and 1, got {level!r}")
+    return level
+
+
+def _scores(P, positive, renormalize: bool) -> tuple[np.ndarray, int]:
+    arr = check_probabilities(P, renormalize=renormalize)
+    column = _check_positive(positive, arr.shape[1])
+    return arr[:, column], column
+
+
+def _labelled(P, y, positive, renormalize: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Positive-class scores, a boolean "is positive" vector, and the checked column."""
+    arr = check_probabilities(P, renormalize=renormalize)
+    labels = check_labels(y, arr.shape[0], arr.shape[1])
+    column = _check_positive(positive, arr.shape[1])
+    return arr[:, column], _positives_of(labels, column), column
+
+
+def _positives_of(labels: np.ndarray, column: int) -> np.ndarray:
+    is_positive = labels == column
+    if not is_positive.any():
+        raise InvalidInputError(
+            f"y has no row of class {column}, so recall against it is undefined"
+        )
+    return is_positive
+
+
+# ----------------------------------------------------------------------------- core
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """Counts at every distinct score, thresholds *decreasing* (rows sorted by score)."""
+
+    thresholds: np.ndarray
+    n_predicted: np.ndarray
+    score_sum: np.ndarray  # sum of the scores of the predicted rows
+    n_true_positive: np.ndarray | None  # None for unlabelled rows
+
+    @property
+    def predicted_precision(self) -> np.ndarray:
+        return self.score_sum / self.n_predicted
+
+    @property
+    def predicted_recall(self) -> np.ndarray:
+        """NaN when every score is 0 (recall is 0 / 0)."""
+        with np.errstate(invalid="ignore"):
+            return self.score_sum / self.score_sum[-1]
+
+
+def _sweep(scores: np.ndarray, is_positive: np.ndarray | None = None) -> _Sweep:
+    order = np.argsort(scores, kind="stable")[::-1]
+    ranked = scores[order]
+    # The last row of each run of tied scores: a threshold takes the whole run.
+    last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
+    tp = None if is_positive is None else np.cumsum(is_positive[order])[last]
+    return _Sweep(
+        thresholds=ranked[last],
+        n_predicted=last + 1,
+        score_sum=np.cumsum(ranked)[last],
+        n_true_positive=tp,
+    )
+
+
+def _select(target: str, value: float, precision: np.ndarray, recall: np.ndarray):
+    """Index of the chosen threshold, and whether the target is met.
+
+    Precision target: the most recall among thresholds that meet it, then the
+    highest precision. Recall target: the highest precision among those that
+    meet it, then the most recall. Nothing meets it: the highest precision,
+    then the most recall.
+    """
+    achieved = precision if target == "precision" else recall
+    meets = achieved >= value
+    candidates = np.flatnonzero(meets) if meets.any() else np.arange(precision.size)
+    if target == "precision" and meets.any():
+        primary, secondary = recall, precision
+    else:
+        primary, secondary = precision, recall
+    # np.lexsort sorts by its last key first; take the largest.
+    best = candidates[np.lexsort((secondary[candidates], primary[candidates]))[-1]]
+    return int(best), bool(meets.any())
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval for a binomial proportion ``k / n``.
+
+    Parameters
+    ----------
+    k : int
+        Successes, ``0 <= k <= n``.
+    n : int
+        Trials, ``n >= 1``.
+    confidence : float, default 0.95
+        Coverage of the two-sided interval.
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper bound; 0 and 1 at the edges ``k == 0`` and ``k == n``.
+
+    Examples
+    --------
+    >>> low, high = clopper_pearson(3, 3)
+    >>> round(low, 4), high
+    (0.2924, 1.0)
+    """
+    if n < 1 or not 0 <= k <= n:
+        raise InvalidInputError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    alpha = 1.0 - _check_confidence(confidence)
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def _operating_point(
+    scores: np.ndarray,
+    is_positive: np.ndarray,
+    column: int,
+    target: str,
+    value: float,
+    confidence: float,
+) -> OperatingPoint:
+    sweep = _sweep(scores, is_positive)
+    n_positive = int(sweep.n_true_positive[-1])
+    precision = sweep.n_true_positive / sweep.n_predicted
+    recall = sweep.n_true_positive / n_positive
+    i, met = _select(target, value, precision, recall)
+    tp, pp = int(sweep.n_true_positive[i]), int(sweep.n_predicted[i])
+    return OperatingPoint(
+        positive=column,
+        target=target,
+        target_value=value,
+        met=met,
+        threshold=float(sweep.thresholds[i]),
+        precision=float(precision[i]),
+        recall=float(recall[i]),
+        n_predicted=pp,
+        n_true_positive=tp,
+        n_positive=n_positive,
+        n_rows=int(scores.size),
+        precision_ci=clopper_pearson(tp, pp, confidence),
+        recall_ci=clopper_pearson(tp, n_positive, confidence),
+        confidence=confidence,
+    )
+
+
+# ----------------------------------------------------------------------------- labelled rows
+
+
+def operating_point(
+    P,
+    y,
+    positive: int,
+    *,
+    target_precision: float | None = None,
+    target_recall: float | None = None,
+    confidence: float = 0.95,
+    renormalize: bool = False,
+) -> OperatingPoint:
+    """The threshold that meets a precision or recall target on labelled rows.
+
+    Class ``positive`` is scored one-vs-rest by its probability. With a
+    precision target, the threshold chosen is the one that meets it with the
+    most recall; with a recall target, the one that meets it with the highest
+    precision. When no threshold meets the target, the result has
+    ``met=False`` and describes the highest precision achievable.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows (calibrated, ideally). A 1-D array is the probability
+        of class 1 of a binary problem.
+    y : array-like of shape (n,)
+        Gold class indices (columns of ``P``).
+    positive : int
+        Column of the class treated as positive.
+    target_precision, target_recall : float in (0, 1]
+        Give exactly one.
+    confidence : float, default 0.95
+        Level of the Clopper–Pearson intervals on precision and recall.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+
+    Returns
+    -------
+    OperatingPoint
+
+    Examples
+    --------
+    >>> p_yes = [0.9, 0.9, 0.8, 0.6, 0.6, 0.3]
+    >>> y = [1, 0, 1, 1, 0, 0]
+    >>> op = operating_point(p_yes, y, positive=1, target_precision=0.6)
+    >>> op.met, op.threshold, op.precision, op.recall, op.n_predicted
+    (True, 0.6, 0.6, 1.0, 5)
+    >>> operating_point(p_yes, y, positive=1, target_precision=0.7).met
+    False
+    """
+    target, value = _check_target(target_precision, target_recall)
+    level = _check_confidence(confidence)
+    scores, is_positive, column = _labelled(P, y, positive, renormalize)
+    return _operating_point(scores, is_positive, column, target, value, level)
+
+
+def operating_points(
+    P,
+    y,
+    *,
+    target_precision: float | None = None,
+    target_recall: float | None = None,
+    confidence: float = 0.95,
+    renormalize: bool = False,
+) -> list[OperatingPoint]:
+    """One-vs-rest operating points for every class, in column order.
+
+    Each class in turn is the positive one, and gets the threshold on its own
+    probability chosen as in :func:`operating_point`. Every class must occur
+    in ``y``.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows.
+    y : array-like of shape (n,)
+        Gold class indices.
+    target_precision, target_recall : float in (0, 1]
+        Give exactly one; the same target applies to every class.
+    confidence : float, default 0.95
+        Level of the Clopper–Pearson intervals.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+
+    Returns
+    -------
+    list of OperatingPoint
+        Element ``k`` treats class ``k`` as positive.
+
+    Examples
+    --------
+    >>> P = [[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]]
+    >>> points = operating_points(P, [0, 1, 2, 1], target_precision=1.0)
+    >>> [(op.threshold, op.recall) for op in points]
+    [(0.7, 1.0), (0.4, 1.0), (0.6, 1.0)]
+    """
+    target, value = _check_target(target_precision, target_recall)
+    level = _check_confidence(confidence)
+    arr = check_probabilities(P, renormalize=renormalize)
+    labels = check_labels(y, arr.shape[0], arr.shape[1])
+    return [
+        _operating_point(arr[:, k], _positives_of(labels, k), k, target, value, level)
+        for k in range(arr.shape[1])
+    ]
+
+
+def precision_recall_curve(
+    P, y, positive: int, *, renormalize: bool = False
+) -> PrecisionRecallCurve:
+    """Realised and predicted precision/recall at every distinct score.
+
+    The counted precision and recall equal
+    :func:`sklearn.metrics.precision_recall_curve` on ``(y == positive,
+    P[:, positive])`` without its end point.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows.
+    y : array-like of shape (n,)
+        Gold class indices.
+    positive : int
+        Column of the class treated as positive.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+
+    Returns
+    -------
+    PrecisionRecallCurve
+
+    Examples
+    --------
+    >>> curve = precision_recall_curve([0.9, 0.9, 0.8, 0.3], [1, 0, 1, 0], positive=1)
+    >>> curve.thresholds.tolist(), curve.precision.tolist(), curve.recall.tolist()
+    ([0.3, 0.8, 0.9], [0.5, 0.6666666666666666, 0.5], [1.0, 1.0, 0.5])
+    >>> curve.predicted_precision.round(4).tolist()
+    [0.725, 0.8667, 0.9]
+    """
+    scores, is_positive, column = _labelled(P, y, positive, renormalize)
+    sweep = _sweep(scores, is_positive)
+    tp = sweep.n_true_positive
+    increasing = slice(None, None, -1)
+    return PrecisionRecallCurve(
+        positive=column,
+        thresholds=sweep.thresholds[increasing],
+        precision=(tp / sweep.n_predicted)[increasing],
+        recall=(tp / tp[-1])[increasing],
+        predicted_precision=sweep.predicted_precision[increasing],
+        predicted_recall=sweep.predicted_recall[increasing],
+        n_predicted=sweep.n_predicted[increasing],
+        n_true_positive=tp[increasing],
+        n_positive=int(tp[-1]),
+    )
+
+
+# ----------------------------------------------------------------------------- unlabelled rows
+
+
+def _check_threshold(threshold) -> float:
+    return _check_fraction(threshold, "threshold", closed_low=True)
+
+
+def predicted_precision(P, positive: int, threshold: float, *, renormalize: bool = False) -> float:
+    """Precision expected at ``threshold`` on unlabelled rows, if ``P`` is calibrated.
+
+    Calibration means a row with positive-class probability ``p`` is positive
+    with probability ``p``. The expected number of true positives among the
+    rows predicted positive (``p >= threshold``) is then the sum of their
+    ``p``, and the expected precision (given which rows are predicted) is
+    the mean of their ``p``. Over- or under-confident probabilities make this
+    estimate too high or too low; calibrate first.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows.
+    positive : int
+        Column of the class treated as positive.
+    threshold : float in [0, 1]
+        Predict positive when the positive-class probability is ``>= threshold``.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+
+    Returns
+    -------
+    float
+        NaN when no row reaches the threshold (precision is 0 / 0).
+
+    Examples
+    --------
+    >>> round(predicted_precision([0.9, 0.8, 0.6, 0.3], positive=1, threshold=0.6), 4)
+    0.7667
+    """
+    scores, _ = _scores(P, positive, renormalize)
+    chosen = scores >= _check_threshold(threshold)
+    if not chosen.any():
+        return float("nan")
+    return float(scores[chosen].sum() / chosen.sum())
+
+
+def predicted_recall(P, positive: int, threshold: float, *, renormalize: bool = False) -> float:
+    """Recall expected at ``threshold`` on unlabelled rows, if ``P`` is calibrated.
+
+    Under calibration (see :func:`predicted_precision`) the expected number
+    of positive rows is the sum of all positive-class probabilities and the
+    expected number found is the sum over rows with ``p >= threshold``; the
+    predicted recall is their ratio.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows.
+    positive : int
+        Column of the class treated as positive.
+    threshold : float in [0, 1]
+        Predict positive when the positive-class probability is ``>= threshold``.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+
+    Returns
+    -------
+    float
+        NaN when every positive-class probability is 0 (recall is 0 / 0).
+
+    Examples
+    --------
+    >>> round(predicted_recall([0.9, 0.8, 0.6, 0.3], positive=1, threshold=0.8), 4)
+    0.6538
+    """
+    scores, _ = _scores(P, positive, renormalize)
+    total = scores.sum()
+    if total == 0:
+        return float("nan")
+    return float(scores[scores >= _check_threshold(threshold)].sum() / total)
+
+
+def operating_point_from_probabilities(
+    P,
+    positive: int,
+    *,
+    target_precision: float | None = None,
+    target_recall: float | None = None,
+    renormalize: bool = False,
+) -> PredictedOperatingPoint:
+    """Choose a threshold on unlabelled rows by their predicted precision/recall.
+
+    The rules are those of :func:`operating_point`, applied to
+    :func:`predicted_precision` and :func:`predicted_recall` at each distinct
+    score. Trustworthy only as far as ``P`` is calibrated.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Calibrated probability rows.
+    positive : int
+        Column of the class treated as positive.
+    target_precision, target_recall : float in (0, 1]
+        Give exactly one.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+
+    Returns
+    -------
+    PredictedOperatingPoint
+
+    Examples
+    --------
+    >>> op = operating_point_from_probabilities(
+    ...     [0.95, 0.9, 0.8, 0.6, 0.3], positive=1, target_precision=0.85
+    ... )
+    >>> op.met, op.threshold, op.n_predicted, round(op.predicted_precision, 4)
+    (True, 0.8, 3, 0.8833)
+    """
+    target, value = _check_target(target_precision, target_recall)
+    scores, column = _scores(P, positive, renormalize)
+    if target == "recall" and not scores.any():
+        raise InvalidInputError(
+            f"every probability of class {column} is 0, so its predicted recall is undefined"
+        )
+    sweep = _sweep(scores)
+    precision, recall = sweep.predicted_precision, sweep.predicted_recall
+    i, met = _select(target, value, precision, recall)
+    return PredictedOperatingPoint(
+        positive=column,
+        target=target,
+        target_value=value,
+        met=met,
+        threshold=float(sweep.thresholds[i]),
+        predicted_precision=float(precision[i]),
+        predicted_recall=float(recall[i]),
+        n_predicted=int(sweep.n_predicted[i]),
+        n_rows=int(scores.size),
+    )
