@@ -1,0 +1,194 @@
+"""A durable store of model responses, keyed by a hash of the full request.
+
+Every answer a run paid for is written to SQLite and committed before the
+caller sees it, so a rerun (after a crash, a ``kill -9`` or a finished run)
+asks the endpoint nothing it already has.
+
+The key is the SHA-256 of the request as canonical JSON: sorted keys, no
+whitespace, and whole-number floats written as integers (``temperature=0``
+and ``temperature=0.0`` are the same request). The request is everything that
+can change the answer — base URL, model, messages, temperature, max tokens,
+response format, seed, ``n``, logprob settings and any other parameter — and
+never the API key, which only says who pays.
+
+Concurrency: one connection per :class:`ResponseCache`, guarded by a lock, so
+threads and asyncio tasks (through ``asyncio.to_thread``) can share it; separate
+processes may open the same file, SQLite's WAL journal and busy timeout
+serialise their writes. Commits use ``synchronous=FULL``: a committed row
+survives the process being killed and the machine losing power.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from verbcal._errors import ConfigurationError, InvalidInputError
+
+__all__ = ["ResponseCache", "request_key"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+_EXACT_INT = 2**53
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with whole-number floats as ints, so equal requests serialise equally."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INT:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def canonical_json(request: Mapping[str, Any]) -> str:
+    """The request as canonical JSON text (the text the cache key hashes)."""
+    try:
+        return json.dumps(
+            _canonical(request),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"request cannot be written as JSON: {exc}") from None
+
+
+def request_key(request: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of the canonical JSON of ``request``.
+
+    Parameters
+    ----------
+    request : mapping
+        The full request: base URL, model, messages and every parameter sent.
+
+    Returns
+    -------
+    str
+        64 hexadecimal characters.
+
+    Examples
+    --------
+    >>> a = request_key({"model": "m", "temperature": 0, "messages": []})
+    >>> a == request_key({"messages": [], "temperature": 0.0, "model": "m"})
+    True
+    >>> a == request_key({"model": "m", "temperature": 0.5, "messages": []})
+    False
+    """
+    if not isinstance(request, Mapping):
+        raise InvalidInputError(f"request must be a mapping, got {type(request).__name__}")
+    return hashlib.sha256(canonical_json(request).encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Responses stored in an SQLite file, one row per distinct request.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The database file; created with its table if missing. ``":memory:"``
+        gives a cache that lives as long as the object.
+    timeout : float, default 30.0
+        Seconds to wait for another process's write lock before failing.
+
+    Examples
+    --------
+    >>> cache = ResponseCache(":memory:")
+    >>> request = {"base_url": "http://127.0.0.1:8080/v1", "model": "m", "messages": []}
+    >>> cache.get(request) is None
+    True
+    >>> key = cache.put(request, {"choices": [{"message": {"content": "hi"}}]})
+    >>> cache.get(request)["choices"][0]["message"]["content"], len(cache)
+    ('hi', 1)
+    >>> cache.close()
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        if not timeout > 0:
+            raise ConfigurationError(f"timeout must be positive, got {timeout!r}")
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"cannot open response cache {self.path!r}: {exc}") from None
+
+    def get(self, request: Mapping[str, Any]) -> dict | None:
+        """The stored response to ``request``, or None when it was never stored."""
+        return self.get_by_key(request_key(request))
+
+    def get_by_key(self, key: str) -> dict | None:
+        """The stored response under ``key`` (see :func:`request_key`), or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT response FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, request: Mapping[str, Any], response: Mapping[str, Any]) -> str:
+        """Store ``response`` for ``request`` and commit it; return the key.
+
+        A request already stored keeps its first response, so every reader
+        sees one answer per request.
+        """
+        key = request_key(request)
+        try:
+            response_text = json.dumps(response, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"response cannot be written as JSON: {exc}") from None
+        with self._lock:
+            # Autocommit mode: this statement is its own transaction, durable on return.
+            self._conn.execute(
+                "INSERT INTO responses (key, request, response, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO NOTHING",
+                (key, canonical_json(request), response_text, time.time()),
+            )
+        return key
+
+    def __contains__(self, request: Mapping[str, Any]) -> bool:
+        return self.get(request) is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def keys(self) -> Iterator[str]:
+        """The keys of every stored response, oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key FROM responses ORDER BY created").fetchall()
+        return iter([row[0] for row in rows])
+
+    def close(self) -> None:
+        """Close the connection (every row is already committed)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResponseCache({self.path!r})"
