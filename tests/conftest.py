@@ -1,0 +1,58 @@
+"""Shared fixtures: one real llama.cpp server per test session, and the recorded LLM answers.
+
+A test that needs what is not installed here is skipped with the reason, except
+in CI (the ``CI`` environment variable is set), where ``scripts/setup.sh`` has
+installed everything and a missing part is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from verbcal._errors import ConfigurationError
+from verbcal._recorded import find_recorded_data
+from verbcal.local_server import LocalLlamaServer, check_llama_cpp_server, find_smollm2_model
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the test, or fail it in CI, where nothing may be missing."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: scripts/setup.sh must have installed it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LocalLlamaServer]:
+    """A running llama.cpp server with SmolLM2-135M-Instruct, shared by the whole session.
+
+    Use ``llama_server.base_url`` and ``llama_server.model`` with any
+    OpenAI-compatible client. Requests to it are real model decodes: keep them
+    short (``max_tokens``) and few.
+    """
+    try:
+        check_llama_cpp_server()
+        find_smollm2_model()
+    except ConfigurationError as error:
+        skip_or_fail(f"no local model server: {error}")
+    with LocalLlamaServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def recorded_data() -> Path:
+    """The ``llm-confidence`` folder of recorded LLM answers (see its README)."""
+    folder = find_recorded_data()
+    if folder is None:
+        pytest.skip(
+            "recorded LLM answers not found: expected shared/data/llm-confidence beside "
+            "the repository, or a folder named by VERBCAL_RECORDED_DATA"
+        )
+    return folder
