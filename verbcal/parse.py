@@ -1,0 +1,605 @@
+"""Read a model's verbalized probabilities out of its raw answer text.
+
+``parse_verbalized`` never raises on model output: whatever the text is, it
+returns a :class:`ParseResult` whose status says how the reading went.
+
+How an answer is read, in order:
+
+1. Every top-level JSON object in the text is read (code fences and prose
+   around it are ignored). Invalid JSON as models write it (single quotes,
+   unquoted keys or values, trailing commas, Python literals, stray
+   backslashes, unescaped quotes inside strings) is read leniently and the
+   leniency is reported as a repair.
+2. In an object, keys that name a label give a distribution (the paper's
+   style: ``{"Answer": "C", "A": 0.05, ..., "D": 0.05}``); the ``Answer``
+   key is then ignored. Without label keys, a nested object with label keys is
+   used; failing that an answer + confidence pair
+   (``{"Answer": "C", "Confidence": 0.8}``) puts the confidence on the answer
+   and spreads the rest evenly over the other labels.
+3. When several objects state something, the last one that reads as a valid
+   distribution wins (models correct themselves at the end).
+4. Without any usable JSON, plain text is scanned for ``label: value`` pairs
+   or ``Answer: B, confidence 90%``.
+
+Values are then completed into a distribution:
+
+* numbers in quotes are read as numbers; ``"80%"`` is 0.8; when some value
+  exceeds 1 and none exceeds 100, every value is read as a percentage;
+* labels that were not stated share the remainder ``1 - sum(stated)``
+  evenly (0 when the stated values already reach 1);
+* a sum off 1 by more than ``tolerance`` is renormalised.
+
+Each of these marks the result ``repaired`` and says so in ``detail``.
+Negative, NaN or out-of-range values, answers outside the label set, and texts
+that state no distribution (empty, refusals, "Unknown", truncated JSON) give
+``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from verbcal._errors import ConfigurationError
+
+OK = "ok"
+REPAIRED = "repaired"
+FAILED = "failed"
+
+#: Default allowed deviation of a stated sum from 1 before a row counts as repaired.
+SUM_TOLERANCE = 0.01
+
+# Keys (after normalisation) that hold the chosen label or the confidence in it.
+_ANSWER_KEYS = frozenset({"answer", "final answer", "label", "prediction", "choice"})
+_CONFIDENCE_KEYS = frozenset({"confidence", "confidence level", "probability", "certainty"})
+
+# At most this many "{" positions are tried, so pathological texts stay fast.
+_MAX_OBJECT_STARTS = 200
+_MAX_DEPTH = 64
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER_RE = re.compile(_NUMBER)
+_QUOTE = "[\"'*]*"  # quotes or markdown bold around a key or value in plain text
+
+
+@dataclass(frozen=True, eq=False)
+class ParseResult:
+    """What ``parse_verbalized`` read from one answer.
+
+    Attributes
+    ----------
+    probs : numpy.ndarray of shape (K,) or None
+        Probabilities in label order, summing to 1; None when ``status`` is
+        ``"failed"``.
+    status : {"ok", "repaired", "failed"}
+        ``ok``: read as stated. ``repaired``: read after the fixes listed in
+        ``detail``. ``failed``: no distribution; ``detail`` holds the reason.
+    detail : tuple of str
+        The repairs made, or the one reason for failing.
+    """
+
+    probs: np.ndarray | None
+    status: str
+    detail: tuple[str, ...] = field(default=())
+
+
+class _Rejected(Exception):
+    """An answer that states something but cannot be read as a distribution."""
+
+
+@dataclass
+class _Reading:
+    probs: np.ndarray | None
+    repairs: list[str]
+    reason: str = ""
+
+
+def _normalise(name: str) -> str:
+    """Case-, whitespace- and punctuation-insensitive form of a label or key."""
+    folded = name.casefold()
+    return " ".join(re.findall(r"\w+", folded)) or folded.strip()
+
+
+class _LabelIndex:
+    """Maps what a model may write for a label (any case, punctuation, alias) to its index."""
+
+    def __init__(self, labels: Sequence[str], aliases: Mapping[str, str] | None):
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise ConfigurationError(f"labels must be a list of strings, got {labels!r}")
+        self.labels = list(labels)
+        if len(self.labels) < 2:
+            raise ConfigurationError(f"need at least 2 labels, got {self.labels!r}")
+        self.forms: dict[str, int] = {}
+        for i, label in enumerate(self.labels):
+            if not isinstance(label, str) or not label.strip():
+                raise ConfigurationError(f"label {i} must be a non-empty string, got {label!r}")
+            self._add(label, i, f"label {label!r}")
+        for alias, target in (aliases or {}).items():
+            if target not in self.labels:
+                raise ConfigurationError(
+                    f"alias {alias!r} points to {target!r}, which is not one of the labels "
+                    f"{self.labels}"
+                )
+            if not isinstance(alias, str) or not alias.strip():
+                raise ConfigurationError(f"alias must be a non-empty string, got {alias!r}")
+            self._add(alias, self.labels.index(target), f"alias {alias!r}")
+
+    def _add(self, form: str, index: int, what: str) -> None:
+        key = _normalise(form)
+        if self.forms.get(key, index) != index:
+            other = self.labels[self.forms[key]]
+            raise ConfigurationError(f"{what} cannot be told apart from label {other!r}")
+        self.forms[key] = index
+
+    def match(self, value: object) -> int | None:
+        """Index of the label ``value`` names (a string, or a JSON boolean/int), else None."""
+        if isinstance(value, (bool, int)):
+            value = str(value)
+        if not isinstance(value, str):
+            return None
+        return self.forms.get(_normalise(value))
+
+    def pattern(self) -> str:
+        """A regex alternation of every written form, longest first."""
+        forms = sorted(self.forms, key=len, reverse=True)
+        return "|".join(re.escape(f).replace(r"\ ", r"[\W_]+") for f in forms)
+
+
+# --------------------------------------------------------------------------- lenient JSON
+
+
+class _JsonishError(Exception):
+    def __init__(self, message: str, truncated: bool = False):
+        super().__init__(message)
+        self.truncated = truncated
+
+
+# A quote ends a string only when what follows looks like JSON structure: this lets
+# `"at 6'0", Allen"` stay inside the string while `"x",\n "B": 1` closes it.
+_CLOSES_STRING = re.compile(r"\s*(?:$|[:}\]]|,\s*(?:$|[\"'}\]]|[\w -]+\s*:))")
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_LITERALS = {
+    "true": True,
+    "false": False,
+    "null": None,
+    "NaN": float("nan"),
+    "Infinity": float("inf"),
+    "-Infinity": float("-inf"),
+}
+_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
+class _LenientReader:
+    """Recursive-descent reader for JSON as models write it; records each leniency used."""
+
+    def __init__(self, text: str, pos: int):
+        self.text = text
+        self.pos = pos
+        self.leniencies: list[str] = []
+
+    def _note(self, what: str) -> None:
+        if what not in self.leniencies:
+            self.leniencies.append(what)
+
+    def _skip_space(self) -> str:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+        if self.pos >= len(self.text):
+            raise _JsonishError("text ends inside a JSON value", truncated=True)
+        return self.text[self.pos]
+
+    def value(self, depth: int = 0) -> object:
+        if depth > _MAX_DEPTH:
+            raise _JsonishError("nested too deeply")
+        ch = self._skip_space()
+        if ch == "{":
+            return self._object(depth)
+        if ch == "[":
+            return self._array(depth)
+        if ch in "\"'":
+            return self._string()
+        return self._bare(stop=",}]\n")
+
+    def _object(self, depth: int) -> dict:
+        self.pos += 1
+        result: dict = {}
+        while self._skip_space() != "}":
+            ch = self.text[self.pos]
+            if ch in "\"'":
+                key = self._string()
+            else:
+                key = self._word(stop=":,}\n")
+                self._note("unquoted keys")
+            if self._skip_space() not in ":=":
+                raise _JsonishError("missing ':' after an object key")
+            self.pos += 1
+            result[key] = self.value(depth + 1)
+            self._after_item("}")
+        self.pos += 1
+        return result
+
+    def _array(self, depth: int) -> list:
+        self.pos += 1
+        result = []
+        while self._skip_space() != "]":
+            result.append(self.value(depth + 1))
+            self._after_item("]")
+        self.pos += 1
+        return result
+
+    def _after_item(self, closer: str) -> None:
+        ch = self._skip_space()
+        if ch == ",":
+            self.pos += 1
+            if self._skip_space() == closer:
+                self._note("trailing commas")
+        elif ch != closer:
+            raise _JsonishError(f"expected ',' or {closer!r}, found {ch!r}")
+
+    def _string(self) -> str:
+        quote = self.text[self.pos]
+        if quote == "'":
+            self._note("single-quoted strings")
+        self.pos += 1
+        out = []
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            self.pos += 1
+            if ch == "\\":
+                out.append(self._escape())
+            elif ch == quote and _CLOSES_STRING.match(self.text, self.pos):
+                return "".join(out)
+            else:
+                if ch == quote:
+                    self._note("unescaped quotes inside strings")
+                elif ch in "\n\r":
+                    self._note("line breaks inside strings")
+                out.append(ch)
+        raise _JsonishError("text ends inside a string", truncated=True)
+
+    def _escape(self) -> str:
+        ch = self.text[self.pos : self.pos + 1]
+        if ch in _ESCAPES:
+            self.pos += 1
+            return _ESCAPES[ch]
+        digits = self.text[self.pos + 1 : self.pos + 5]
+        if ch == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", digits):
+            self.pos += 5
+            return chr(int(digits, 16))
+        self._note("invalid backslash escapes")
+        return "\\"
+
+    def _word(self, stop: str) -> str:
+        """The unquoted text up to the next character in ``stop``, stripped."""
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in stop:
+            self.pos += 1
+        if self.pos >= len(self.text):
+            raise _JsonishError("text ends inside a value", truncated=True)
+        word = self.text[start : self.pos].strip()
+        if not word:
+            raise _JsonishError(f"expected a name or value at position {start}")
+        return word
+
+    def _bare(self, stop: str) -> object:
+        """A number, literal or unquoted string value."""
+        word = self._word(stop)
+        if re.fullmatch(r"[+-]?\d+", word):
+            return int(word)
+        if _NUMBER_RE.fullmatch(word):
+            return float(word)
+        if word in _LITERALS:
+            return _LITERALS[word]
+        if word in _PYTHON_LITERALS:
+            self._note("Python literals")
+            return _PYTHON_LITERALS[word]
+        if word[0] in "{[\"'":
+            raise _JsonishError(f"malformed value {word[:20]!r}")
+        self._note("unquoted string values")
+        return word
+
+
+def _json_objects(text: str) -> tuple[list[tuple[dict, list[str]]], bool]:
+    """Every top-level JSON object in ``text`` with the leniencies needed to read it.
+
+    Also returns whether some object is cut off by the end of the text.
+    """
+    decoder = json.JSONDecoder()
+    objects: list[tuple[dict, list[str]]] = []
+    truncated = False
+    pos = 0
+    for _ in range(_MAX_OBJECT_STARTS):
+        start = text.find("{", pos)
+        if start < 0:
+            break
+        try:
+            obj, pos = decoder.raw_decode(text, start)
+            leniencies: list[str] = []
+        except (ValueError, RecursionError):
+            reader = _LenientReader(text, start)
+            try:
+                obj = reader.value()
+            except _JsonishError as exc:
+                truncated = truncated or exc.truncated
+                pos = start + 1
+                continue
+            pos, leniencies = reader.pos, reader.leniencies
+        objects.append((obj, leniencies))
+    return objects, truncated
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _number(value: object, where: str, repairs: list[str]) -> tuple[float, bool]:
+    """A stated value as a float, and whether it carried a percent sign."""
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+        raise _Rejected(f"{where} is {json.dumps(value)}, not a number")
+    if isinstance(value, (int, float)):
+        return float(value), False
+    text = str(value).strip()
+    percent = text.endswith("%")
+    if percent:
+        text = text[:-1].strip()
+    if not _NUMBER_RE.fullmatch(text):
+        raise _Rejected(f"{where} is {value!r}, not a number")
+    _add(repairs, "percent signs" if percent else "numbers in quotes")
+    return float(text), percent
+
+
+def _add(repairs: list[str], what: str) -> None:
+    if what not in repairs:
+        repairs.append(what)
+
+
+def _to_fractions(values: dict[str, tuple[float, bool]], repairs: list[str]) -> dict[str, float]:
+    """Check stated values and bring them to [0, 1] (percent signs, percentage scale)."""
+    for where, (x, _) in values.items():
+        if not np.isfinite(x):
+            raise _Rejected(f"{where} is {x}, not a finite number")
+        if x < 0:
+            raise _Rejected(f"{where} is {x:g}, negative")
+    plain = [x for x, percent in values.values() if not percent]
+    as_percentages = bool(plain) and max(plain) > 1 and max(plain) <= 100
+    if as_percentages:
+        _add(repairs, "values read as percentages (out of 100)")
+    fractions = {}
+    for where, (x, percent) in values.items():
+        fraction = x / 100 if percent or as_percentages else x
+        if fraction > 1:
+            raise _Rejected(f"{where} is {x:g}, above 1 (and not a percentage)")
+        fractions[where] = fraction
+    return fractions
+
+
+# --------------------------------------------------------------------------- readings
+
+
+def _distribution(
+    stated: dict[int, tuple[float, bool]], index: _LabelIndex, tolerance: float
+) -> _Reading:
+    """Complete per-label values into a distribution (missing labels, renormalising)."""
+    repairs: list[str] = []
+    names = {i: f"the value for {index.labels[i]!r}" for i in stated}
+    fractions = _to_fractions({names[i]: v for i, v in stated.items()}, repairs)
+    k = len(index.labels)
+    probs = np.zeros(k)
+    for i in stated:
+        probs[i] = fractions[names[i]]
+    missing = [i for i in range(k) if i not in stated]
+    if missing:
+        rest = max(0.0, 1.0 - probs.sum())
+        probs[missing] = rest / len(missing)
+        labels = ", ".join(repr(index.labels[i]) for i in missing)
+        repairs.append(f"missing labels {labels} given the remainder {rest:.4g}, split evenly")
+    total = probs.sum()
+    if total <= 0:
+        raise _Rejected("the stated probabilities sum to 0")
+    if abs(total - 1.0) > tolerance:
+        repairs.append(f"probabilities summed to {total:.4g}; renormalised")
+    return _Reading(probs / total, repairs)
+
+
+def _answer_with_confidence(
+    answer: object, confidence: object, index: _LabelIndex, *, has_confidence: bool
+) -> _Reading:
+    """Confidence on the stated answer, the rest spread evenly over the other labels."""
+    label = index.match(answer)
+    if label is None:
+        raise _Rejected(f"the answer {answer!r} is not one of the labels {index.labels}")
+    if not has_confidence:
+        raise _Rejected(f"the answer {answer!r} comes with no probability or confidence")
+    repairs: list[str] = []
+    stated = {"the confidence": _number(confidence, "the confidence", repairs)}
+    conf = _to_fractions(stated, repairs)["the confidence"]
+    k = len(index.labels)
+    probs = np.full(k, (1.0 - conf) / (k - 1))
+    probs[label] = conf
+    return _Reading(probs, repairs)
+
+
+def _read_object(obj: dict, index: _LabelIndex, tolerance: float) -> _Reading | None:
+    """The distribution one JSON object states, or None when it says nothing about labels."""
+    try:
+        return _read_object_or_reject(obj, index, tolerance)
+    except _Rejected as exc:
+        return _Reading(None, [], str(exc))
+
+
+def _read_object_or_reject(obj: dict, index: _LabelIndex, tolerance: float) -> _Reading | None:
+    stated: dict[int, tuple[float, bool]] = {}
+    roles: dict[str, object] = {}
+    repairs: list[str] = []
+    for key, value in obj.items():
+        label = index.match(key)
+        if label is None:
+            role = _normalise(key)
+            if role in _ANSWER_KEYS or role in _CONFIDENCE_KEYS:
+                roles["answer" if role in _ANSWER_KEYS else "confidence"] = value
+            continue
+        if value is None:
+            continue
+        if label in stated:
+            raise _Rejected(f"label {index.labels[label]!r} is given more than once")
+        stated[label] = _number(value, f"the value for {index.labels[label]!r}", repairs)
+    if stated:
+        reading = _distribution(stated, index, tolerance)
+        reading.repairs[:0] = repairs
+        return reading
+    for value in obj.values():
+        if isinstance(value, dict) and (nested := _read_object(value, index, tolerance)):
+            return nested
+    if "answer" in roles:
+        return _answer_with_confidence(
+            roles["answer"], roles.get("confidence"), index, has_confidence="confidence" in roles
+        )
+    return None
+
+
+def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Reading | None:
+    """``A: 0.7, B: 0.3`` or ``Answer: B, confidence 90%`` in text that has no usable JSON."""
+    labels = index.pattern()
+    pairs = re.finditer(
+        rf"(?<![\w]){_QUOTE}({labels}){_QUOTE}\s*[:=]\s*{_QUOTE}({_NUMBER})\s*(%?)",
+        text,
+        flags=re.IGNORECASE,
+    )
+    stated = {index.match(m.group(1)): (float(m.group(2)), bool(m.group(3))) for m in pairs}
+    answers = re.findall(
+        rf"\b(?:final\s+)?answer\b{_QUOTE}\s*(?:[:=]|is)\s*{_QUOTE}\(?({labels})(?!\w)",
+        text,
+        flags=re.IGNORECASE,
+    )
+    confidences = re.findall(
+        rf"\b(?:confidence|probability|certainty)(?:\s+level)?\b{_QUOTE}\s*(?:[:=]|is|of)?\s*"
+        rf"{_QUOTE}({_NUMBER}\s*%?)",
+        text,
+        flags=re.IGNORECASE,
+    )
+    try:
+        if stated:
+            reading = _distribution(stated, index, tolerance)
+        elif answers:
+            reading = _answer_with_confidence(
+                answers[-1],
+                confidences[-1] if confidences else None,
+                index,
+                has_confidence=bool(confidences),
+            )
+        else:
+            return None
+    except _Rejected as exc:
+        return _Reading(None, [], str(exc))
+    reading.repairs.insert(0, "read from plain text (no JSON)")
+    return reading
+
+
+def _read(text: str, index: _LabelIndex, tolerance: float) -> _Reading:
+    objects, truncated = _json_objects(text)
+    readings = []
+    for obj, leniencies in objects:
+        reading = _read_object(obj, index, tolerance) if isinstance(obj, dict) else None
+        if reading is not None:
+            reading.repairs[:0] = [f"invalid JSON: {what}" for what in leniencies]
+            readings.append(reading)
+    valid = [r for r in readings if r.probs is not None]
+    if valid:
+        chosen = valid[-1]
+        if len(readings) > 1:
+            chosen.repairs.append(f"{len(readings)} answers in the text; used the last valid one")
+        return chosen
+    if truncated:
+        return _Reading(None, [], "the answer is truncated: a JSON object is never closed")
+    if readings:
+        return readings[-1]
+    plain = _read_plain_text(text, index, tolerance)
+    if plain is not None:
+        return plain
+    return _Reading(None, [], "no probabilities and no answer with a confidence found")
+
+
+def parse_verbalized(
+    text: object,
+    labels: Sequence[str],
+    *,
+    aliases: Mapping[str, str] | None = None,
+    tolerance: float = SUM_TOLERANCE,
+) -> ParseResult:
+    """Read the probability per label that a model states in ``text``.
+
+    Never raises on model output: any ``text`` (also None or a non-string)
+    gives a result whose ``status`` says what happened. See the module
+    docstring for the forms read and the repairs made.
+
+    Parameters
+    ----------
+    text : str
+        The model's raw answer.
+    labels : sequence of str
+        The label set, in the order of the returned probabilities. Matching is
+        insensitive to case, whitespace and punctuation (``" true."`` is
+        ``"True"``); JSON booleans match the labels "True"/"False".
+    aliases : mapping of str to str, optional
+        Other names a model may use, mapped to a label, e.g.
+        ``{"Yes": "True", "No": "False"}``.
+    tolerance : float
+        A stated sum may miss 1 by this much and still count as ``ok``.
+
+    Returns
+    -------
+    ParseResult
+        ``probs`` (shape (K,), label order, sums to 1) or None, the
+        ``status`` ("ok", "repaired", "failed") and the ``detail``.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``labels``, ``aliases`` or ``tolerance`` cannot work (never
+        because of ``text``).
+
+    Examples
+    --------
+    >>> r = parse_verbalized('```json\\n{"Answer": "B", "A": 0.2, "B": 0.8}\\n```', ["A", "B"])
+    >>> r.status, r.probs.tolist()
+    ('ok', [0.2, 0.8])
+    >>> r = parse_verbalized("Answer: yes, confidence 90%", ["True", "False"],
+    ...                      aliases={"yes": "True", "no": "False"})
+    >>> r.status, r.probs.round(2).tolist()
+    ('repaired', [0.9, 0.1])
+    >>> parse_verbalized('{"Answer": "Unknown", "Confidence": 0.5}', ["True", "False"]).detail
+    ("the answer 'Unknown' is not one of the labels ['True', 'False']",)
+    """
+    index = _LabelIndex(labels, aliases)
+    if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
+        raise ConfigurationError(f"tolerance must be a number in [0, 1), got {tolerance!r}")
+    if not isinstance(text, str):
+        return ParseResult(None, FAILED, (f"the answer is {type(text).__name__}, not text",))
+    if not text.strip():
+        return ParseResult(None, FAILED, ("the answer is empty",))
+    reading = _read(text, index, tolerance)
+    if reading.probs is None:
+        return ParseResult(None, FAILED, (reading.reason,))
+    return ParseResult(reading.probs, REPAIRED if reading.repairs else OK, tuple(reading.repairs))
+
+
+def parse_many(
+    texts: Iterable[object], labels: Sequence[str], **kwargs
+) -> tuple[np.ndarray, list[ParseResult]]:
+    """Parse several answers: an (n, K) array with NaN rows where parsing failed, and the results.
+
+    Examples
+    --------
+    >>> P, results = parse_many(['{"A": 0.3, "B": 0.7}', "no idea"], ["A", "B"])
+    >>> P.tolist(), [r.status for r in results]
+    ([[0.3, 0.7], [nan, nan]], ['ok', 'failed'])
+    """
+    results = [parse_verbalized(text, labels, **kwargs) for text in texts]
+    P = np.full((len(results), len(labels)), np.nan)
+    for row, result in zip(P, results, strict=True):
+        if result.probs is not None:
+            row[:] = result.probs
+    return P, results
