@@ -29,7 +29,12 @@ from types import TracebackType
 
 from verbcal._errors import BackendError, ConfigurationError
 
-__all__ = ["LocalLlamaServer", "find_smollm2_model", "start_local_server"]
+__all__ = [
+    "LocalLlamaServer",
+    "check_llama_cpp_server",
+    "find_smollm2_model",
+    "start_local_server",
+]
 
 LLAMA_CPP_VERSION = "0.3.36"
 SMOLLM2_VERSION = "0.1.2"
@@ -109,7 +114,7 @@ def find_smollm2_model() -> Path:
     return path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -235,9 +240,9 @@ class LocalLlamaServer:
         """
         if self.running:
             raise ConfigurationError(f"The server is already running at {self.base_url}.")
-        check_llama_cpp_server()
         self._model_file = self._resolve_model_path()
-        self._port = self.port or free_port(self.host)
+        check_llama_cpp_server()
+        self._port = self.port or _free_port(self.host)
         log_fd, log_name = tempfile.mkstemp(prefix="verbcal-llama-", suffix=".log")
         self._log_path = Path(log_name)
         try:
