@@ -14,7 +14,7 @@ follows in order (``["429", "500"]``: first ask gets 429, second 500, then 200).
 Fault kinds (:data:`FAULT_KINDS`): ``429`` (with Retry-After / retry-after-ms),
 ``500``, ``502``, ``503``, ``slow`` (answers after ``slow_seconds``, past a
 client timeout), ``drop`` (closes the socket without a response),
-``invalid_json``, ``no_choices``, ``400``, ``401``, ``404`` and ``quota``
+``invalid_json``, ``no_choices``, ``400``, ``401``, ``403``, ``404``, ``422`` and ``quota``
 (429 ``insufficient_quota``).
 
 The server records every request (:class:`Record`), so tests can assert, for
@@ -56,13 +56,17 @@ FAULT_KINDS = (
     "no_choices",
     "400",
     "401",
+    "403",
     "404",
+    "422",
     "quota",
 )
 
 _ERROR_BODIES = {
     "400": (400, "invalid_request_error", None, "Invalid value for 'messages'."),
     "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    "403": (403, "invalid_request_error", "unsupported_country", "Country not supported."),
+    "422": (422, "invalid_request_error", None, "Unprocessable entity."),
     "404": (404, "invalid_request_error", "model_not_found", "The model does not exist."),
     "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests."),
     "quota": (429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota."),
