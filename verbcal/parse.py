@@ -149,6 +149,20 @@ class _LabelIndex:
         return "|".join(re.escape(f).replace(r"\ ", r"[\W_]+") for f in forms)
 
 
+def check_label_names(labels: Sequence[str], aliases: Mapping[str, str] | None = None) -> list[str]:
+    """Return ``labels`` as a list, or raise ConfigurationError if the parser cannot use them.
+
+    Labels must be at least two non-empty strings that stay distinct when case,
+    whitespace and punctuation are ignored; aliases must point to labels.
+
+    Examples
+    --------
+    >>> check_label_names(("A", "B"))
+    ['A', 'B']
+    """
+    return _LabelIndex(labels, aliases).labels
+
+
 # --------------------------------------------------------------------------- lenient JSON
 
 
