@@ -1,0 +1,160 @@
+"""What every verbcal calibrator shares: the estimator contract, input checks, NLL fitting.
+
+A calibrator maps probability rows ``P`` (n, K) to calibrated rows ``Q`` (n, K).
+Subclasses implement ``_fit(P, y)`` and ``_predict_proba(P)`` on arrays that have
+already been checked here, once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from verbcal._errors import ConfigurationError, InvalidInputError
+from verbcal._validation import check_labels, check_probabilities
+
+#: Smoothings tried by ``eps="auto"``: from "trust a stated 0" to "a stated 0 is a 3% chance".
+EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+#: Bounds of a fitted inverse temperature (1/T): wide enough for any real data set.
+LOG_BETA_BOUNDS = (np.log(1e-3), np.log(1e3))
+
+
+class BaseCalibrator(ClassifierMixin, BaseEstimator):
+    """Estimator contract shared by the calibrators (not for direct use).
+
+    ``fit(P, y)`` checks its input once and calls ``_fit``; ``predict_proba``
+    checks that the estimator is fitted and that ``P`` has the fitted number of
+    columns, then calls ``_predict_proba``.
+    """
+
+    #: False for calibrators that learn from unlabelled rows (``fit(P, y=None)``).
+    _needs_labels = True
+
+    def fit(self, P, y=None):
+        """Learn the calibration map from probability rows ``P`` and class indices ``y``.
+
+        Parameters
+        ----------
+        P : array-like of shape (n, K) or (n,)
+            Probability rows (a 1-D array is the positive-class probability of a
+            binary problem).
+        y : array-like of shape (n,)
+            Gold class indices 0..K-1 (column numbers of ``P``).
+
+        Returns
+        -------
+        self
+        """
+        P = self._check_P(P)
+        if self._needs_labels or y is not None:
+            y = self._check_y(y, P)
+        self.classes_ = np.arange(P.shape[1])
+        self.n_features_in_ = P.shape[1]
+        self._fit(P, y)
+        return self
+
+    def predict_proba(self, P) -> np.ndarray:
+        """Calibrated probability rows, shape (n, K)."""
+        check_is_fitted(self)
+        P = self._check_P(P)
+        if P.shape[1] != self.n_features_in_:
+            name = type(self).__name__
+            raise InvalidInputError(
+                f"X has {P.shape[1]} features, but {name} is expecting {self.n_features_in_} "
+                f"features as input: P must have the {self.n_features_in_} class columns "
+                "the calibrator was fitted on"
+            )
+        return self._predict_proba(P)
+
+    def predict(self, P) -> np.ndarray:
+        """Most probable class index of each calibrated row."""
+        return self.classes_[np.argmax(self.predict_proba(P), axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        # The input is a classifier's output, not features: argmax(P) is the floor.
+        tags.classifier_tags.poor_score = True
+        tags.target_tags.required = self._needs_labels
+        return tags
+
+    # -- checks, done once at the boundary ---------------------------------------------
+
+    def _check_P(self, P) -> np.ndarray:
+        shape = getattr(P, "shape", ())  # arrays only; check_probabilities handles the rest
+        if len(shape) == 2 and shape[1] == 1:
+            raise InvalidInputError(
+                "P has 1 feature(s) (column); probability rows need at least 2 classes"
+            )
+        return check_probabilities(P, renormalize=getattr(self, "renormalize", False))
+
+    def _check_y(self, y, P: np.ndarray) -> np.ndarray:
+        name = type(self).__name__
+        if y is None:
+            raise InvalidInputError(f"{name} needs gold class indices y to fit")
+        arr = np.asarray(y)
+        if arr.dtype == object:  # e.g. a pandas column of Python ints
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise InvalidInputError(
+                    f"y must hold integer class indices 0..{P.shape[1] - 1}"
+                ) from None
+        if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+            raise InvalidInputError(
+                f"y holds continuous values; it must hold integer class indices 0..{P.shape[1] - 1}"
+            )
+        y = check_labels(arr, P.shape[0], P.shape[1])
+        if self._needs_labels and np.unique(y).size < 2:
+            raise InvalidInputError(
+                f"y contains one class only (class {y[0]}); {name} needs labels of at least "
+                "2 classes to learn anything"
+            )
+        return y
+
+
+# -- shared math ---------------------------------------------------------------------------
+
+
+def check_eps(eps, *, allow_auto: bool = True) -> None:
+    """Raise a ConfigurationError unless ``eps`` is "auto" (when allowed) or a number >= 0."""
+    if allow_auto and isinstance(eps, str) and eps == "auto":
+        return
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
+        allowed = '"auto" or ' if allow_auto else ""
+        raise ConfigurationError(f"eps must be {allowed}a number >= 0, got {eps!r}")
+    if not np.isfinite(eps) or eps < 0:
+        raise ConfigurationError(f"eps must be a finite number >= 0, got {eps!r}")
+
+
+def log_smoothed(P: np.ndarray, eps: float) -> np.ndarray:
+    """Estimated logits ``log(P + eps)`` (defined up to a constant per row)."""
+    if eps == 0 and (P == 0).any():
+        raise InvalidInputError(
+            "P has a probability of exactly 0 and eps is 0, so its logit would be -inf; use eps > 0"
+        )
+    with np.errstate(divide="ignore"):
+        return np.log(P + eps)
+
+
+def mean_nll(log_Q: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the gold classes, from log-probability rows."""
+    return float(-np.mean(log_Q[np.arange(len(y)), y]))
+
+
+def fit_inverse_temperature(Z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The ``beta = 1/T`` minimising the NLL of ``softmax(beta * Z)``, and that NLL.
+
+    The NLL is convex in ``beta`` (the logits are linear in it), so a bounded
+    scalar search on ``log(beta)`` finds the global minimum.
+    """
+
+    def nll(log_beta: float) -> float:
+        return mean_nll(log_softmax(np.exp(log_beta) * Z, axis=1), y)
+
+    result = minimize_scalar(nll, bounds=LOG_BETA_BOUNDS, method="bounded", options={"xatol": 1e-8})
+    return float(np.exp(result.x)), float(result.fun)

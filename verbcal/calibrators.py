@@ -1,0 +1,239 @@
+"""Calibrators: probability rows in, calibrated probability rows out.
+
+Every calibrator follows scikit-learn's estimator contract: ``fit(P, y)`` on an
+(n, K) array of probability rows and gold class indices ``0..K-1``, then
+``predict_proba(P)`` / ``predict(P)``. Input is checked once, at ``fit`` and
+``predict_proba``; pass ``renormalize=True`` to accept rows that do not sum to 1.
+
+=========================== ===================================================
+Calibrator                  Map
+=========================== ===================================================
+TemperatureScaling          ``softmax(log(p + eps) / T)`` (Wang et al. 2024)
+NaiveTemperatureScaling     ``softmax(p / T)`` (the "re-softmax" baseline)
+ContextualCalibration       content-free prior removed (Zhao et al. 2021), no labels
+BatchCalibration            batch prior removed in logit space (Zhou et al. 2023), no labels
+VectorScaling               ``softmax(w * log(p + eps) + b)``
+MatrixScaling               ``softmax(W log(p + eps) + b)``, Dirichlet (Kull et al. 2019)
+PlattScaling                logistic fit on the log-odds, binary only
+IsotonicCalibration         one-vs-rest isotonic, floored and renormalised
+HistogramBinning            one-vs-rest equal-width bins, floored and renormalised
+ShrinkageBinning            per stated value, accuracy shrunk toward temperature scaling
+CalibratorChain             calibrators applied one after the other
+AutoCalibrator              picks one of the above by cross-validated NLL
+=========================== ===================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from verbcal._calibrators_base import BaseCalibrator
+from verbcal._calibrators_binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
+from verbcal._calibrators_scaling import (
+    BatchCalibration,
+    ContextualCalibration,
+    MatrixScaling,
+    NaiveTemperatureScaling,
+    PlattScaling,
+    TemperatureScaling,
+    VectorScaling,
+)
+from verbcal._errors import ConfigurationError, InvalidInputError, VerbcalError
+
+__all__ = [
+    "AutoCalibrator",
+    "BatchCalibration",
+    "CalibratorChain",
+    "ContextualCalibration",
+    "HistogramBinning",
+    "IsotonicCalibration",
+    "MatrixScaling",
+    "NaiveTemperatureScaling",
+    "PlattScaling",
+    "ShrinkageBinning",
+    "TemperatureScaling",
+    "VectorScaling",
+]
+
+
+class CalibratorChain(BaseCalibrator):
+    """Calibrators applied one after the other: each is fitted on the previous one's output.
+
+    A step that must not be refitted on the labelled rows (a
+    :class:`ContextualCalibration` fitted on content-free inputs, say) goes in
+    wrapped in :class:`sklearn.frozen.FrozenEstimator`, whose ``fit`` does nothing.
+
+    Parameters
+    ----------
+    steps : list of calibrators
+    renormalize : bool, default False
+        Applies to the chain's input; later steps receive proper rows.
+
+    Attributes
+    ----------
+    steps_ : list
+        The fitted steps.
+
+    Examples
+    --------
+    Contextual calibration from content-free rows, then a temperature fitted on
+    labelled rows: ``softmax((log(p + eps) - log(p_cf + eps)) / T)``.
+
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> contextual = ContextualCalibration().fit([[0.7, 0.3], [0.9, 0.1]])
+    >>> chain = CalibratorChain([FrozenEstimator(contextual), TemperatureScaling(eps=0)])
+    >>> P = np.array([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05], [0.7, 0.3]])
+    >>> chain.fit(P, [0, 1, 0, 1]).predict(P).tolist()
+    [0, 1, 0, 1]
+    """
+
+    def __init__(self, steps, renormalize=False):
+        self.steps = steps
+        self.renormalize = renormalize
+
+    def _fit(self, P, y):
+        if not isinstance(self.steps, (list, tuple)) or not self.steps:
+            raise ConfigurationError("steps must be a non-empty list of calibrators")
+        self.steps_ = []
+        for step in self.steps:
+            if not hasattr(step, "predict_proba"):
+                raise ConfigurationError(f"step {step!r} has no predict_proba")
+            fitted = clone(step).fit(P, y)
+            P = fitted.predict_proba(P)
+            self.steps_.append(fitted)
+
+    def _predict_proba(self, P):
+        for step in self.steps_:
+            P = step.predict_proba(P)
+        return P
+
+
+def default_candidates(n_classes: int) -> list[tuple[str, BaseCalibrator]]:
+    """The calibrators :class:`AutoCalibrator` compares when given none."""
+    candidates = [
+        ("temperature", TemperatureScaling()),
+        ("vector", VectorScaling()),
+        ("isotonic", IsotonicCalibration()),
+        ("histogram", HistogramBinning()),
+        ("shrinkage", ShrinkageBinning()),
+    ]
+    if n_classes == 2:
+        candidates.append(("platt", PlattScaling()))
+    return candidates
+
+
+class AutoCalibrator(BaseCalibrator):
+    """Picks the calibrator with the lowest cross-validated NLL on the rows it is fitted on.
+
+    Every candidate is fitted on ``cv - 1`` folds of the calibration rows and
+    scored by the negative log-likelihood (NLL) of its predictions for the
+    held-out fold; the winner is refitted on all rows. Only the rows given to
+    ``fit`` are ever used. A candidate that fails on a fold (say, a fold with a
+    single class) scores infinity and the reason is kept.
+
+    Parameters
+    ----------
+    candidates : list of (name, calibrator) pairs, default None
+        None compares temperature, vector, isotonic, histogram and shrinkage
+        calibration (and Platt scaling for binary problems).
+    cv : int, default 5
+        Number of folds (stratified when every class has that many rows).
+    random_state : int, default 0
+        Seed of the fold shuffle.
+    renormalize : bool, default False
+
+    Attributes
+    ----------
+    chosen_ : str
+        Name of the chosen candidate.
+    best_estimator_ : calibrator
+        The chosen candidate, refitted on all rows.
+    cv_scores_ : dict of str to float
+        Mean held-out NLL of each candidate (inf when it failed).
+    cv_errors_ : dict of str to str
+        Why a candidate failed, for those that did.
+    explanation_ : str
+        The choice in plain language.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> conf = rng.choice([0.6, 0.9, 1.0], size=200)
+    >>> P = np.column_stack([conf, 1 - conf])
+    >>> y = (rng.random(200) > 0.75).astype(int)   # right 75% of the time, whatever it says
+    >>> auto = AutoCalibrator().fit(P, y)
+    >>> auto.chosen_ in auto.cv_scores_
+    True
+    >>> auto.explanation_.startswith("Chose")
+    True
+    """
+
+    def __init__(self, candidates=None, cv=5, random_state=0, renormalize=False):
+        self.candidates = candidates
+        self.cv = cv
+        self.random_state = random_state
+        self.renormalize = renormalize
+
+    def _candidates(self, n_classes: int) -> list[tuple[str, BaseCalibrator]]:
+        if self.candidates is None:
+            return default_candidates(n_classes)
+        pairs = list(self.candidates)
+        if not pairs or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            raise ConfigurationError("candidates must be a non-empty list of (name, calibrator)")
+        return pairs
+
+    def _folds(self, y: np.ndarray):
+        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)) or self.cv < 2:
+            raise ConfigurationError(f"cv must be an integer >= 2, got {self.cv!r}")
+        if len(y) < 2 * self.cv:
+            raise InvalidInputError(
+                f"AutoCalibrator needs at least {2 * self.cv} rows for {self.cv}-fold "
+                f"cross-validation, got {len(y)}"
+            )
+        stratify = np.bincount(y).min() >= self.cv if np.unique(y).size == y.max() + 1 else False
+        splitter = StratifiedKFold if stratify else KFold
+        return list(splitter(self.cv, shuffle=True, random_state=self.random_state).split(y, y))
+
+    def _cv_score(self, estimator, P, y, folds) -> float:
+        held_out = np.empty(len(y))
+        for train, test in folds:
+            Q = clone(estimator).fit(P[train], y[train]).predict_proba(P[test])
+            held_out[test] = Q[np.arange(len(test)), y[test]]
+        with np.errstate(divide="ignore"):
+            return float(-np.mean(np.log(held_out)))
+
+    def _fit(self, P, y):
+        candidates = self._candidates(P.shape[1])
+        folds = self._folds(y)
+        self.cv_scores_, self.cv_errors_ = {}, {}
+        for name, estimator in candidates:
+            try:
+                self.cv_scores_[name] = self._cv_score(estimator, P, y, folds)
+            except VerbcalError as exc:  # e.g. a fold with a single class
+                self.cv_scores_[name] = np.inf
+                self.cv_errors_[name] = str(exc)
+        self.chosen_ = min(self.cv_scores_, key=self.cv_scores_.get)
+        if not np.isfinite(self.cv_scores_[self.chosen_]):
+            raise InvalidInputError(
+                "every candidate failed in cross-validation: " + "; ".join(self.cv_errors_.values())
+            )
+        self.best_estimator_ = clone(dict(candidates)[self.chosen_]).fit(P, y)
+        self.explanation_ = self._explain(len(y))
+
+    def _explain(self, n_rows: int) -> str:
+        ranked = sorted(self.cv_scores_.items(), key=lambda item: item[1])
+        best_name, best = ranked[0]
+        others = ", ".join(f"{name} {score:.4f}" for name, score in ranked[1:])
+        text = (
+            f"Chose {best_name} ({type(self.best_estimator_).__name__}): the lowest "
+            f"{self.cv}-fold cross-validated NLL on the {n_rows} calibration rows, {best:.4f}"
+        )
+        text += f" (others: {others})." if others else "."
+        for name, error in self.cv_errors_.items():
+            text += f" {name} failed: {error}."
+        return text
+
+    def _predict_proba(self, P):
+        return self.best_estimator_.predict_proba(P)
