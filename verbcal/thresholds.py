@@ -284,7 +284,9 @@ def _sweep(scores: np.ndarray, is_positive: np.ndarray | None = None) -> _Sweep:
     )
 
 
-def _select(target: str, value: float, precision: np.ndarray, recall: np.ndarray):
+def _select(
+    target: str, value: float, precision: np.ndarray, recall: np.ndarray
+) -> tuple[int, bool]:
     """Index of the chosen threshold, and whether the target is met.
 
     Precision target: the most recall among thresholds that meet it, then the
@@ -292,16 +294,16 @@ def _select(target: str, value: float, precision: np.ndarray, recall: np.ndarray
     meet it, then the most recall. Nothing meets it: the highest precision,
     then the most recall.
     """
-    achieved = precision if target == "precision" else recall
-    meets = achieved >= value
-    candidates = np.flatnonzero(meets) if meets.any() else np.arange(precision.size)
-    if target == "precision" and meets.any():
+    meets = (precision if target == "precision" else recall) >= value
+    met = bool(meets.any())
+    candidates = np.flatnonzero(meets) if met else np.arange(precision.size)
+    if target == "precision" and met:
         primary, secondary = recall, precision
     else:
         primary, secondary = precision, recall
-    # np.lexsort sorts by its last key first; take the largest.
+    # np.lexsort sorts by its last key first; the last index is the largest.
     best = candidates[np.lexsort((secondary[candidates], primary[candidates]))[-1]]
-    return int(best), bool(meets.any())
+    return int(best), met
 
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
