@@ -23,8 +23,9 @@ How an answer is read, in order:
 
 Values are then completed into a distribution:
 
-* numbers in quotes are read as numbers; ``"80%"`` is 0.8; when some value
-  exceeds 1 and none exceeds 100, every value is read as a percentage;
+* numbers in quotes are read as numbers; ``"80%"`` is 0.8; values read as
+  percentages (out of 100) when some exceeds 1, none exceeds 100, and they
+  are all whole numbers or sum to 100 (``{"A": 70, "B": 30}``, confidence 90);
 * labels that were not stated share the remainder ``1 - sum(stated)``
   evenly (0 when the stated values already reach 1);
 * a sum off 1 by more than ``tolerance`` is renormalised.
@@ -370,6 +371,13 @@ def _add(repairs: list[str], what: str) -> None:
         repairs.append(what)
 
 
+def _look_like_percentages(values: list[float]) -> bool:
+    """Some value above 1, none above 100, and all whole numbers or summing to 100."""
+    if not values or max(values) <= 1 or max(values) > 100:
+        return False
+    return all(x == round(x) for x in values) or abs(sum(values) - 100) <= 1
+
+
 def _to_fractions(values: dict[str, tuple[float, bool]], repairs: list[str]) -> dict[str, float]:
     """Check stated values and bring them to [0, 1] (percent signs, percentage scale)."""
     for where, (x, _) in values.items():
@@ -378,7 +386,7 @@ def _to_fractions(values: dict[str, tuple[float, bool]], repairs: list[str]) -> 
         if x < 0:
             raise _Rejected(f"{where} is {x:g}, negative")
     plain = [x for x, percent in values.values() if not percent]
-    as_percentages = bool(plain) and max(plain) > 1 and max(plain) <= 100
+    as_percentages = _look_like_percentages(plain)
     if as_percentages:
         _add(repairs, "values read as percentages (out of 100)")
     fractions = {}
@@ -413,7 +421,7 @@ def _distribution(
     total = probs.sum()
     if total <= 0:
         raise _Rejected("the stated probabilities sum to 0")
-    if abs(total - 1.0) > tolerance:
+    if abs(total - 1.0) > tolerance + 1e-12:  # slack for 0.33 + 0.33 + 0.33 in floating point
         repairs.append(f"probabilities summed to {total:.4g}; renormalised")
     return _Reading(probs / total, repairs)
 
