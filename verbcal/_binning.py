@@ -44,15 +44,22 @@ def quantile_edges(scores: np.ndarray, n_bins: int) -> np.ndarray:
     # A partial sort around the cut positions is enough and much faster than a full sort.
     kth = np.unique(np.concatenate([cuts - 1, cuts]))
     ordered = np.partition(scores, kth) if kth.size else scores
-    interior = (ordered[cuts - 1] + ordered[cuts]) / 2.0
+    below, above = ordered[cuts - 1], ordered[cuts]
+    middle = (below + above) / 2.0
+    # Between neighbouring floats the midpoint rounds to one of them: keep `below` below.
+    interior = np.where(middle > below, middle, above)
     return np.unique(np.concatenate([[0.0], interior, [1.0]]))
 
 
 def distinct_edges(scores: np.ndarray) -> np.ndarray:
-    """Edges that give every distinct score a bin of its own (midpoints between them)."""
-    values = np.unique(scores)
-    interior = (values[:-1] + values[1:]) / 2.0
-    return np.unique(np.concatenate([[0.0], interior, [1.0]]))
+    """Edges that give every distinct score a bin of its own: the values themselves, then 1.
+
+    Bin ``i`` is ``[v_i, v_(i+1))`` and holds exactly the value ``v_i``, even
+    when two values are neighbouring floats (renormalised rows give 0.7 and
+    0.7000000000000001), where midpoints would merge them. When the largest
+    value is 1.0, the last bin is ``[1, 1]``.
+    """
+    return np.append(np.unique(scores), 1.0)
 
 
 def bin_edges(scores: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:

@@ -516,8 +516,8 @@ def bootstrap_ci(
     uses the indices ``rng.integers(0, n, n)`` drawn in turn from
     ``rng = np.random.default_rng(random_state)``, and the bounds are the
     ``alpha / 2`` and ``1 - alpha / 2`` percentiles (linear interpolation) of
-    the resampled values: the same numbers as ``scipy.stats.bootstrap(...,
-    paired=True, method="percentile", batch=1)`` with the same generator.
+    the resampled values: the same numbers as ``scipy.stats.bootstrap`` of the
+    row numbers with ``method="percentile", batch=1`` and the same generator.
     Pass extra metric arguments with ``functools.partial``.
 
     Parameters
