@@ -62,7 +62,8 @@ def stated_distribution(record: dict) -> np.ndarray | None:
     total = row.sum()
     if not np.isfinite(total) or total <= 0 or (row < 0).any():
         return None
-    return row / total
+    # Round away float noise (1 - 0.7 is 0.30000000000000004) so equal stated values stay equal.
+    return np.round(row / total, 12)
 
 
 def load_recorded_task(path: Path) -> RecordedTask:

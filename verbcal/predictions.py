@@ -50,7 +50,7 @@ class Prediction:
     probs: dict[str, float] | None
     status: str
     detail: str = ""
-    raw: str | None = None
+    raw: str | list[str] | None = None  # a list when several samples were asked for
     usage: dict = field(default_factory=dict)
     label: str | None = None
     kind: str = ITEM

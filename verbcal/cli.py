@@ -1,0 +1,212 @@
+"""The ``verbcal`` command: elicit, fit, apply, evaluate, threshold, report, demo.
+
+Every subcommand reads and writes files, so they compose in a shell pipeline.
+Exit codes: 0 done; 1 the work ran but did not fully succeed (e.g. every item
+failed); 2 bad usage or bad input; 3 the model endpoint failed for good;
+130 interrupted (rerun to resume: nothing answered is asked again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from verbcal import __version__
+from verbcal._errors import BackendError, VerbcalError
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain periodic lines when not a terminal)."""
+
+    def __init__(self, what: str, stream=None) -> None:
+        self.what = what
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last < (0.1 if self.tty else 5.0):
+            return
+        self.last = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        width = 30
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        line = f"{self.what} [{bar}] {done}/{total} {rate:.1f}/s"
+        if self.tty:
+            end = "\n" if done >= total else ""
+            self.stream.write(f"\r{line}{end}")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _labels(text: str) -> list[str]:
+    labels = [part.strip() for part in text.split(",")]
+    if len(labels) < 2 or not all(labels):
+        raise argparse.ArgumentTypeError(f"expected at least two comma-separated labels: {text!r}")
+    return labels
+
+
+def _aliases(text: str) -> dict[str, str]:
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    if not all(len(p) == 2 and p[0].strip() and p[1].strip() for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected ALIAS=LABEL[,ALIAS=LABEL…]: {text!r}")
+    return {alias.strip(): label.strip() for alias, label in pairs}
+
+
+# --------------------------------------------------------------------------- elicit
+
+
+def _add_elicit(sub) -> None:
+    p = sub.add_parser(
+        "elicit",
+        help="ask a chat model for a probability per label on every item",
+        description="Ask an OpenAI-compatible chat model for a probability per label on "
+        "every item of a CSV/JSONL file and write predictions JSONL. Every answer is "
+        "stored in the response cache before it is used: rerun the same command to "
+        "resume an interrupted run.",
+    )
+    p.add_argument("--input", required=True, type=Path, help="items, .csv or .jsonl")
+    p.add_argument("--labels", required=True, type=_labels, help="label set, e.g. neg,pos")
+    p.add_argument("--model", required=True, help="model name sent to the endpoint")
+    p.add_argument("--base-url", help="endpoint root (default: $OPENAI_BASE_URL, then OpenAI)")
+    p.add_argument("--template", default="distribution", help="template name or path")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--label-field", default="label", help="gold label column, if any")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--out", required=True, type=Path, help="predictions JSONL to write")
+    p.add_argument("--cache", type=Path, help="response cache (default: OUT with .cache.db)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    p.add_argument("--rpm", type=float, help="requests-per-minute limit")
+    p.add_argument("--tpm", type=float, help="tokens-per-minute limit")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request attempt")
+    p.add_argument(
+        "--json-mode",
+        choices=["none", "json_object", "json_schema"],
+        default="none",
+        help="constrain answers: json_schema (OpenAI), json_object (llama.cpp), none",
+    )
+    p.add_argument("--samples", type=int, default=1, help="answers per item, averaged")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--aliases", type=_aliases, help="other label names, e.g. Yes=True,No=False")
+    p.add_argument("--logprobs", action="store_true", help="also record token probabilities")
+    p.add_argument(
+        "--probes",
+        action="store_true",
+        help="also elicit content-free probes (N/A, '', [MASK], random in-domain words) "
+        "for contextual calibration",
+    )
+    p.add_argument("--n-random-probes", type=int, default=20)
+    p.set_defaults(run=_run_elicit)
+
+
+def _run_elicit(args: argparse.Namespace) -> int:
+    from verbcal.backends import OpenAIBackend
+    from verbcal.cache import ResponseCache
+    from verbcal.elicit import Elicitor
+    from verbcal.predictions import CONTENT_FREE, read_items, write_predictions
+
+    items = read_items(
+        args.input,
+        text_field=args.text_field,
+        label_field=args.label_field,
+        id_field=args.id_field,
+        labels=args.labels,
+    )
+    cache_path = args.cache or args.out.with_suffix(".cache.db")
+    cache = ResponseCache(cache_path)
+
+    async def run():
+        async with OpenAIBackend(
+            args.model,
+            base_url=args.base_url,
+            cache=cache,
+            max_concurrency=args.concurrency,
+            requests_per_minute=args.rpm,
+            tokens_per_minute=args.tpm,
+            timeout=args.timeout,
+        ) as backend:
+            elicitor = Elicitor(
+                backend,
+                args.labels,
+                template=args.template,
+                json_mode=args.json_mode,
+                samples=args.samples,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                seed=args.seed,
+                aliases=args.aliases,
+                logprobs=args.logprobs,
+            )
+            predictions, summary = await elicitor.arun(items, progress=Progress("elicit"))
+            if args.probes:
+                probes = elicitor.probe_items(
+                    [item.text for item in items], n_random=args.n_random_probes
+                )
+                more, summary = await elicitor.arun(
+                    probes, kind=CONTENT_FREE, progress=Progress("probes")
+                )
+                predictions += more
+            return predictions, summary
+
+    try:
+        predictions, summary = asyncio.run(run())
+    finally:
+        cache.close()
+    write_predictions(args.out, predictions)
+    print(summary, file=sys.stderr)
+    print(f"wrote {len(predictions)} predictions to {args.out} (cache: {cache_path})")
+    parsed = sum(p.probs is not None for p in predictions)
+    return EXIT_OK if parsed else EXIT_INCOMPLETE
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``verbcal`` command."""
+    parser = argparse.ArgumentParser(
+        prog="verbcal",
+        description="Calibrate the verbalized probabilities of API-only language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"verbcal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_elicit(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``verbcal`` command; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BackendError as exc:
+        print(f"verbcal {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BACKEND
+    except VerbcalError as exc:
+        print(f"verbcal {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except json.JSONDecodeError as exc:  # pragma: no cover - inputs are read with line numbers
+        print(f"verbcal {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

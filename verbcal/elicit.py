@@ -1,0 +1,257 @@
+"""Items × template × backend → predictions.
+
+The :class:`Elicitor` renders every item through a prompt template, asks the
+backend (which answers from its durable cache when it can), parses each answer
+with :func:`verbcal.parse_verbalized` and returns one :class:`Prediction` per
+item, in input order. Because every paid-for answer is committed to the cache
+before it is parsed, an interrupted run simply runs again: answered items come
+back from the cache and only the rest are requested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from verbcal._errors import BackendError, ConfigurationError
+from verbcal.backends import CompletionResult, OpenAIBackend, RequestFailedError
+from verbcal.logits import invert_softmax, softmax
+from verbcal.parse import FAILED, OK, REPAIRED, check_label_names, parse_verbalized
+from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction
+from verbcal.templates import Template, content_free_inputs, load_template, response_format
+
+#: Called after each finished item with (items done, items in all).
+ProgressCallback = Callable[[int, int], None]
+
+#: Failures that no other item will escape either (bad key, unknown model, no quota): stop the run.
+RUN_STOPPING_FAILURES = frozenset({"401", "403", "404", "quota"})
+
+#: Smoothing used when averaging several samples of one item in estimated-logit space.
+SAMPLE_AVERAGING_EPS = 1e-3
+
+
+@dataclass
+class ElicitationSummary:
+    """What a run did: items by parse status, and the backend's counters."""
+
+    items: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    failure_reasons: Counter = field(default_factory=Counter)
+    backend: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as plain data."""
+        return {
+            "items": self.items,
+            "by_status": dict(self.by_status),
+            "failure_reasons": dict(self.failure_reasons),
+            "backend": self.backend,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def __str__(self) -> str:
+        b = self.backend
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        lines = [
+            f"{self.items} items in {self.seconds:.1f} s: {statuses}",
+            f"requests sent {b.get('requests_sent', 0)}, cache hits {b.get('cache_hits', 0)}, "
+            f"retries {sum(b.get('retries_by_reason', {}).values())}, "
+            f"tokens {b.get('prompt_tokens', 0)} prompt + {b.get('completion_tokens', 0)} "
+            "completion",
+        ]
+        for reason, count in self.failure_reasons.most_common(5):
+            lines.append(f"  failed ×{count}: {reason}")
+        return "\n".join(lines)
+
+
+class Elicitor:
+    """Ask a chat model for a probability per label on each item.
+
+    Parameters
+    ----------
+    backend : OpenAIBackend
+        Where requests go (with its cache, retries and rate limits).
+    labels : sequence of str
+        The label set, in the order of the probability columns.
+    template : str, path or Template, default "distribution"
+        A shipped template name (see :func:`verbcal.templates.list_templates`)
+        or the path of your own.
+    json_mode : {"none", "json_object", "json_schema"}, default "none"
+        How to constrain the answer: OpenAI structured outputs
+        (``json_schema``), the llama.cpp form (``json_object`` with a schema),
+        or no constraint.
+    samples : int, default 1
+        Answers per item. With more than one, each is requested with its own
+        seed (``seed + j``) and the parsed distributions are averaged in
+        estimated-logit space (the geometric mean of the smoothed rows).
+    temperature : float, default 0.0
+        Sampling temperature sent with every request.
+    max_tokens : int, default 256
+        Answer length limit (reasoning templates need more).
+    seed : int, default 0
+        Sent with every request, so that a rerun is the same request (and a
+        cache hit).
+    aliases : mapping of str to str, optional
+        Other names the model may use for a label, e.g. ``{"Yes": "True"}``.
+    logprobs : bool, default False
+        Also ask for the first answer token's ``top_logprobs`` and record the
+        label probabilities they imply as ``token_probs``.
+
+    Examples
+    --------
+    >>> backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    >>> elicitor = Elicitor(backend, ["negative", "positive"], template="top1")
+    >>> elicitor.template.name
+    'top1'
+    """
+
+    def __init__(
+        self,
+        backend: OpenAIBackend,
+        labels: Sequence[str],
+        *,
+        template: str | Template = "distribution",
+        json_mode: str = "none",
+        samples: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        seed: int = 0,
+        aliases: Mapping[str, str] | None = None,
+        logprobs: bool = False,
+    ) -> None:
+        if not (isinstance(samples, int) and samples >= 1):
+            raise ConfigurationError(f"samples must be an int >= 1, got {samples!r}")
+        if samples > 1 and temperature == 0:
+            raise ConfigurationError(
+                "samples > 1 needs temperature > 0: at temperature 0 every sample is the same"
+            )
+        self.backend = backend
+        self.labels = check_label_names(labels, aliases)
+        self.template = template if isinstance(template, Template) else load_template(template)
+        self.response_format = response_format(self.template, self.labels, json_mode)
+        self.samples = samples
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.aliases = dict(aliases) if aliases else None
+        self.logprobs = logprobs
+
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self, items: Sequence[Item], *, progress: ProgressCallback | None = None
+    ) -> tuple[list[Prediction], ElicitationSummary]:
+        """Predictions for ``items`` in input order, and a summary (blocking)."""
+        return asyncio.run(self.arun(items, progress=progress))
+
+    async def arun(
+        self,
+        items: Sequence[Item],
+        *,
+        kind: str = ITEM,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[list[Prediction], ElicitationSummary]:
+        """Predictions for ``items`` in input order, and a summary."""
+        started = time.perf_counter()
+        done = 0
+
+        async def one(item: Item) -> Prediction:
+            nonlocal done
+            prediction = await self._predict(item, kind)
+            done += 1
+            if progress is not None:
+                progress(done, len(items))
+            return prediction
+
+        predictions = list(await asyncio.gather(*(one(item) for item in items)))
+        summary = ElicitationSummary(items=len(predictions), backend=self.backend.stats.as_dict())
+        for prediction in predictions:
+            summary.by_status[prediction.status] += 1
+            if prediction.status == FAILED:
+                summary.failure_reasons[prediction.detail] += 1
+        summary.seconds = time.perf_counter() - started
+        return predictions, summary
+
+    def probe_items(self, in_domain_texts: Sequence[str] | None = None, **kwargs) -> list[Item]:
+        """Content-free probe items ("N/A", "", "[MASK]", random in-domain words).
+
+        Keyword arguments go to :func:`verbcal.templates.content_free_inputs`.
+        Run them with ``arun(items, kind="content_free")`` (or ``run_probes``).
+        """
+        texts = content_free_inputs(in_domain_texts, **kwargs)
+        return [Item(id=f"cf{i + 1}", text=text) for i, text in enumerate(texts)]
+
+    def run_probes(
+        self, in_domain_texts: Sequence[str] | None = None, **kwargs
+    ) -> tuple[list[Prediction], ElicitationSummary]:
+        """Predictions for the content-free probes (blocking)."""
+        items = self.probe_items(in_domain_texts, **kwargs)
+        return asyncio.run(self.arun(items, kind=CONTENT_FREE))
+
+    # ------------------------------------------------------------------ one item
+
+    async def _predict(self, item: Item, kind: str) -> Prediction:
+        messages = self.template.render(item.text, self.labels, item.options)
+        answers = await asyncio.gather(
+            *(self._ask(messages, self.seed + j) for j in range(self.samples))
+        )
+        base = Prediction(id=item.id, labels=list(self.labels), probs=None, status=FAILED)
+        base.label, base.kind = item.label, kind
+        failed = [a for a in answers if isinstance(a, RequestFailedError)]
+        results = [a for a in answers if isinstance(a, CompletionResult)]
+        if not results:
+            base.detail = f"request failed ({failed[0].kind}): {failed[0]}"
+            return base
+        base.raw = results[0].text if self.samples == 1 else [r.text for r in results]
+        base.usage = {
+            "prompt_tokens": sum(r.prompt_tokens for r in results),
+            "completion_tokens": sum(r.completion_tokens for r in results),
+            "from_cache": all(r.from_cache for r in results),
+        }
+        if self.logprobs and results[0].label_probabilities is not None:
+            base.token_probs = results[0].label_probabilities
+        return self._combine(base, results, n_failed_requests=len(failed))
+
+    def _combine(
+        self, base: Prediction, results: list[CompletionResult], n_failed_requests: int
+    ) -> Prediction:
+        parsed = [parse_verbalized(r.text, self.labels, aliases=self.aliases) for r in results]
+        good = [p for p in parsed if p.status != FAILED]
+        if not good:
+            base.detail = "; ".join(parsed[0].detail)
+            return base
+        if len(good) == 1:
+            probs = good[0].probs
+        else:
+            logits = invert_softmax(np.array([p.probs for p in good]), eps=SAMPLE_AVERAGING_EPS)
+            probs = softmax(logits.mean(axis=0))
+        notes = [d for p in good for d in p.detail if p.status == REPAIRED]
+        lost = len(parsed) - len(good) + n_failed_requests
+        if lost:
+            notes.append(f"{lost} of {self.samples} samples unusable")
+        base.probs = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
+        base.status = REPAIRED if notes else OK
+        base.detail = "; ".join(dict.fromkeys(notes))
+        return base
+
+    async def _ask(self, messages: list[dict], seed: int) -> CompletionResult | RequestFailedError:
+        try:
+            return await self.backend.complete(
+                messages,
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                response_format=self.response_format,
+                seed=seed,
+                logprob_labels=self.labels if self.logprobs else None,
+            )
+        except RequestFailedError as exc:
+            if exc.kind in RUN_STOPPING_FAILURES:
+                raise BackendError(f"stopping the run: {exc}") from None
+            return exc
