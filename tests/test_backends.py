@@ -6,8 +6,12 @@ import asyncio
 import json
 import math
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from fault_server import FaultServer, expected_distribution, messages_key
@@ -566,3 +570,37 @@ def test_tokens_limit_needs_max_tokens():
         with pytest.raises(ConfigurationError, match="needs max_tokens"):
             run_one(server, max_tokens=None, backend_kwargs={"tokens_per_minute": 1000})
         assert server.record.total == 0
+
+
+def test_fault_server_as_a_process_and_a_dead_endpoint(tmp_path):
+    script = Path(__file__).with_name("fault_server.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--latency", "0.01", "--fault", "500=0.5", "--seed", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base_url = proc.stdout.readline().split()[-1]
+        policy = RetryPolicy(max_attempts=2, backoff_initial=0.01)
+
+        async def go():
+            async with OpenAIBackend("m", base_url=base_url, retry=policy) as backend:
+                answers = await backend.complete_many([conversation(i) for i in range(10)])
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                try:
+                    await backend.complete(conversation(99))
+                except RequestFailedError as exc:
+                    return answers, exc
+
+        answers, dead = asyncio.run(go())
+    finally:
+        proc.kill()
+    for i, answer in enumerate(answers):
+        if isinstance(answer, CompletionResult):
+            assert answer.text == expected_text(conversation(i))
+        else:
+            assert (answer.kind, answer.attempts) == ("500", 2)  # 500 twice in a row
+    assert sum(isinstance(a, CompletionResult) for a in answers) >= 5
+    assert (dead.kind, dead.attempts) == ("connection", 2)
+    assert "retries exhausted: connection error" in str(dead)
