@@ -201,6 +201,7 @@ def test_retry_after_beyond_the_elapsed_cap_ends_the_request():
     assert time.monotonic() - start < 5
     assert isinstance(error, RequestFailedError)
     assert error.attempts == 1
+    assert "would pass max_elapsed=1 s: HTTP 429" in str(error)
     assert "retry after 30 s" in str(error)
 
 

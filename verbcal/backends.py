@@ -747,7 +747,12 @@ class OpenAIBackend:
             self.stats.failures_by_status[error.kind] += 1
             self.stats.failed += 1
             reasons = [f.reason for f in failures]
-            verdict = "retries exhausted" if error.retryable else "not retryable"
+            if not error.retryable:
+                verdict = "not retryable"
+            elif len(failures) >= self.retry.max_attempts:
+                verdict = "retries exhausted"
+            else:
+                verdict = f"the next retry would pass max_elapsed={self.retry.max_elapsed:g} s"
             raise RequestFailedError(
                 f"{self.base_url} request failed after {len(failures)} attempt(s), "
                 f"{verdict}: {error.reason}",
