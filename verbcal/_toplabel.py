@@ -43,55 +43,66 @@ def iter_top_label(
     """
     n, k = P.shape
     buffers = _Buffers(min(chunk_rows, n), k)
-    for start in range(0, n, buffers.rows):
-        chunk = P[start : start + buffers.rows]
-        if chunk.shape[0] != buffers.rows:  # the last, shorter chunk
-            buffers = _Buffers(chunk.shape[0], k)
+    for start in range(0, n, buffers.capacity):
+        chunk = P[start : start + buffers.capacity]
         if not buffers.load(chunk):
             check_probabilities(P)  # raises, naming the first bad row
-        yield start, *buffers.top_label(y[start : start + buffers.rows])
+        yield start, *buffers.top_label(y[start : start + chunk.shape[0]])
 
 
 class _Buffers:
-    """Scratch arrays for one chunk of ``rows`` rows and ``k`` classes."""
+    """Scratch arrays for chunks of up to ``capacity`` rows and ``k`` classes.
 
-    def __init__(self, rows: int, k: int) -> None:
-        self.rows = rows
-        self.by_class = np.empty((k, rows))  # by_class[j] = P[chunk rows, j]
-        self.before = np.empty((k, rows))  # before[j] = max of classes < j (-1 for j = 0)
-        self.before[0] = -1.0
-        self.confidence = np.empty(rows)
-        self.scratch = np.empty(rows)
-        self.index = np.empty(rows, dtype=np.intp)
-        self.row_offsets = np.arange(rows, dtype=np.intp)
-        self.correct = np.empty(rows, dtype=bool)
-        self.also = np.empty(rows, dtype=bool)
+    A shorter (last) chunk uses the first ``rows`` columns of the class-major
+    buffers, whose rows stay ``capacity`` apart in memory.
+    """
+
+    def __init__(self, capacity: int, k: int) -> None:
+        self.capacity = capacity
+        self.rows = capacity
+        self._by_class = np.empty((k, capacity))  # by_class[j] = P[chunk rows, j]
+        self._before = np.empty((k, capacity))  # before[j] = max of classes < j (-1 for j = 0)
+        self._before[0] = -1.0
+        self._confidence = np.empty(capacity)
+        self._scratch = np.empty(capacity)
+        self._index = np.empty(capacity, dtype=np.intp)
+        self._row_offsets = np.arange(capacity, dtype=np.intp)
+        self._correct = np.empty(capacity, dtype=bool)
+        self._also = np.empty(capacity, dtype=bool)
 
     def load(self, chunk: np.ndarray) -> bool:
         """Copy ``chunk`` in class-major order; False if a row is not a probability row."""
-        np.copyto(self.by_class, chunk.T)
+        self.rows = rows = chunk.shape[0]
+        np.copyto(self._by_class[:, :rows], chunk.T)
+        scratch = self._scratch[:rows]
         # NaN fails every comparison below, +inf fails the sum check, -inf the minimum.
-        np.minimum.reduce(self.by_class, axis=0, out=self.scratch)
-        if not self.scratch.min() >= 0.0:
+        np.minimum.reduce(self._by_class[:, :rows], axis=0, out=scratch)
+        if not scratch.min() >= 0.0:
             return False
-        np.add.reduce(self.by_class, axis=0, out=self.scratch)
-        return bool(
-            self.scratch.min() >= 1.0 - SUM_TOLERANCE and self.scratch.max() <= 1.0 + SUM_TOLERANCE
-        )
+        np.add.reduce(self._by_class[:, :rows], axis=0, out=scratch)
+        return bool(scratch.min() >= 1.0 - SUM_TOLERANCE and scratch.max() <= 1.0 + SUM_TOLERANCE)
 
     def top_label(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        by_class, before = self.by_class, self.before
+        """Confidence and correctness of the loaded chunk, given its gold ``labels``."""
+        rows = self.rows
+        by_class, before = self._by_class[:, :rows], self._before[:, :rows]
+        confidence, scratch, index = (
+            self._confidence[:rows],
+            self._scratch[:rows],
+            self._index[:rows],
+        )
+        correct, also = self._correct[:rows], self._also[:rows]
         # A loop over classes: numpy's maximum.accumulate along axis 0 is many times slower.
         np.copyto(before[1], by_class[0])
         for j in range(2, len(before)):
             np.maximum(before[j - 1], by_class[j - 1], out=before[j])
-        np.maximum(before[-1], by_class[-1], out=self.confidence)
-        # Flat positions of (labels[i], i) in the class-major buffers.
-        np.multiply(labels, self.rows, out=self.index)
-        np.add(self.index, self.row_offsets, out=self.index)
-        np.take(by_class.reshape(-1), self.index, out=self.scratch)
-        np.equal(self.scratch, self.confidence, out=self.correct)
-        np.take(before.reshape(-1), self.index, out=self.scratch)
-        np.less(self.scratch, self.confidence, out=self.also)
-        self.correct &= self.also
-        return self.confidence, self.correct
+        np.maximum(before[-1], by_class[-1], out=confidence)
+        # Flat positions of (labels[i], i) in the full class-major buffers.
+        np.multiply(labels, self.capacity, out=index)
+        np.add(index, self._row_offsets[:rows], out=index)
+        np.take(self._by_class.reshape(-1), index, out=scratch)
+        np.equal(scratch, confidence, out=correct)
+        np.take(self._before.reshape(-1), index, out=scratch)
+        np.less(scratch, confidence, out=also)
+        correct &= also
+        return confidence, correct
