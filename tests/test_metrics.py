@@ -213,6 +213,8 @@ def test_quantile_bins_never_split_ties():
     for value in np.unique(scores):
         assert np.unique(bins[scores == value]).size == 1
     assert len(edges) - 1 < 15  # cuts inside the 0.9 run merged
+    top = bins == bins.max()
+    assert (scores[top] == 1.0).all() and top.sum() == (scores == 1.0).sum()
 
 
 def test_quantile_bins_hold_equal_counts_without_ties():

@@ -48,7 +48,8 @@ def quantile_edges(scores: np.ndarray, n_bins: int) -> np.ndarray:
     middle = (below + above) / 2.0
     # Between neighbouring floats the midpoint rounds to one of them: keep `below` below.
     interior = np.where(middle > below, middle, above)
-    return np.unique(np.concatenate([[0.0], interior, [1.0]]))
+    # 1.0 is appended after merging: a run of 1.0 at a cut keeps its own last bin, [1, 1].
+    return np.append(np.unique(np.concatenate([[0.0], interior])), 1.0)
 
 
 def distinct_edges(scores: np.ndarray) -> np.ndarray:

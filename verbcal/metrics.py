@@ -33,6 +33,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import beta
@@ -112,20 +113,12 @@ class ReliabilityTable:
         return int(self.count.shape[0])
 
 
-class BootstrapCI(tuple):
-    """``(estimate, low, high)`` of a bootstrap confidence interval; also by name."""
+class BootstrapCI(NamedTuple):
+    """A bootstrap confidence interval, unpackable as ``estimate, low, high``."""
 
-    __slots__ = ()
-
-    def __new__(cls, estimate: float, low: float, high: float) -> BootstrapCI:
-        return super().__new__(cls, (estimate, low, high))
-
-    estimate = property(lambda self: self[0], doc="The metric on the full data.")
-    low = property(lambda self: self[1], doc="Lower percentile bound.")
-    high = property(lambda self: self[2], doc="Upper percentile bound.")
-
-    def __repr__(self) -> str:
-        return f"BootstrapCI(estimate={self[0]!r}, low={self[1]!r}, high={self[2]!r})"
+    estimate: float  #: The metric on all rows.
+    low: float  #: Lower percentile bound.
+    high: float  #: Upper percentile bound.
 
 
 # ---------------------------------------------------------------- input checks
@@ -150,9 +143,13 @@ def _checked_for_pass(P, y) -> tuple[np.ndarray, np.ndarray]:
     return P, check_labels(y, P.shape[0], P.shape[1])
 
 
+def _check_positive_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+
+
 def _check_binning(n_bins, strategy) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise ConfigurationError(f"n_bins must be a positive integer, got {n_bins!r}")
+    _check_positive_int(n_bins, "n_bins")
     if strategy not in STRATEGIES:
         raise ConfigurationError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
 
@@ -459,17 +456,16 @@ def reliability_table(
     """
     _check_binning(n_bins, strategy)
     _check_alpha(alpha)
-    P, y = _checked_for_pass(P, y)
     if class_index is None:
-        scores, outcomes = _top_label(P, y)
+        scores, outcomes = _top_label(*_checked_for_pass(P, y))
     else:
+        P, y = _checked(P, y)
         k = P.shape[1]
         valid = isinstance(class_index, numbers.Integral) and not isinstance(class_index, bool)
         if not valid or not 0 <= class_index < k:
             raise ConfigurationError(
                 f"class_index must be None or in 0..{k - 1}, got {class_index!r}"
             )
-        P = check_probabilities(P)
         scores, outcomes = np.ascontiguousarray(P[:, class_index]), y == class_index
     sums = BinSums.of(scores, outcomes, bin_edges(scores, n_bins, strategy))
     acc, conf = sums.means()
@@ -549,8 +545,7 @@ def bootstrap_ci(
     """
     if not callable(metric):
         raise ConfigurationError(f"metric must be callable as metric(P, y), got {metric!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
-        raise ConfigurationError(f"n_boot must be a positive integer, got {n_boot!r}")
+    _check_positive_int(n_boot, "n_boot")
     _check_alpha(alpha)
     P, y = _checked(P, y)
     rng = np.random.default_rng(random_state)
