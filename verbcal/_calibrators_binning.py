@@ -149,32 +149,56 @@ def _replace_top(Q: np.ndarray, top: np.ndarray) -> np.ndarray:
     return out
 
 
+def _monotone_blocks(counts: np.ndarray, hits: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Block index of each value once adjacent values that break monotonicity are pooled.
+
+    Pool-adjacent-violators on the accuracies ``hits / counts`` of values sorted
+    ascending (every count > 0), separately within each run of equal ``groups``:
+    the blocks are the runs of equal isotonic fit.
+    """
+    fitted = np.empty(len(counts))
+    for group in np.unique(groups):
+        members = groups == group
+        fitted[members] = IsotonicRegression().fit_transform(
+            np.flatnonzero(members), hits[members] / counts[members], sample_weight=counts[members]
+        )
+    same = np.isclose(fitted[1:], fitted[:-1], rtol=0.0, atol=1e-12) & (groups[1:] == groups[:-1])
+    return np.cumsum(np.r_[True, ~same]) - 1
+
+
 class ShrinkageBinning(BaseCalibrator):
     """Top-label binning of the stated confidence, shrunk toward temperature scaling.
 
     Verbalized confidences are coarse (a handful of distinct values such as
-    0.8, 0.9, 0.95, 1.0), so each distinct stated top probability is a natural
-    bin. Within bin ``g`` (``n_g`` calibration rows, ``a_g`` of them answered
-    correctly) a row whose temperature-scaled confidence is ``c`` gets the
-    confidence::
+    0.8, 0.9, 0.95, 1.0), so the distinct stated top probabilities make natural
+    bins. Adjacent values whose accuracies are out of order are pooled into one
+    block (pool-adjacent-violators, as isotonic regression does), so that a
+    handful of rows at 0.7 cannot claim to be more reliable than 0.8. In block
+    ``g`` with ``n_g`` calibration rows, ``a_g`` of them answered correctly and a
+    mean temperature-scaled confidence ``c_g``, the top class gets::
 
-        (a_g + alpha * c) / (n_g + alpha)
+        (a_g + alpha * c_g) / (n_g + alpha)
 
-    the posterior mean of a Beta prior of strength ``alpha`` centred on ``c``.
-    Well-populated bins follow their observed accuracy (what isotonic
-    regression does well for ECE); sparse bins stay near temperature scaling
-    (what wins on NLL); with ``alpha > 0`` nothing reaches 0 or 1. The other
-    classes share the remaining mass in their temperature-scaled proportions.
-    A stated value never seen in calibration goes to the bin of the nearest seen
-    value; with more than ``max_bins`` distinct values, bins are merged at
-    quantiles.
+    the posterior mean of a Beta prior of strength ``alpha`` centred on
+    temperature scaling. Big blocks follow their observed accuracy (what makes
+    isotonic regression good on ECE); small blocks stay near temperature
+    scaling (what makes it good on NLL); with ``alpha > 0`` nothing reaches 0
+    or 1. The other classes share the rest in their temperature-scaled
+    proportions. A stated value never seen in calibration goes to the block of
+    the nearest seen value; beyond ``max_bins`` distinct values, values are
+    merged at quantiles first.
 
     Parameters
     ----------
     prior_strength : "auto" or float, default "auto"
-        ``alpha``. "auto" picks it from a grid by leave-one-out NLL on the
-        calibration rows (the bin counts without the row itself).
+        ``alpha``. "auto" picks it from ``(0.5, 1, 2, 5, …, 1000)`` by the
+        leave-one-out NLL of the calibration rows (each row calibrated by the
+        counts of its block without itself).
+    by_class : bool, default False
+        Bin the rows of each predicted class separately (binary problems, where
+        "yes, 0.9" and "no, 0.9" may be right at different rates, gain most).
     max_bins : int, default 30
+        Most bins (distinct stated values) before merging at quantiles.
     eps : "auto" or float, default "auto"
         Passed to the inner :class:`TemperatureScaling`.
     renormalize : bool, default False
@@ -182,29 +206,36 @@ class ShrinkageBinning(BaseCalibrator):
     Attributes
     ----------
     temperature_scaling_ : TemperatureScaling
-    bin_values_ : ndarray
-        Stated top probability that represents each bin.
-    bin_counts_, bin_correct_ : ndarray
-        Rows and correct answers per bin.
+    stated_values_ : ndarray
+        The distinct stated top probabilities seen in calibration (ascending).
+    block_of_value_ : ndarray of int
+        Block of each stated value.
+    block_counts_, block_correct_, block_confidence_ : ndarray
+        Rows, correct answers and mean temperature-scaled confidence per block.
     prior_strength_ : float
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> P = np.tile([[0.9, 0.1], [0.6, 0.4]], (50, 1))
-    >>> y = (rng.random(100) > np.tile([0.7, 0.6], 50)).astype(int)  # 70% and 60% right
+    >>> P = np.tile([[0.9, 0.1], [0.6, 0.4]], (100, 1))
+    >>> y = (rng.random(200) > np.tile([0.8, 0.6], 100)).astype(int)  # 80% and 60% right
     >>> cal = ShrinkageBinning().fit(P, y)
-    >>> cal.bin_values_.tolist(), cal.bin_counts_.tolist()
-    ([0.6, 0.9], [50, 50])
+    >>> cal.stated_values_.tolist(), cal.block_counts_.tolist()
+    ([0.6, 0.9], [100, 100])
+    >>> cal.predict_proba([[0.9, 0.1]]).round(2).tolist()
+    [[0.72, 0.28]]
     """
 
-    def __init__(self, prior_strength="auto", max_bins=30, eps="auto", renormalize=False):
+    def __init__(
+        self, prior_strength="auto", by_class=False, max_bins=30, eps="auto", renormalize=False
+    ):
         self.prior_strength = prior_strength
+        self.by_class = by_class
         self.max_bins = max_bins
         self.eps = eps
         self.renormalize = renormalize
 
-    def _check_params(self):
+    def _check_params(self) -> None:
         alpha = self.prior_strength
         if not (alpha == "auto" if isinstance(alpha, str) else alpha > 0):
             raise ConfigurationError(f'prior_strength must be "auto" or > 0, got {alpha!r}')
@@ -213,41 +244,57 @@ class ShrinkageBinning(BaseCalibrator):
         if self.max_bins < 1:
             raise ConfigurationError(f"max_bins must be an integer >= 1, got {self.max_bins!r}")
 
-    def _bin(self, P: np.ndarray) -> np.ndarray:
-        """Index of the bin whose representative value is nearest each row's top probability."""
-        midpoints = (self.bin_values_[1:] + self.bin_values_[:-1]) / 2
-        return np.searchsorted(midpoints, P.max(axis=1))
+    def _key(self, P: np.ndarray) -> np.ndarray:
+        """The stated top probability, shifted by 2 per predicted class when ``by_class``."""
+        return P.max(axis=1) + (2.0 * P.argmax(axis=1) if self.by_class else 0.0)
+
+    def _block(self, P: np.ndarray) -> np.ndarray:
+        """Block of each row: that of the stated value nearest its key."""
+        midpoints = (self.stated_values_[1:] + self.stated_values_[:-1]) / 2
+        return self.block_of_value_[np.searchsorted(midpoints, self._key(P))]
 
     def _fit(self, P, y):
         self._check_params()
         self.temperature_scaling_ = TemperatureScaling(eps=self.eps).fit(P, y)
         Q = self.temperature_scaling_.predict_proba(P)
-        top = P.max(axis=1)
+        top = self._key(P)
         values = np.unique(top)
         if len(values) > self.max_bins:
-            values = np.unique(np.quantile(top, np.linspace(0, 1, self.max_bins)))
-        self.bin_values_ = values
-        bins = self._bin(P)
+            quantiles = np.linspace(0, 1, self.max_bins)
+            values = np.unique(np.quantile(top, quantiles, method="inverted_cdf"))
+        self.stated_values_ = values
+        self.block_of_value_ = np.arange(len(values))
         correct = (Q.argmax(axis=1) == y).astype(np.float64)
-        self.bin_counts_ = np.bincount(bins, minlength=len(values))
-        self.bin_correct_ = np.bincount(bins, weights=correct, minlength=len(values))
+        value_index = self._block(P)  # one block per value so far
+        self.block_of_value_ = _monotone_blocks(
+            np.bincount(value_index, minlength=len(values)),
+            np.bincount(value_index, weights=correct, minlength=len(values)),
+            groups=np.floor(values / 2.0),
+        )
+        blocks = self.block_of_value_[value_index]
+        self.block_counts_ = np.bincount(blocks)
+        self.block_correct_ = np.bincount(blocks, weights=correct)
+        self.block_confidence_ = np.bincount(blocks, weights=Q.max(axis=1)) / self.block_counts_
         if self.prior_strength == "auto":
-            self.loo_nll_ = {a: self._loo_nll(Q, y, bins, correct, a) for a in PRIOR_STRENGTH_GRID}
+            self.loo_nll_ = {
+                a: self._loo_nll(Q, y, blocks, correct, a) for a in PRIOR_STRENGTH_GRID
+            }
             self.prior_strength_ = min(self.loo_nll_, key=self.loo_nll_.get)
         else:
             self.prior_strength_ = float(self.prior_strength)
 
-    def _loo_nll(self, Q, y, bins, correct, alpha) -> float:
-        """Mean NLL when each row is calibrated by its bin's counts without itself."""
-        n = self.bin_counts_[bins] - 1
-        a = self.bin_correct_[bins] - correct
-        top = (a + alpha * Q.max(axis=1)) / (n + alpha)
-        gold = _replace_top(Q, top)[np.arange(len(y)), y]
+    def _shrunk_top(self, blocks, alpha, n=None, a=None) -> np.ndarray:
+        n = self.block_counts_[blocks] if n is None else n
+        a = self.block_correct_[blocks] if a is None else a
+        return (a + alpha * self.block_confidence_[blocks]) / (n + alpha)
+
+    def _loo_nll(self, Q, y, blocks, correct, alpha) -> float:
+        """Mean NLL when each row is calibrated by its block's counts without itself."""
+        n = self.block_counts_[blocks] - 1
+        a = self.block_correct_[blocks] - correct
+        gold = _replace_top(Q, self._shrunk_top(blocks, alpha, n, a))[np.arange(len(y)), y]
         return float(-np.mean(np.log(gold)))
 
     def _predict_proba(self, P):
         Q = self.temperature_scaling_.predict_proba(P)
-        bins = self._bin(P)
-        alpha = self.prior_strength_
-        top = (self.bin_correct_[bins] + alpha * Q.max(axis=1)) / (self.bin_counts_[bins] + alpha)
-        return _replace_top(Q, top)
+        return _replace_top(Q, self._shrunk_top(self._block(P), self.prior_strength_))

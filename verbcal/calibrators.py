@@ -41,6 +41,7 @@ from verbcal._calibrators_scaling import (
     VectorScaling,
 )
 from verbcal._errors import ConfigurationError, InvalidInputError, VerbcalError
+from verbcal.metrics import ece
 
 __all__ = [
     "AutoCalibrator",
@@ -118,6 +119,7 @@ def default_candidates(n_classes: int) -> list[tuple[str, BaseCalibrator]]:
         ("isotonic", IsotonicCalibration()),
         ("histogram", HistogramBinning()),
         ("shrinkage", ShrinkageBinning()),
+        ("shrinkage_by_class", ShrinkageBinning(by_class=True)),
     ]
     if n_classes == 2:
         candidates.append(("platt", PlattScaling()))
@@ -125,19 +127,28 @@ def default_candidates(n_classes: int) -> list[tuple[str, BaseCalibrator]]:
 
 
 class AutoCalibrator(BaseCalibrator):
-    """Picks the calibrator with the lowest cross-validated NLL on the rows it is fitted on.
+    """Picks a calibrator by cross-validated NLL on the rows it is fitted on.
 
     Every candidate is fitted on ``cv - 1`` folds of the calibration rows and
-    scored by the negative log-likelihood (NLL) of its predictions for the
-    held-out fold; the winner is refitted on all rows. Only the rows given to
-    ``fit`` are ever used. A candidate that fails on a fold (say, a fold with a
-    single class) scores infinity and the reason is kept.
+    predicts the held-out fold. Scores are the negative log-likelihood (NLL) and
+    the top-label ECE (15 bins) of these out-of-fold predictions. The rule:
+
+    1. the candidate with the lowest cross-validated NLL is the reference;
+    2. candidates whose NLL is within one standard error of the reference's
+       (the standard error of the per-row NLL difference) are as good on NLL
+       as the data can tell;
+    3. among those, the one with the lowest cross-validated ECE is chosen and
+       refitted on all rows.
+
+    Only the rows given to ``fit`` are ever used. A candidate that fails on a
+    fold (say, a fold with a single class) scores infinity and the reason is kept.
 
     Parameters
     ----------
     candidates : list of (name, calibrator) pairs, default None
-        None compares temperature, vector, isotonic, histogram and shrinkage
-        calibration (and Platt scaling for binary problems).
+        None compares temperature scaling, vector scaling, isotonic calibration,
+        histogram binning and shrinkage binning (pooled and by class), and Platt
+        scaling for binary problems.
     cv : int, default 5
         Number of folds (stratified when every class has that many rows).
     random_state : int, default 0
@@ -151,7 +162,9 @@ class AutoCalibrator(BaseCalibrator):
     best_estimator_ : calibrator
         The chosen candidate, refitted on all rows.
     cv_scores_ : dict of str to float
-        Mean held-out NLL of each candidate (inf when it failed).
+        Cross-validated NLL of each candidate (inf when it failed).
+    cv_ece_ : dict of str to float
+        Cross-validated top-label ECE of each candidate that did not fail.
     cv_errors_ : dict of str to str
         Why a candidate failed, for those that did.
     explanation_ : str
@@ -166,8 +179,8 @@ class AutoCalibrator(BaseCalibrator):
     >>> auto = AutoCalibrator().fit(P, y)
     >>> auto.chosen_ in auto.cv_scores_
     True
-    >>> auto.explanation_.startswith("Chose")
-    True
+    >>> auto.predict_proba([[1.0, 0.0]]).round(1).tolist()
+    [[0.8, 0.2]]
     """
 
     def __init__(self, candidates=None, cv=5, random_state=0, renormalize=False):
@@ -184,7 +197,7 @@ class AutoCalibrator(BaseCalibrator):
             raise ConfigurationError("candidates must be a non-empty list of (name, calibrator)")
         return pairs
 
-    def _folds(self, y: np.ndarray):
+    def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)) or self.cv < 2:
             raise ConfigurationError(f"cv must be an integer >= 2, got {self.cv!r}")
         if len(y) < 2 * self.cv:
@@ -192,45 +205,66 @@ class AutoCalibrator(BaseCalibrator):
                 f"AutoCalibrator needs at least {2 * self.cv} rows for {self.cv}-fold "
                 f"cross-validation, got {len(y)}"
             )
-        stratify = np.bincount(y).min() >= self.cv if np.unique(y).size == y.max() + 1 else False
-        splitter = StratifiedKFold if stratify else KFold
+        counts = np.bincount(y)
+        splitter = StratifiedKFold if counts[counts > 0].min() >= self.cv else KFold
         return list(splitter(self.cv, shuffle=True, random_state=self.random_state).split(y, y))
 
-    def _cv_score(self, estimator, P, y, folds) -> float:
-        held_out = np.empty(len(y))
+    @staticmethod
+    def _out_of_fold(estimator, P, y, folds) -> np.ndarray:
+        Q = np.empty_like(P)
         for train, test in folds:
-            Q = clone(estimator).fit(P[train], y[train]).predict_proba(P[test])
-            held_out[test] = Q[np.arange(len(test)), y[test]]
-        with np.errstate(divide="ignore"):
-            return float(-np.mean(np.log(held_out)))
+            Q[test] = clone(estimator).fit(P[train], y[train]).predict_proba(P[test])
+        return Q
 
     def _fit(self, P, y):
-        candidates = self._candidates(P.shape[1])
+        candidates = dict(self._candidates(P.shape[1]))
         folds = self._folds(y)
-        self.cv_scores_, self.cv_errors_ = {}, {}
-        for name, estimator in candidates:
+        row_nll, self.cv_scores_, self.cv_ece_, self.cv_errors_ = {}, {}, {}, {}
+        for name, estimator in candidates.items():
             try:
-                self.cv_scores_[name] = self._cv_score(estimator, P, y, folds)
+                Q = self._out_of_fold(estimator, P, y, folds)
             except VerbcalError as exc:  # e.g. a fold with a single class
                 self.cv_scores_[name] = np.inf
                 self.cv_errors_[name] = str(exc)
-        self.chosen_ = min(self.cv_scores_, key=self.cv_scores_.get)
-        if not np.isfinite(self.cv_scores_[self.chosen_]):
+                continue
+            with np.errstate(divide="ignore"):
+                row_nll[name] = -np.log(Q[np.arange(len(y)), y])
+            self.cv_scores_[name] = float(row_nll[name].mean())
+            self.cv_ece_[name] = ece(Q, y)
+        if not row_nll:
             raise InvalidInputError(
                 "every candidate failed in cross-validation: " + "; ".join(self.cv_errors_.values())
             )
-        self.best_estimator_ = clone(dict(candidates)[self.chosen_]).fit(P, y)
-        self.explanation_ = self._explain(len(y))
+        self.chosen_, tied = self._choose(row_nll)
+        self.best_estimator_ = clone(candidates[self.chosen_]).fit(P, y)
+        self.explanation_ = self._explain(len(y), tied)
 
-    def _explain(self, n_rows: int) -> str:
-        ranked = sorted(self.cv_scores_.items(), key=lambda item: item[1])
-        best_name, best = ranked[0]
-        others = ", ".join(f"{name} {score:.4f}" for name, score in ranked[1:])
-        text = (
-            f"Chose {best_name} ({type(self.best_estimator_).__name__}): the lowest "
-            f"{self.cv}-fold cross-validated NLL on the {n_rows} calibration rows, {best:.4f}"
+    def _choose(self, row_nll: dict[str, np.ndarray]) -> tuple[str, list[str]]:
+        """The chosen name and the candidates tied with the best on NLL."""
+        best = min(row_nll, key=lambda name: row_nll[name].mean())
+        tied = []
+        for name, losses in row_nll.items():
+            diff = losses - row_nll[best]
+            if np.all(np.isfinite(diff)) and diff.mean() <= diff.std() / np.sqrt(len(diff)):
+                tied.append(name)
+        return min(tied, key=self.cv_ece_.get), tied
+
+    def _explain(self, n_rows: int, tied: list[str]) -> str:
+        ranked = sorted(self.cv_scores_, key=self.cv_scores_.get)
+        scores = ", ".join(
+            f"{name} NLL {self.cv_scores_[name]:.4f} / ECE {self.cv_ece_.get(name, np.nan):.4f}"
+            for name in ranked
         )
-        text += f" (others: {others})." if others else "."
+        text = (
+            f"Chose {self.chosen_} ({type(self.best_estimator_).__name__}) by {self.cv}-fold "
+            f"cross-validation on the {n_rows} calibration rows. Lowest NLL: {ranked[0]}"
+        )
+        if len(tied) > 1:
+            text += (
+                f"; within one standard error of it: {', '.join(sorted(tied))}; "
+                f"of these {self.chosen_} has the lowest ECE"
+            )
+        text += f". Scores: {scores}."
         for name, error in self.cv_errors_.items():
             text += f" {name} failed: {error}."
         return text
