@@ -173,6 +173,35 @@ def test_rejections_fail_with_the_reason(text, labels, reason):
     assert re.search(reason, result.detail[0]), result.detail
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"A": 1' + "0" * 400 + ', "B": 0.5}', r"value for 'A' is inf, not a finite"),
+        ('{"A": "1' + "0" * 5000 + '", "B": 0.5}', r"value for 'A' is inf, not a finite"),
+        ("{'A': 1" + "0" * 5000 + ", 'B': 0.5}", r"value for 'A' is inf, not a finite"),
+        ('{"x": ' * 3000 + "1" + "}" * 3000, "no probabilities"),
+        ("[" * 5000, "no probabilities"),
+        ("{" * 5000, "truncated"),
+    ],
+)
+def test_pathological_texts_fail_cleanly(text, reason):
+    result = parse_verbalized(text, ["A", "B"])
+    assert result.status == "failed"
+    assert re.search(reason, result.detail[0]), result.detail
+
+
+@pytest.mark.parametrize("depth", [1, 50, 500])
+def test_deeply_nested_distributions_are_found(depth):
+    text = '{"x": ' * depth + '{"A": 0.25, "B": 0.75}' + "}" * depth
+    assert parse_verbalized(text, ["A", "B"]).probs.tolist() == [0.25, 0.75]
+
+
+def test_labels_with_spaces_match_underscores_and_any_iterable_of_labels():
+    labels = np.array(["label 0", "label 1"])
+    for text in ("label_0: 0.6, label_1: 0.4", '{"LABEL-0": 0.6, "label 1": 0.4}'):
+        np.testing.assert_allclose(parse_verbalized(text, labels).probs, [0.6, 0.4], atol=1e-15)
+
+
 @pytest.mark.parametrize("text", [None, 0.7, b'{"A": 1.0}', ["A"], {"A": 1.0}])
 def test_non_text_answers_fail_without_raising(text):
     result = parse_verbalized(text, ["A", "B"])
@@ -190,6 +219,7 @@ def test_non_text_answers_fail_without_raising(text):
         (["yes", "Yes."], None, 0.01, "label 'Yes.' cannot be told apart from label 'yes'"),
         (BOOL, {"Yes": "Maybe"}, 0.01, "alias 'Yes' points to 'Maybe'"),
         (BOOL, {"false": "True"}, 0.01, "alias 'false' cannot be told apart"),
+        (BOOL, [("Yes", "True")], 0.01, "aliases must be a mapping"),
         (BOOL, None, 1.5, "tolerance must be a number in"),
         (BOOL, None, "0.1", "tolerance must be a number in"),
     ],

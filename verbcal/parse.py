@@ -102,15 +102,17 @@ class _Reading:
 def _normalise(name: str) -> str:
     """Case-, whitespace- and punctuation-insensitive form of a label or key."""
     folded = name.casefold()
-    return " ".join(re.findall(r"\w+", folded)) or folded.strip()
+    return " ".join(re.findall(r"[^\W_]+", folded)) or folded.strip()
 
 
 class _LabelIndex:
     """Maps what a model may write for a label (any case, punctuation, alias) to its index."""
 
     def __init__(self, labels: Sequence[str], aliases: Mapping[str, str] | None):
-        if isinstance(labels, str) or not isinstance(labels, Sequence):
+        if isinstance(labels, str) or not isinstance(labels, Iterable):
             raise ConfigurationError(f"labels must be a list of strings, got {labels!r}")
+        if aliases is not None and not isinstance(aliases, Mapping):
+            raise ConfigurationError(f"aliases must be a mapping alias -> label, got {aliases!r}")
         self.labels = list(labels)
         if len(self.labels) < 2:
             raise ConfigurationError(f"need at least 2 labels, got {self.labels!r}")
@@ -303,7 +305,7 @@ class _LenientReader:
     def _bare(self, stop: str) -> object:
         """A number, literal or unquoted string value."""
         word = self._word(stop)
-        if re.fullmatch(r"[+-]?\d+", word):
+        if re.fullmatch(r"[+-]?\d{1,300}", word):
             return int(word)
         if _NUMBER_RE.fullmatch(word):
             return float(word)
@@ -354,8 +356,10 @@ def _number(value: object, where: str, repairs: list[str]) -> tuple[float, bool]
     """A stated value as a float, and whether it carried a percent sign."""
     if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
         raise _Rejected(f"{where} is {json.dumps(value)}, not a number")
-    if isinstance(value, (int, float)):
-        return float(value), False
+    if isinstance(value, float):
+        return value, False
+    if isinstance(value, int):  # JSON integers can be too large for a float
+        return (float(value) if abs(value) < 1e300 else float("inf")), False
     text = str(value).strip()
     percent = text.endswith("%")
     if percent:
@@ -444,15 +448,19 @@ def _answer_with_confidence(
     return _Reading(probs, repairs)
 
 
-def _read_object(obj: dict, index: _LabelIndex, tolerance: float) -> _Reading | None:
+def _read_object(
+    obj: dict, index: _LabelIndex, tolerance: float, depth: int = 0
+) -> _Reading | None:
     """The distribution one JSON object states, or None when it says nothing about labels."""
     try:
-        return _read_object_or_reject(obj, index, tolerance)
+        return _read_object_or_reject(obj, index, tolerance, depth)
     except _Rejected as exc:
         return _Reading(None, [], str(exc))
 
 
-def _read_object_or_reject(obj: dict, index: _LabelIndex, tolerance: float) -> _Reading | None:
+def _read_object_or_reject(
+    obj: dict, index: _LabelIndex, tolerance: float, depth: int
+) -> _Reading | None:
     stated: dict[int, tuple[float, bool]] = {}
     roles: dict[str, object] = {}
     repairs: list[str] = []
@@ -472,8 +480,9 @@ def _read_object_or_reject(obj: dict, index: _LabelIndex, tolerance: float) -> _
         reading = _distribution(stated, index, tolerance)
         reading.repairs[:0] = repairs
         return reading
-    for value in obj.values():
-        if isinstance(value, dict) and (nested := _read_object(value, index, tolerance)):
+    nested_objects = [value for value in obj.values() if isinstance(value, dict)]
+    for value in nested_objects if depth < _MAX_DEPTH else []:
+        if nested := _read_object(value, index, tolerance, depth + 1):
             return nested
     if "answer" in roles:
         return _answer_with_confidence(
@@ -490,7 +499,11 @@ def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Readin
         text,
         flags=re.IGNORECASE,
     )
-    stated = {index.match(m.group(1)): (float(m.group(2)), bool(m.group(3))) for m in pairs}
+    stated = {
+        index.match(m.group(1)): (float(m.group(2)), bool(m.group(3)))
+        for m in pairs
+        if index.match(m.group(1)) is not None
+    }
     answers = re.findall(
         rf"\b(?:final\s+)?answer\b{_QUOTE}\s*(?:[:=]|is)\s*{_QUOTE}\(?({labels})(?!\w)",
         text,
