@@ -173,6 +173,179 @@ def _run_elicit(args: argparse.Namespace) -> int:
     return EXIT_OK if parsed else EXIT_INCOMPLETE
 
 
+# --------------------------------------------------------------------------- fit / apply
+
+
+def _add_fit(sub) -> None:
+    from verbcal.workflow import METHODS
+
+    methods = "\n".join(f"  {name:24} {text}" for name, (_, text) in METHODS.items())
+    p = sub.add_parser(
+        "fit",
+        help="fit a calibrator on predictions and save it as JSON",
+        description="Fit a calibrator on predictions JSONL. Labelled methods fit on the rows "
+        "not held out (--holdout, default 0.5) and record which ids they used, so that "
+        "evaluate/threshold/report use only the other rows.\n\nmethods:\n" + methods,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preds", required=True, type=Path, help="predictions JSONL from elicit")
+    p.add_argument("--method", required=True, choices=list(METHODS), metavar="METHOD")
+    p.add_argument("--out", required=True, type=Path, help="calibrator JSON to write")
+    p.add_argument("--holdout", type=float, default=0.5, help="share of rows kept out of fit")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p.set_defaults(run=_run_fit)
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from verbcal.persist import save_calibrator
+    from verbcal.predictions import read_predictions
+    from verbcal.workflow import fit_calibrator
+
+    record = fit_calibrator(
+        read_predictions(args.preds), args.method, holdout=args.holdout, seed=args.seed
+    )
+    save_calibrator(args.out, record)
+    explanation = getattr(record.calibrator, "explanation_", "")
+    print(f"fitted {args.method} on {len(record.fitted_ids)} labelled rows", end="")
+    print(f" and {record.n_probes} content-free probes" if record.n_probes else "")
+    if explanation:
+        print(explanation)
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def _add_apply(sub) -> None:
+    p = sub.add_parser(
+        "apply",
+        help="write calibrated predictions",
+        description="Apply a saved calibrator to predictions JSONL; rows that failed to "
+        "parse are copied unchanged. Each row gets 'calibrated': true.",
+    )
+    p.add_argument("--preds", required=True, type=Path)
+    p.add_argument("--calibrator", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(run=_run_apply)
+
+
+def _run_apply(args: argparse.Namespace) -> int:
+    from verbcal.persist import load_calibrator
+    from verbcal.predictions import read_predictions, write_predictions
+    from verbcal.workflow import apply_calibrator
+
+    record = load_calibrator(args.calibrator)
+    predictions = read_predictions(args.preds)
+    calibrated = apply_calibrator(record, predictions)
+    write_predictions(args.out, calibrated)
+    print(f"wrote {len(calibrated)} calibrated predictions to {args.out}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics before and after calibration, with bootstrap intervals",
+        description="Accuracy, ECE, MCE, classwise ECE, Brier and NLL with bootstrap 95%% "
+        "intervals on labelled rows: before calibration, and after it when --calibrator is "
+        "given (then only rows the calibrator was not fitted on are used).",
+    )
+    p.add_argument("--preds", required=True, type=Path)
+    p.add_argument("--calibrator", type=Path)
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from verbcal.persist import load_calibrator
+    from verbcal.predictions import ITEM, read_predictions, to_arrays
+    from verbcal.workflow import evaluate, held_out
+
+    predictions = read_predictions(args.preds)
+    if args.calibrator:
+        record = load_calibrator(args.calibrator)
+        rows = held_out(predictions, record.fitted_ids, record.labels)
+    else:
+        record, rows = None, to_arrays(predictions, kind=ITEM)
+    if rows.y is None:
+        raise _usage_error(f"{args.preds}: evaluation needs predictions with gold labels")
+    result = {"rows": len(rows.ids), "failed_to_parse": rows.n_failed}
+    result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot)
+    if record is not None:
+        result["method"] = record.method
+        Q = record.calibrator.predict_proba(rows.P)
+        result["after"] = evaluate(Q, rows.y, n_boot=args.n_boot)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return EXIT_OK
+    print(f"{result['rows']} held-out labelled rows ({rows.n_failed} unparsed rows left out)")
+    header = f"{'metric':14} {'before':>26}"
+    if "after" in result:
+        header += f" {'after (' + record.method + ')':>26}"
+    print(header)
+    for name, (value, low, high) in result["before"].items():
+        line = f"{name:14} {value:>8.4f} [{low:.4f}, {high:.4f}]"
+        if "after" in result:
+            a, lo, hi = result["after"][name]
+            line += f" {a:>8.4f} [{lo:.4f}, {hi:.4f}]"
+        print(line)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- threshold
+
+
+def _add_threshold(sub) -> None:
+    p = sub.add_parser(
+        "threshold",
+        help="pick a threshold for a target precision or recall",
+        description="Choose the threshold on the calibrated probability of --positive that "
+        "meets a target precision (or recall). The threshold is chosen on the labelled rows "
+        "the calibrator was fitted on when there are any, else from the calibrated "
+        "probabilities alone. On the other rows it reports the precision and recall "
+        "realised (when they are labelled) and the precision predicted without labels.",
+    )
+    p.add_argument("--preds", required=True, type=Path)
+    p.add_argument("--calibrator", required=True, type=Path)
+    p.add_argument("--positive", required=True, help="the label treated as positive")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-precision", type=float)
+    target.add_argument("--target-recall", type=float)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_run_threshold)
+
+
+def _run_threshold(args: argparse.Namespace) -> int:
+    from verbcal.persist import load_calibrator
+    from verbcal.predictions import read_predictions
+    from verbcal.workflow import choose_threshold
+
+    record = load_calibrator(args.calibrator)
+    if args.positive not in record.labels:
+        raise _usage_error(f"--positive {args.positive!r} is not one of {record.labels}")
+    result = choose_threshold(
+        read_predictions(args.preds),
+        record,
+        args.positive,
+        target_precision=args.target_precision,
+        target_recall=args.target_recall,
+    )
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key:28} {value}")
+    return EXIT_OK if result["met"] else EXIT_INCOMPLETE
+
+
+def _usage_error(message: str):
+    from verbcal._errors import InvalidInputError
+
+    return InvalidInputError(message)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -185,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"verbcal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_elicit(sub)
+    _add_fit(sub)
+    _add_apply(sub)
+    _add_evaluate(sub)
+    _add_threshold(sub)
     return parser
 
 

@@ -55,6 +55,7 @@ class Prediction:
     label: str | None = None
     kind: str = ITEM
     token_probs: dict[str, float] | None = None
+    calibrated_by: str | None = None  # method name, once a calibrator was applied
 
     def to_json(self) -> dict:
         """The JSON object written for this prediction (None fields left out)."""
@@ -228,6 +229,7 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
         label=gold,
         kind=kind,
         token_probs=row.get("token_probs"),
+        calibrated_by=row.get("calibrated_by"),
     )
 
 

@@ -1,0 +1,249 @@
+"""The steps the ``verbcal`` commands and ``verbcal demo`` share, on predictions.
+
+``fit`` → ``apply`` → ``evaluate`` / ``threshold`` / ``report``, as plain
+functions over :class:`~verbcal.predictions.Prediction` lists, so that the CLI
+only parses arguments and prints.
+
+Held-out rows: ``fit_calibrator`` holds out a seeded random share of the
+labelled rows (``holdout=0.5`` by default) and records the ids it fitted on in
+the calibrator file; evaluation, thresholds and the report then use only rows
+whose ids were not fitted on, so their numbers are honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import train_test_split
+
+from verbcal import calibrators as cal
+from verbcal import metrics, thresholds
+from verbcal._errors import ConfigurationError, InvalidInputError
+from verbcal.persist import CalibratorRecord
+from verbcal.predictions import CONTENT_FREE, ITEM, Prediction, PredictionArrays, to_arrays
+
+#: Method name → (what it needs, how to build it). "labels": labelled item rows;
+#: "probes": content-free probe rows; "unlabelled": item rows, labels unused.
+METHODS: dict[str, tuple[str, str]] = {
+    "temperature": ("labels", "invert-softmax temperature scaling (Wang et al. 2024)"),
+    "naive-temperature": ("labels", "softmax(p / T), the re-softmax baseline"),
+    "contextual": ("probes", "contextual calibration, diagonal (Zhao et al. 2021)"),
+    "contextual-bias": ("probes", "contextual calibration, bias mode (Zhao et al. 2021)"),
+    "contextual+temperature": ("both", "contextual calibration, then temperature scaling"),
+    "batch": ("unlabelled", "batch calibration (Zhou et al. 2023)"),
+    "vector": ("labels", "vector scaling on estimated logits"),
+    "matrix": ("labels", "matrix (Dirichlet) scaling on estimated logits"),
+    "platt": ("labels", "Platt scaling (binary)"),
+    "isotonic": ("labels", "one-vs-rest isotonic regression"),
+    "histogram": ("labels", "histogram binning"),
+    "shrinkage": ("labels", "per stated value, accuracy shrunk toward temperature scaling"),
+    "auto": ("labels", "chosen among the above by cross-validated NLL"),
+}
+
+_SIMPLE = {
+    "temperature": cal.TemperatureScaling,
+    "naive-temperature": cal.NaiveTemperatureScaling,
+    "batch": cal.BatchCalibration,
+    "vector": cal.VectorScaling,
+    "matrix": cal.MatrixScaling,
+    "platt": cal.PlattScaling,
+    "isotonic": cal.IsotonicCalibration,
+    "histogram": cal.HistogramBinning,
+    "shrinkage": cal.ShrinkageBinning,
+    "auto": cal.AutoCalibrator,
+}
+
+
+def split_ids(
+    arrays: PredictionArrays, holdout: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (fit, held out): a seeded split, stratified when every class allows."""
+    n = len(arrays.ids)
+    if not 0 <= holdout < 1:
+        raise ConfigurationError(f"holdout must be in [0, 1), got {holdout!r}")
+    rows = np.arange(n)
+    if holdout == 0:
+        return rows, rows[:0]
+    stratify = arrays.y
+    if stratify is None or np.bincount(stratify).min(initial=n) < 2:
+        stratify = None
+    fit, held = train_test_split(rows, test_size=holdout, random_state=seed, stratify=stratify)
+    return np.sort(fit), np.sort(held)
+
+
+def fit_calibrator(
+    predictions: list[Prediction], method: str, *, holdout: float = 0.5, seed: int = 0
+) -> CalibratorRecord:
+    """Fit the calibrator ``method`` (a key of :data:`METHODS`) on predictions.
+
+    Labelled methods fit on the item rows not held out; ``contextual`` fits on
+    the content-free probe rows; ``batch`` on the item rows not held out, with
+    their labels unused.
+    """
+    if method not in METHODS:
+        raise ConfigurationError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    needs = METHODS[method][0]
+    items = to_arrays(predictions, kind=ITEM)
+    fit_rows, _ = split_ids(items, holdout, seed)
+    if needs in ("labels", "both") and items.y is None:
+        raise InvalidInputError(f"method {method!r} needs predictions with gold labels")
+    if needs in ("labels", "both", "unlabelled") and len(fit_rows) < 2:
+        raise InvalidInputError(f"too few rows to fit {method!r}: {len(fit_rows)}")
+    P, y = items.P[fit_rows], None if items.y is None else items.y[fit_rows]
+    fitted_ids = [items.ids[i] for i in fit_rows]
+    n_probes = 0
+    if needs in ("probes", "both"):
+        probes = _probe_rows(predictions)
+        n_probes = len(probes.P)
+        contextual = cal.ContextualCalibration(
+            mode="bias" if method == "contextual-bias" else "diagonal"
+        )
+        contextual.fit(probes.P)
+        if needs == "probes":
+            return CalibratorRecord(method, contextual, items.labels, [], n_probes)
+        chain = cal.CalibratorChain([FrozenEstimator(contextual), cal.TemperatureScaling()])
+        return CalibratorRecord(method, chain.fit(P, y), items.labels, fitted_ids, n_probes)
+    estimator = _SIMPLE[method]()
+    estimator.fit(P, y if needs == "labels" else None)
+    return CalibratorRecord(method, estimator, items.labels, fitted_ids)
+
+
+def _probe_rows(predictions: list[Prediction]) -> PredictionArrays:
+    if not any(p.kind == CONTENT_FREE for p in predictions):
+        raise InvalidInputError(
+            "contextual calibration needs content-free probe predictions: "
+            "run 'verbcal elicit' with --probes"
+        )
+    return to_arrays(predictions, kind=CONTENT_FREE)
+
+
+def held_out(
+    predictions: list[Prediction], fitted_ids: list[str], labels: list[str]
+) -> PredictionArrays:
+    """The parsed item rows whose ids the calibrator was not fitted on."""
+    items = to_arrays(predictions, kind=ITEM)
+    if items.labels != list(labels):
+        raise InvalidInputError(
+            f"the predictions' labels {items.labels} are not the calibrator's labels {labels}"
+        )
+    seen = set(fitted_ids)
+    keep = np.array([i not in seen for i in items.ids], dtype=bool)
+    if not keep.any():
+        raise InvalidInputError(
+            "every row was used to fit the calibrator: evaluate on other predictions, "
+            "or fit with --holdout > 0"
+        )
+    return PredictionArrays(
+        labels=items.labels,
+        ids=[i for i, k in zip(items.ids, keep, strict=True) if k],
+        P=items.P[keep],
+        y=None if items.y is None else items.y[keep],
+        n_failed=items.n_failed,
+    )
+
+
+#: Metrics of the evaluation table, by name.
+METRICS = {
+    "accuracy": metrics.accuracy,
+    "ece": metrics.ece,
+    "mce": metrics.mce,
+    "classwise_ece": metrics.classwise_ece,
+    "brier": metrics.brier,
+    "nll": metrics.nll,
+}
+
+
+def evaluate(P: np.ndarray, y: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict:
+    """Every metric of :data:`METRICS` with a bootstrap 95% interval: name → (value, low, high)."""
+    return {
+        name: tuple(
+            float(v) for v in metrics.bootstrap_ci(fn, P, y, n_boot=n_boot, random_state=seed)
+        )
+        for name, fn in METRICS.items()
+    }
+
+
+def apply_calibrator(record: CalibratorRecord, predictions: list[Prediction]) -> list[Prediction]:
+    """Copies of ``predictions`` with calibrated ``probs`` (unparsed rows unchanged)."""
+    labels = predictions[0].labels
+    if labels != record.labels:
+        raise InvalidInputError(
+            f"the predictions' labels {labels} are not the calibrator's labels {record.labels}"
+        )
+    parsed = [p for p in predictions if p.probs is not None]
+    if not parsed:
+        return list(predictions)
+    P = np.array([[p.probs[label] for label in labels] for p in parsed])
+    Q = record.calibrator.predict_proba(P / P.sum(axis=1, keepdims=True))
+    calibrated = iter(Q)
+    out = []
+    for p in predictions:
+        if p.probs is None:
+            out.append(p)
+            continue
+        row = next(calibrated)
+        out.append(
+            replace(
+                p,
+                probs={label: float(q) for label, q in zip(labels, row, strict=True)},
+                calibrated_by=record.method,
+            )
+        )
+    return out
+
+
+def choose_threshold(
+    predictions: list[Prediction],
+    record: CalibratorRecord,
+    positive: str,
+    *,
+    target_precision: float | None = None,
+    target_recall: float | None = None,
+) -> dict:
+    """A threshold on calibrated probabilities for a target, and how it does on held-out rows.
+
+    The threshold is chosen on the labelled rows the calibrator was fitted on
+    (calibrated), or, when there are none, from the calibrated probabilities
+    of the held-out rows alone (predicted precision/recall). On the held-out
+    rows it reports the precision predicted without labels and, when they are
+    labelled, the precision and recall realised, with Clopper–Pearson intervals.
+    """
+    items = to_arrays(predictions, kind=ITEM)
+    column = record.labels.index(positive)
+    Q = record.calibrator.predict_proba(items.P)
+    fitted = set(record.fitted_ids)
+    fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
+    other = ~fit_rows if (~fit_rows).any() else fit_rows
+    targets = {"target_precision": target_precision, "target_recall": target_recall}
+    if fit_rows.any() and items.y is not None:
+        point = thresholds.operating_point(Q[fit_rows], items.y[fit_rows], column, **targets)
+        chosen_on = f"{int(fit_rows.sum())} labelled calibration rows"
+    else:
+        point = thresholds.operating_point_from_probabilities(Q[other], column, **targets)
+        chosen_on = f"calibrated probabilities of {int(other.sum())} rows (no labels)"
+    t = float(point.threshold)
+    result = {
+        "positive": positive,
+        "target": "precision" if target_precision is not None else "recall",
+        "target_value": target_precision if target_precision is not None else target_recall,
+        "threshold": t,
+        "met": bool(point.met),
+        "chosen_on": chosen_on,
+        "evaluated_on_rows": int(other.sum()),
+        "predicted_precision": thresholds.predicted_precision(Q[other], column, t),
+        "predicted_recall": thresholds.predicted_recall(Q[other], column, t),
+    }
+    if items.y is not None:
+        flagged = Q[other, column] >= t
+        is_positive = items.y[other] == column
+        tp, n_flagged, n_pos = (
+            int((flagged & is_positive).sum()),
+            int(flagged.sum()),
+            int(is_positive.sum()),
+        )
+        for name, k, n in (("precision", tp, n_flagged), ("recall", tp, n_pos)):
+            result[f"realised_{name}"] = k / n if n else float("nan")
+            result[f"realised_{name}_ci"] = thresholds.clopper_pearson(k, n) if n else None
+    return result
