@@ -27,6 +27,7 @@ from verbcal.backends import (
     estimate_tokens,
     label_probabilities_from_logprobs,
     parse_retry_after,
+    prompt_bytes,
 )
 from verbcal.cache import ResponseCache
 
@@ -331,6 +332,13 @@ def test_tokens_per_window_limit_reconciles_with_reported_usage():
     used = [r.prompt_tokens + r.completion_tokens for r in results]
     assert sorted(settled) == sorted(used)  # each grant settled to the server's usage
     assert max(used) < estimate
+    # The estimate learnt from the reported prompt sizes: 1.25 x the largest tokens per byte.
+    seen = max(
+        (r.prompt_tokens - (4 * len(m) + 3)) / prompt_bytes(m)
+        for r, m in zip(results, messages, strict=True)
+    )
+    assert backend.tokens_per_byte == pytest.approx(1.25 * seen, rel=1e-12)
+    assert 0.125 < backend.tokens_per_byte < 1
     # Settling to actual usage lets more than three requests into one window.
     assert server.record.max_in_window(window) > 3
 
@@ -368,6 +376,9 @@ def test_estimate_tokens_bounds_the_servers_count():
     messages = conversation("héllo wörld " * 20)
     bound = estimate_tokens(messages, max_tokens=0)
     assert bound == sum(len(m["content"].encode()) + 4 for m in messages) + 3
+    assert prompt_bytes(messages) == sum(len(m["content"].encode()) for m in messages)
+    halved = estimate_tokens(messages, max_tokens=7, n=2, tokens_per_byte=0.5)
+    assert halved == math.ceil(prompt_bytes(messages) / 2) + 4 * len(messages) + 3 + 14
     with pytest.raises(ConfigurationError, match="needs max_tokens"):
         estimate_tokens(messages, max_tokens=None)
 

@@ -63,6 +63,7 @@ __all__ = [
     "estimate_tokens",
     "label_probabilities_from_logprobs",
     "parse_retry_after",
+    "prompt_bytes",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -382,32 +383,49 @@ class RateLimiter:
             self._changed.set()
 
 
-def _content_length(content: object) -> int:
-    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-    return len(text.encode("utf-8"))
+#: Chat markup tokens counted per message, and once for the reply's priming.
+_TOKENS_PER_MESSAGE, _TOKENS_PER_REPLY = 4, 3
+
+
+def prompt_bytes(messages: Sequence[Mapping[str, Any]]) -> int:
+    """UTF-8 bytes of the messages' contents (non-text content counted as its JSON)."""
+    total = 0
+    for message in messages:
+        content = message.get("content", "")
+        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        total += len(text.encode("utf-8"))
+    return total
 
 
 def estimate_tokens(
-    messages: Sequence[Mapping[str, Any]], max_tokens: int | None, n: int = 1
+    messages: Sequence[Mapping[str, Any]],
+    max_tokens: int | None,
+    n: int = 1,
+    *,
+    tokens_per_byte: float = 1.0,
 ) -> int:
-    """An upper bound of the tokens a chat request can use, before it is sent.
+    """Tokens a chat request may use, estimated before it is sent.
 
-    A token is at least one byte of text, so the prompt takes at most its
-    UTF-8 byte count plus a few tokens of chat markup per message (4, and 3
-    for the reply's priming); the completion at most ``n * max_tokens``. The
-    bound is loose (English runs about 4 bytes per token); :class:`OpenAIBackend`
-    settles each grant with the usage the server reports.
+    A token is at least one byte of text, so with ``tokens_per_byte=1`` (the
+    default) the prompt bound is its UTF-8 byte count plus chat markup (4
+    tokens per message, 3 for the reply); the completion takes at most
+    ``n * max_tokens``. That bound is loose (English runs about 4 bytes per
+    token): :class:`OpenAIBackend` lowers ``tokens_per_byte`` once the server
+    has reported usage, and settles every grant with the reported usage.
 
     Examples
     --------
     >>> estimate_tokens([{"role": "user", "content": "héllo"}], max_tokens=10)
     23
+    >>> estimate_tokens([{"role": "user", "content": "héllo"}], max_tokens=10, tokens_per_byte=0.5)
+    20
     """
     if max_tokens is None:
         raise ConfigurationError(
             "a tokens-per-minute limit needs max_tokens, to bound the answer's length"
         )
-    prompt = sum(_content_length(m.get("content", "")) + 4 for m in messages) + 3
+    markup = _TOKENS_PER_MESSAGE * len(messages) + _TOKENS_PER_REPLY
+    prompt = math.ceil(tokens_per_byte * prompt_bytes(messages)) + markup
     return prompt + n * int(max_tokens)
 
 
@@ -579,6 +597,10 @@ class OpenAIBackend:
         self.token_limiter = (
             RateLimiter(tokens_per_minute, rate_window) if tokens_per_minute else None
         )
+        #: Prompt tokens per byte assumed by the tokens-per-minute estimate; 1 (a strict
+        #: bound) until the server reports usage, then 1.25 x the largest ratio seen.
+        self.tokens_per_byte = 1.0
+        self._largest_tokens_per_byte = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._client = openai.AsyncOpenAI(
             api_key=_resolve_api_key(api_key, self.base_url),
@@ -767,7 +789,12 @@ class OpenAIBackend:
         """One HTTP attempt inside the concurrency and rate limits."""
         estimate = None
         if self.token_limiter is not None:
-            estimate = estimate_tokens(body["messages"], body.get("max_tokens"), body.get("n", 1))
+            estimate = estimate_tokens(
+                body["messages"],
+                body.get("max_tokens"),
+                body.get("n", 1),
+                tokens_per_byte=self.tokens_per_byte,
+            )
         async with self._semaphore:
             request_ticket = await self.request_limiter.acquire(1) if self.request_limiter else None
             token_ticket = (
@@ -805,7 +832,20 @@ class OpenAIBackend:
         )
         self.stats.prompt_tokens += prompt
         self.stats.completion_tokens += completion
+        self._learn_tokens_per_byte(body["messages"], prompt)
         return (prompt + completion if usage else None), response
+
+    def _learn_tokens_per_byte(self, messages: Sequence[Mapping[str, Any]], prompt: int) -> None:
+        """Tighten the token estimate with the prompt size the server reported."""
+        nbytes = prompt_bytes(messages)
+        if not (prompt and nbytes):
+            return
+        markup = _TOKENS_PER_MESSAGE * len(messages) + _TOKENS_PER_REPLY
+        seen = max(0, prompt - markup) / nbytes
+        self._largest_tokens_per_byte = max(self._largest_tokens_per_byte, seen)
+        # A margin for prompts that tokenise worse than those seen; never below 1 token
+        # per 8 bytes (no tokenizer packs more) and never above the strict bound.
+        self.tokens_per_byte = min(1.0, max(0.125, 1.25 * self._largest_tokens_per_byte))
 
 
 def _make_result(
