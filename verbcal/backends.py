@@ -796,12 +796,14 @@ class OpenAIBackend:
                 tokens_per_byte=self.tokens_per_byte,
             )
         async with self._semaphore:
-            request_ticket = await self.request_limiter.acquire(1) if self.request_limiter else None
-            token_ticket = (
-                await self.token_limiter.acquire(estimate) if self.token_limiter else None
-            )
-            used: float | None = None  # tokens the attempt used; None = unknown, keep estimate
+            request_ticket = token_ticket = None
+            used: float | None = 0  # tokens the attempt used; None = unknown, keep the estimate
             try:
+                if self.token_limiter is not None:
+                    token_ticket = await self.token_limiter.acquire(estimate)
+                if self.request_limiter is not None:
+                    request_ticket = await self.request_limiter.acquire(1)
+                used = None
                 used, response = await self._post(body)
                 return response
             except _AttemptError as error:
