@@ -133,7 +133,7 @@ def test_json_object_with_schema_constrains_output(llama_server, client, labels)
         client,
         llama_server.model,
         SENTIMENT_PROMPT,
-        max_tokens=64,
+        max_tokens=96,
         response_format={"type": "json_object", "schema": probability_schema(labels)},
     )
 
