@@ -1,0 +1,76 @@
+"""Precision operating points on calibrated probabilities, on the recorded BoolQ answers.
+
+For every BoolQ file in ``shared/data/llm-confidence`` (positive = "True"), over
+5 random 50/50 calibration/test splits: fit a calibrator on the calibration
+half, choose the threshold on P(True) that reaches precision 0.9 there, then on
+the test half compare
+
+* the precision the threshold *realises* (labels used), and
+* the precision *predicted* from the calibrated probabilities alone (labels unused).
+
+Targets (issue 4): |realised - 0.9| <= 0.03 and |predicted - realised| <= 0.03.
+
+Run: ``.venv/bin/python bench/thresholds.py [--method auto]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from verbcal import thresholds
+from verbcal._recorded import load_recorded_tasks
+from verbcal.workflow import _SIMPLE as METHODS
+
+TARGET = 0.9
+TOLERANCE = 0.03
+SEEDS = range(5)
+
+
+def one_split(P, y, method: str, seed: int) -> tuple[float, float, float]:
+    rows = np.arange(len(y))
+    cal_rows, test_rows = train_test_split(rows, test_size=0.5, random_state=seed, stratify=y)
+    calibrator = METHODS[method]().fit(P[cal_rows], y[cal_rows])
+    Q_cal, Q_test = calibrator.predict_proba(P[cal_rows]), calibrator.predict_proba(P[test_rows])
+    point = thresholds.operating_point(Q_cal, y[cal_rows], 0, target_precision=TARGET)
+    flagged = Q_test[:, 0] >= point.threshold
+    realised = float((y[test_rows][flagged] == 0).mean())
+    predicted = thresholds.predicted_precision(Q_test, 0, point.threshold)
+    return point.threshold, realised, predicted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="auto", choices=sorted(METHODS))
+    args = parser.parse_args()
+    tasks = [t for t in load_recorded_tasks() if t.name.startswith("boolq")]
+    if not tasks:
+        print("recorded data not found (shared/data/llm-confidence): nothing to do")
+        return 0
+    print(
+        f"method {args.method}, target precision {TARGET}, 5 splits: means, ok = every split within {TOLERANCE}\n"
+    )
+    print("| file | threshold | realised precision | predicted precision | |pred - real| | ok |")
+    print("|---|---|---|---|---|---|")
+    failures = 0
+    for task in tasks:
+        assert task.labels[0] == "True"
+        results = np.array([one_split(task.P, task.y, args.method, s) for s in SEEDS])
+        threshold, realised, predicted = results.mean(axis=0)
+        ok = bool(
+            (np.abs(results[:, 1] - TARGET) <= TOLERANCE).all()
+            and (np.abs(results[:, 2] - results[:, 1]) <= TOLERANCE).all()
+        )
+        failures += not ok
+        print(
+            f"| {task.name} | {threshold:.3f} | {realised:.3f} (min {results[:, 1].min():.3f}) "
+            f"| {predicted:.3f} | {abs(predicted - realised):.3f} | {'yes' if ok else 'NO'} |"
+        )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""``verbcal demo``: the whole job on a real local model, or on a shipped recording.
+
+1. Elicit a probability per label for the 372 demo reviews and the content-free
+   probes, from a real chat model behind an OpenAI-compatible server: by
+   default SmolLM2-135M-Instruct in a llama.cpp server that verbcal starts and
+   stops on 127.0.0.1; any other endpoint with ``base_url``/``model``; or,
+   with ``replay=True``, the shipped recording of Qwen2.5-Coder-1.5B-Instruct
+   answers (made by ``scripts/record_demo.py`` through verbcal's own cache),
+   which needs no server at all.
+2. Fit temperature scaling, contextual calibration (+ temperature) and the
+   auto choice on one half of the reviews, evaluate on the other half.
+3. Pick the threshold on P(positive) for a target precision, and write the
+   HTML reliability report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from verbcal._errors import ConfigurationError
+from verbcal.data import DEMO_LABELS, load_demo_dataset
+from verbcal.persist import CalibratorRecord, save_calibrator
+from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction, write_predictions
+
+#: How the demo asks (the recording was made with exactly these settings).
+ELICIT_SETTINGS = {
+    "template": "distribution",
+    "json_mode": "json_object",
+    "max_tokens": 96,
+    "temperature": 0.0,
+    "seed": 0,
+}
+#: Random in-domain word probes added to "N/A", "" and "[MASK]".
+N_RANDOM_PROBES = 20
+#: Methods compared in the demo; the report shows the first one found in this order.
+DEMO_METHODS = ("auto", "temperature", "contextual+temperature", "contextual")
+POSITIVE = "positive"
+TARGET_PRECISION = 0.9
+
+RECORDING = "demo_recording.jsonl"
+PROVENANCE = "demo_recording.provenance.json"
+
+
+@dataclass
+class DemoResult:
+    """Where the demo wrote its files, and its headline numbers."""
+
+    out_dir: Path
+    report: Path
+    predictions: Path
+    evaluation: dict  # method -> metrics on the held-out half, and "uncalibrated"
+    threshold: dict
+    source: str
+
+
+def demo_items() -> list[Item]:
+    """The demo reviews as items with gold labels."""
+    return [Item(id=r["id"], text=r["text"], label=r["label"]) for r in load_demo_dataset()]
+
+
+def recording_provenance() -> dict:
+    """Provenance of the shipped recording (model file, sha256, server, settings, date)."""
+    text = resources.files("verbcal.data").joinpath(PROVENANCE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def load_recording_into(cache) -> int:
+    """Copy the shipped recording's request/response rows into ``cache``; return how many."""
+    text = resources.files("verbcal.data").joinpath(RECORDING).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for row in rows:
+        cache.put(row["request"], row["response"])
+    return len(rows)
+
+
+async def elicit_demo(
+    backend, *, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[Prediction], object]:
+    """Predictions for the demo items and the content-free probes, through ``backend``."""
+    from verbcal.elicit import Elicitor
+
+    elicitor = Elicitor(backend, list(DEMO_LABELS), **ELICIT_SETTINGS)
+    items = demo_items()
+    predictions, _ = await elicitor.arun(items, progress=progress)
+    probes = elicitor.probe_items([i.text for i in items], n_random=N_RANDOM_PROBES)
+    more, summary = await elicitor.arun(probes, kind=CONTENT_FREE, progress=progress)
+    return predictions + more, summary
+
+
+def _elicit(
+    out_dir: Path,
+    *,
+    replay: bool,
+    base_url: str | None,
+    model: str | None,
+    progress: Callable[[int, int], None] | None,
+    log: Callable[[str], None],
+) -> tuple[list[Prediction], str]:
+    from verbcal.backends import RetryPolicy
+    from verbcal.cache import ResponseCache
+
+    if replay:
+        provenance = recording_provenance()
+        cache = ResponseCache(":memory:")
+        n = load_recording_into(cache)
+        log(f"replaying {n} recorded answers of {provenance['model']} (no server needed)")
+        backend_args = {
+            "base_url": provenance["base_url"],
+            "model": provenance["model"],
+            "retry": RetryPolicy(max_attempts=1),
+        }
+        source = f"recording of {provenance['model']} ({provenance['recorded']})"
+        return _run_elicitation(cache, backend_args, progress, replay=True), source
+    cache = ResponseCache(out_dir / "cache.db")
+    if base_url is not None:
+        if not model:
+            raise ConfigurationError("--base-url needs --model")
+        return _run_elicitation(
+            cache, {"base_url": base_url, "model": model}, progress
+        ), f"{model} at {base_url}"
+    from verbcal.local_server import LocalLlamaServer
+
+    log("starting the local llama.cpp server with SmolLM2-135M-Instruct …")
+    with LocalLlamaServer() as server:
+        log(f"server ready at {server.base_url}")
+        backend_args = {"base_url": server.base_url, "model": server.model}
+        predictions = _run_elicitation(cache, backend_args, progress)
+    return predictions, f"{server.model} (llama.cpp, local)"
+
+
+def _run_elicitation(cache, backend_args, progress, *, replay: bool = False) -> list[Prediction]:
+    from verbcal.backends import OpenAIBackend
+
+    async def run():
+        async with OpenAIBackend(cache=cache, max_concurrency=4, **backend_args) as backend:
+            predictions, summary = await elicit_demo(backend, progress=progress)
+            if replay and summary.backend["requests_sent"]:
+                raise ConfigurationError(
+                    "the shipped recording does not hold every demo answer; "
+                    "re-make it with scripts/record_demo.py"
+                )
+            return predictions
+
+    try:
+        return asyncio.run(run())
+    finally:
+        cache.close()
+
+
+def run_demo(
+    out_dir: str | Path | None = None,
+    *,
+    replay: bool = False,
+    base_url: str | None = None,
+    model: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the demo end to end and write its files into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path-like, optional
+        Where to write predictions, calibrators and ``report.html``
+        (default: a new temporary folder).
+    replay : bool, default False
+        Use the shipped recording instead of a live model.
+    base_url, model : str, optional
+        Run against this OpenAI-compatible endpoint instead of the embedded
+        llama.cpp server.
+    progress : callable, optional
+        ``progress(done, total)`` during elicitation.
+    log : callable, default print
+        Receives one line per step.
+
+    Returns
+    -------
+    DemoResult
+    """
+    from verbcal.report import compute_report, write_report
+    from verbcal.workflow import choose_threshold, evaluate, fit_calibrator, held_out
+
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="verbcal-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    predictions, source = _elicit(
+        out, replay=replay, base_url=base_url, model=model, progress=progress, log=log
+    )
+    preds_path = out / "predictions.jsonl"
+    write_predictions(preds_path, predictions)
+    n_items = sum(p.kind == ITEM for p in predictions)
+    n_parsed = sum(p.kind == ITEM and p.probs is not None for p in predictions)
+    log(f"elicited {n_items} reviews ({n_parsed} parsed) and the content-free probes")
+
+    records: dict[str, CalibratorRecord] = {}
+    evaluation: dict[str, dict] = {}
+    for method in DEMO_METHODS:
+        record = fit_calibrator(predictions, method, holdout=0.5, seed=0)
+        save_calibrator(out / f"calibrator-{method}.json", record)
+        records[method] = record
+    # Every method holds out the same half (same split seed), so one held-out set serves all.
+    rows = held_out(predictions, records["auto"].fitted_ids, list(DEMO_LABELS))
+    evaluation["uncalibrated"] = evaluate(rows.P, rows.y, n_boot=200)
+    for method, record in records.items():
+        evaluation[method] = evaluate(record.calibrator.predict_proba(rows.P), rows.y, n_boot=200)
+        ece_value = evaluation[method]["ece"][0]
+        log(
+            f"{method:24} held-out ECE {ece_value:.3f} (uncalibrated "
+            f"{evaluation['uncalibrated']['ece'][0]:.3f})"
+        )
+    main = records["auto"]
+    threshold = choose_threshold(predictions, main, POSITIVE, target_precision=TARGET_PRECISION)
+    data = compute_report(
+        labels=list(DEMO_LABELS),
+        P_before=rows.P,
+        P_after=main.calibrator.predict_proba(rows.P),
+        y=rows.y,
+        predictions=predictions,
+        calibrator=main,
+        positive=POSITIVE,
+        target_precision=TARGET_PRECISION,
+        title=f"verbcal demo: {source}",
+    )
+    report = out / "report.html"
+    write_report(report, data)
+    log(f"report: {report}")
+    return DemoResult(out, report, preds_path, evaluation, threshold, source)
