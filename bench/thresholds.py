@@ -51,7 +51,8 @@ def main() -> int:
         print("recorded data not found (shared/data/llm-confidence): nothing to do")
         return 0
     print(
-        f"method {args.method}, target precision {TARGET}, 5 splits: means, ok = every split within {TOLERANCE}\n"
+        f"method {args.method}, target precision {TARGET}, 5 splits: means; "
+        f"ok = every split within {TOLERANCE}\n"
     )
     print("| file | threshold | realised precision | predicted precision | |pred - real| | ok |")
     print("|---|---|---|---|---|---|")
