@@ -94,6 +94,18 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+def processes_listing(argument: str) -> list[int]:
+    """Process ids whose NUL-separated command line contains ``argument``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if argument.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return found
+
+
 # --- the shared server, through the openai SDK -------------------------------------------
 
 
@@ -218,6 +230,15 @@ def test_stop_kills_a_server_that_ignores_sigterm(smollm2_path):
     assert time.monotonic() - started < 10
     assert not process_exists(pid)
     server.stop()  # a second stop is a no-op
+
+
+def test_startup_timeout_stops_the_server_it_started(smollm2_path):
+    server = LocalLlamaServer(smollm2_path, startup_timeout=0.05)
+    with pytest.raises(BackendError, match=r"did not answer on http://127\.0\.0\.1:\d+/v1/models"):
+        server.start()
+    port = urlsplit(server.base_url).port
+    assert not server.running
+    assert not processes_listing(f"--port\0{port}\0")
 
 
 def test_start_and_stop_functions(smollm2_path):
