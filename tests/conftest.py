@@ -29,6 +29,13 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real server (directly or through a fixture) as ``server``."""
+    for item in items:
+        if "llama_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[LocalLlamaServer]:
     """A running llama.cpp server with SmolLM2-135M-Instruct, shared by the whole session.

@@ -39,8 +39,6 @@ from verbcal.local_server import (
     start_local_server,
 )
 
-pytestmark = pytest.mark.server
-
 SENTIMENT_PROMPT = (
     "Review: 'A warm, funny and beautifully acted film.'\n"
     "Give the probability of each label as JSON, e.g. "
