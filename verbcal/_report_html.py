@@ -136,11 +136,9 @@ def _header(data: ReportData) -> str:
 
 
 def _verdict(row: MetricComparison) -> str:
-    change = row.change
-    if change.low <= 0 <= change.high:
-        return '<span class="unclear">no clear change</span>'
-    improved = (change.low > 0) == row.higher_is_better
-    return '<span class="better">better</span>' if improved else '<span class="worse">worse</span>'
+    verdict = row.verdict
+    text = "no clear change" if verdict == "unclear" else verdict
+    return f'<span class="{verdict}">{text}</span>'
 
 
 def _metrics_section(data: ReportData) -> str:

@@ -62,6 +62,8 @@ __all__ = [
 #: Metrics of the table, in display order; all but accuracy are better when lower.
 METRIC_NAMES = ("accuracy", "ece", "mce", "classwise_ece", "brier", "nll")
 HIGHER_IS_BETTER = frozenset({"accuracy"})
+#: Changes of a metric smaller than this are float noise, not a change.
+NEGLIGIBLE = 1e-9
 
 #: Longest example answer kept per failure reason (characters).
 MAX_EXAMPLE_CHARS = 400
@@ -88,6 +90,20 @@ class MetricComparison:
     @property
     def higher_is_better(self) -> bool:
         return self.name in HIGHER_IS_BETTER
+
+    @property
+    def verdict(self) -> str | None:
+        """ "better" or "worse" when the change's interval excludes 0, else "unclear".
+
+        Changes within ``NEGLIGIBLE`` of 0 count as 0, so float noise (an
+        identity calibrator that renormalises) is never called a change.
+        None when there is no change to judge.
+        """
+        if self.change is None:
+            return None
+        if self.change.low <= NEGLIGIBLE and self.change.high >= -NEGLIGIBLE:
+            return "unclear"
+        return "better" if (self.change.low > 0) == self.higher_is_better else "worse"
 
 
 @dataclass(frozen=True)
@@ -711,15 +727,20 @@ def _calibration_sentence(data: ReportData, rows: str) -> str:
     if ece.after is None:
         return f"ECE {_ci(ece.before)} on {rows} (no calibrated probabilities given)."
     change = ece.change
-    moved = "lowered" if ece.after.estimate < ece.before.estimate else "raised"
-    text = (
-        f"Calibration {moved} ECE from {_ci(ece.before)} to {_ci(ece.after)} on {rows}; "
-        f"the paired bootstrap change is {change.estimate:+.3f} [{change.low:+.3f}, "
+    difference = ece.after.estimate - ece.before.estimate
+    if abs(difference) <= NEGLIGIBLE:
+        text = f"Calibration left ECE at {_ci(ece.before)} on {rows}"
+    else:
+        moved = "lowered" if difference < 0 else "raised"
+        text = f"Calibration {moved} ECE from {_ci(ece.before)} to {_ci(ece.after)} on {rows}"
+    text += (
+        f"; the paired bootstrap change is {change.estimate:+.3f} [{change.low:+.3f}, "
         f"{change.high:+.3f}]"
     )
-    if change.high < 0:
+    verdict = ece.verdict
+    if verdict == "better":
         return text + ", a clear improvement."
-    if change.low > 0:
+    if verdict == "worse":
         return text + ": calibration made these probabilities worse."
     return text + ", which includes 0: no clear difference on these rows."
 
