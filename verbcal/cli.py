@@ -346,6 +346,43 @@ def _usage_error(message: str):
     return InvalidInputError(message)
 
 
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole job on a real local model (or a shipped recording)",
+        description="Elicit the 372 demo reviews and content-free probes from a real local "
+        "model (SmolLM2-135M-Instruct in a llama.cpp server on 127.0.0.1 that verbcal starts "
+        "and stops), fit temperature, contextual and auto calibration on one half, evaluate "
+        "on the other, pick a precision operating point and write the HTML report. "
+        "--replay uses the shipped recording of Qwen2.5-Coder-1.5B-Instruct instead (no "
+        "server, seconds); --base-url/--model runs against any other endpoint.",
+    )
+    p.add_argument("--out-dir", type=Path, default=Path("verbcal-demo"), help="output folder")
+    p.add_argument("--replay", action="store_true", help="use the shipped recording")
+    p.add_argument("--base-url", help="an OpenAI-compatible endpoint instead of the local one")
+    p.add_argument("--model", help="model name at --base-url")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from verbcal.demo import run_demo
+
+    if args.replay and args.base_url:
+        raise _usage_error("--replay and --base-url exclude each other")
+    result = run_demo(
+        args.out_dir,
+        replay=args.replay,
+        base_url=args.base_url,
+        model=args.model,
+        progress=Progress("elicit"),
+    )
+    print(f"open {result.report.resolve()}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -362,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply(sub)
     _add_evaluate(sub)
     _add_threshold(sub)
+    _add_demo(sub)
     return parser
 
 
