@@ -31,9 +31,11 @@ from verbcal.report import (
     describe_calibrator,
     predicted_curve,
     render_html,
+    report_from_predictions,
     summarize_parsing,
     write_report,
 )
+from verbcal.workflow import fit_calibrator, held_out
 
 N_BOOT = 30  # enough resamples to test the intervals; keeps the file fast
 SCRIPT = "<script>alert(1)</script>"
@@ -247,6 +249,23 @@ def test_recorded_report_summary_and_parsing(recorded_report):
     assert len(svg_elements(page)) == 6  # 2 diagrams, 2 histograms, 2 PR curves
 
 
+def test_report_from_predictions_uses_held_out_rows(recorded_data):
+    task = load_recorded_task(recorded_data / "sat_en__gpt-4o.jsonl")
+    predictions = recorded_predictions(task)
+    record = fit_calibrator(predictions, "temperature", holdout=0.5, seed=0)
+    data = report_from_predictions(predictions, record, n_boot=5)
+    rows = held_out(predictions, record.fitted_ids, record.labels)
+    assert data.n_rows == len(rows.ids) < len(predictions)
+    Q = record.calibrator.predict_proba(rows.P)
+    assert data.metric("nll").after.estimate == metrics.nll(Q, rows.y)
+    assert data.calibrator.method == "temperature"
+    assert data.parsing.n_answers == len(predictions)
+    stated_only = report_from_predictions(predictions, n_boot=5)
+    assert stated_only.after is None and stated_only.n_rows == len(rows.ids) + len(
+        record.fitted_ids
+    )
+
+
 # ----------------------------------------------------------------------------- hand cases
 
 
@@ -320,6 +339,7 @@ def test_unlabelled_rows_give_predicted_quantities_only():
     page = render_html(data)
     parse_page(page)
     assert "No gold labels" in page
+    assert "Realised" not in page and "gold labels of the same rows" not in page
     assert len(svg_elements(page)) == 4  # histograms and PR curves; no reliability diagrams
 
 

@@ -54,6 +54,7 @@ caption { text-align: left; color: #4b5563; font-size: .9rem; padding-bottom: .3
 th, td { padding: .35rem .75rem; border-bottom: 1px solid #e5e7eb; text-align: right;
   vertical-align: top; }
 th { background: #f9fafb; font-weight: 600; }
+tbody th { background: none; }
 th:first-child, td:first-child, .text { text-align: left; }
 td:not(.text) { white-space: nowrap; }
 td.text { max-width: 40rem; overflow-wrap: anywhere; }
@@ -253,24 +254,19 @@ def _pr_section(data: ReportData) -> str:
         draw = partial(_svg.pr_curve, view.curve, view.operating_point)
         figures.append(_chart_figure(view, draw, "pr", "Precision–recall curve", body))
         if view.operating_point is not None:
-            points.append(_point_row(view.name, view.operating_point))
+            points.append((view.name, view.operating_point))
     table = ""
     if points:
-        header = [
-            "Probabilities",
-            "Target",
-            "Threshold",
-            "Rows flagged",
-            "Predicted precision",
-            "Realised precision [95% CI]",
-            "Predicted recall",
-            "Realised recall [95% CI]",
-        ]
+        header = ["Probabilities", "Target", "Threshold", "Rows flagged", "Predicted precision"]
+        header += ["Realised precision [95% CI]"] if data.labelled else []
+        header += ["Predicted recall"] + (["Realised recall [95% CI]"] if data.labelled else [])
         caption = (
             "Thresholds chosen from the probabilities alone (the precision or recall they "
-            "predict if they are calibrated), then checked on the gold labels of the same rows."
+            "predict if they are calibrated)"
+            + (", then checked on the gold labels of the same rows." if data.labelled else ".")
         )
-        table = _table(caption, header, points)
+        rows = [_point_row(name, point, data.labelled) for name, point in points]
+        table = _table(caption, header, rows)
     return (
         '<section aria-labelledby="pr-h"><h2 id="pr-h">Precision and recall for '
         f"{esc(data.positive)}</h2>"
@@ -280,20 +276,21 @@ def _pr_section(data: ReportData) -> str:
     )
 
 
-def _point_row(name: str, point: OperatingPointCheck) -> list[str]:
+def _point_row(name: str, point: OperatingPointCheck, labelled: bool) -> list[str]:
     target = f"{esc(point.target)} ≥ {point.target_value:g}"
     if not point.met:
         target += ' <span class="worse">(not reachable)</span>'
-    return [
+    row = [
         "stated" if name == "before" else "calibrated",
         target,
         _num(point.threshold, 4),
         f"{point.n_predicted:,}",
         _num(point.predicted_precision),
-        _interval(point.precision, point.precision_ci),
-        _num(point.predicted_recall),
-        _interval(point.recall, point.recall_ci),
     ]
+    row += [_interval(point.precision, point.precision_ci)] if labelled else []
+    row += [_num(point.predicted_recall)]
+    row += [_interval(point.recall, point.recall_ci)] if labelled else []
+    return row
 
 
 def format_value(value: object) -> str:

@@ -56,6 +56,8 @@ __all__ = [
     "compute_report",
     "describe_calibrator",
     "render_html",
+    "report_from_predictions",
+    "summarize_parsing",
     "write_report",
 ]
 
@@ -670,6 +672,43 @@ def compute_report(
         summary=[],
     )
     return replace(data, summary=summarize(data))
+
+
+def report_from_predictions(
+    predictions: Sequence[Prediction], record=None, **options
+) -> ReportData:
+    """The report ``verbcal report`` writes: predictions, optionally a calibrator file's record.
+
+    With a :class:`~verbcal.persist.CalibratorRecord`, only the item rows the
+    calibrator was not fitted on are reported (``workflow.held_out``), before
+    and after applying it. Without one, every parsed item row is reported
+    as stated.
+
+    Parameters
+    ----------
+    predictions : sequence of Prediction
+        As read by :func:`verbcal.predictions.read_predictions`.
+    record : CalibratorRecord, optional
+        As read by :func:`verbcal.persist.load_calibrator`.
+    **options
+        Passed to :func:`compute_report` (``positive``, ``target_precision``, ``title``…).
+
+    Returns
+    -------
+    ReportData
+    """
+    from verbcal.predictions import to_arrays
+    from verbcal.workflow import held_out
+
+    if record is None:
+        rows, after, info = to_arrays(predictions, kind=ITEM), None, None
+    else:
+        rows = held_out(predictions, record.fitted_ids, record.labels)
+        after = record.calibrator.predict_proba(rows.P)
+        info = describe_calibrator(record.calibrator, record.method)
+    return compute_report(
+        rows.labels, rows.P, after, rows.y, predictions=predictions, calibrator=info, **options
+    )
 
 
 # ----------------------------------------------------------------------------- summary
