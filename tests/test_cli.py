@@ -192,3 +192,23 @@ def test_unknown_method_and_help(capsys):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0
+
+
+def test_report_writes_a_self_contained_page(boolq_preds, tmp_path, capsys):
+    cal, page = tmp_path / "cal.json", tmp_path / "report.html"
+    run(capsys, "fit", "--preds", boolq_preds, "--method", "temperature", "--out", cal)
+    argv = ["report", "--preds", boolq_preds, "--calibrator", cal, "--out", page]
+    code, out, _ = run(capsys, *argv, "--positive", "True", "--target-precision", "0.9")
+    assert code == 0 and "wrote" in out
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert page.stat().st_size < 2 * 1024 * 1024
+    code, _, err = run(capsys, *argv, "--positive", "Maybe")
+    assert code == 2 and "'Maybe' is not one of" in err
+
+
+def test_report_without_calibrator(sciq_preds, tmp_path, capsys):
+    page = tmp_path / "raw.html"
+    code, _, _ = run(capsys, "report", "--preds", sciq_preds, "--out", page)
+    assert code == 0 and "<svg" in page.read_text()

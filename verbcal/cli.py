@@ -346,6 +346,63 @@ def _usage_error(message: str):
     return InvalidInputError(message)
 
 
+# --------------------------------------------------------------------------- report
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML reliability report",
+        description="Write one self-contained HTML file: reliability diagrams before/after "
+        "calibration with per-bin intervals, confidence histograms, metrics with bootstrap "
+        "intervals, per-class calibration, the calibrator, parse statuses, the "
+        "precision-recall curve with operating points, and a plain-language summary. Only "
+        "rows the calibrator was not fitted on are used.",
+    )
+    p.add_argument("--preds", required=True, type=Path)
+    p.add_argument("--calibrator", type=Path, help="omit to report on the raw probabilities")
+    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument("--positive", help="label for the precision-recall curve")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-precision", type=float)
+    target.add_argument("--target-recall", type=float)
+    p.add_argument("--title", default="Calibration report")
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from verbcal.persist import load_calibrator
+    from verbcal.predictions import ITEM, read_predictions, to_arrays
+    from verbcal.report import compute_report, describe_calibrator, write_report
+    from verbcal.workflow import held_out
+
+    predictions = read_predictions(args.preds)
+    if args.calibrator:
+        record = load_calibrator(args.calibrator)
+        rows = held_out(predictions, record.fitted_ids, record.labels)
+        P_after = record.calibrator.predict_proba(rows.P)
+        info = describe_calibrator(record.calibrator, record.method)
+    else:
+        rows, P_after, info = to_arrays(predictions, kind=ITEM), None, None
+    if args.positive is not None and args.positive not in rows.labels:
+        raise _usage_error(f"--positive {args.positive!r} is not one of {rows.labels}")
+    data = compute_report(
+        rows.labels,
+        rows.P,
+        P_after,
+        rows.y,
+        predictions=predictions,
+        calibrator=info,
+        positive=args.positive,
+        target_precision=args.target_precision,
+        target_recall=args.target_recall,
+        title=args.title,
+    )
+    path = write_report(args.out, data)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -399,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply(sub)
     _add_evaluate(sub)
     _add_threshold(sub)
+    _add_report(sub)
     _add_demo(sub)
     return parser
 

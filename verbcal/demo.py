@@ -183,7 +183,7 @@ def run_demo(
     -------
     DemoResult
     """
-    from verbcal.report import compute_report, write_report
+    from verbcal.report import compute_report, describe_calibrator, write_report
     from verbcal.workflow import choose_threshold, evaluate, fit_calibrator, held_out
 
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="verbcal-demo-"))
@@ -221,7 +221,7 @@ def run_demo(
         P_after=main.calibrator.predict_proba(rows.P),
         y=rows.y,
         predictions=predictions,
-        calibrator=main,
+        calibrator=describe_calibrator(main.calibrator, main.method),
         positive=POSITIVE,
         target_precision=TARGET_PRECISION,
         title=f"verbcal demo: {source}",
