@@ -53,8 +53,10 @@ __all__ = [
     "ParseSummary",
     "ProbabilityView",
     "ReportData",
+    "compare_metrics",
     "compute_report",
     "describe_calibrator",
+    "predicted_curve",
     "render_html",
     "report_from_predictions",
     "summarize_parsing",
@@ -339,14 +341,15 @@ def summarize_parsing(predictions: Sequence[Prediction]) -> ParseSummary:
     order = ["ok", "repaired", "failed"]
     counts = {s: statuses[s] for s in order if statuses[s]}
     counts.update({s: n for s, n in statuses.items() if s not in order})
-    problems = [p for p in items if p.status != "ok"]
-    tally = Counter((p.status, p.detail or "(no reason given)") for p in problems)
-    first: dict[tuple[str, str], Prediction] = {}
-    for p in problems:
-        first.setdefault((p.status, p.detail or "(no reason given)"), p)
+    groups: dict[tuple[str, str], list[Prediction]] = {}
+    for p in items:
+        if p.status != "ok":
+            groups.setdefault((p.status, p.detail or "(no reason given)"), []).append(p)
+    # sorted() is stable: equally common reasons stay in order of first appearance.
+    ranked = sorted(groups.items(), key=lambda group: -len(group[1]))[:MAX_REASONS]
     reasons = [
-        FailureReason(status, reason, n, first[status, reason].id, _example(first[status, reason]))
-        for (status, reason), n in tally.most_common(MAX_REASONS)
+        FailureReason(status, reason, len(group), group[0].id, _example(group[0]))
+        for (status, reason), group in ranked
     ]
     return ParseSummary(n_answers=len(items), status_counts=counts, reasons=reasons)
 
@@ -442,9 +445,10 @@ def _classes(P: np.ndarray, y, labels: list[str], n_bins: int) -> list[ClassCali
 def predicted_curve(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thresholds (the distinct scores, increasing) and the precision/recall they predict.
 
-    Predicting positive when ``score >= t``: predicted precision is the mean
-    score of those rows, predicted recall their score sum over all scores'
-    (NaN when every score is 0), as in :func:`verbcal.thresholds.predicted_precision`.
+    Predicting positive when ``score >= t``: the predicted precision is the
+    mean score of those rows and the predicted recall their share of the sum
+    of all scores (NaN when every score is 0), as
+    :func:`verbcal.thresholds.predicted_precision` and ``predicted_recall`` compute them.
 
     Examples
     --------
@@ -554,9 +558,11 @@ def compare_metrics(
     n = y.shape[0]
     for b in range(n_boot):
         rows = rng.integers(0, n, n)
+        y_b = y[rows]
         for s, P in enumerate(sides):
+            P_b = P[rows]
             for m, fn in enumerate(functions.values()):
-                values[m, s, b] = fn(P[rows], y[rows])
+                values[m, s, b] = fn(P_b, y_b)
     out = []
     for m, (name, fn) in enumerate(functions.items()):
         estimates = [fn(P, y) for P in sides]
