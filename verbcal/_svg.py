@@ -84,10 +84,10 @@ def _axes(
     left, right = frame.x(0), frame.x(frame.x_max)
     for t in x_ticks:
         parts.append(_line(frame.x(t), bottom, frame.x(t), top, GRID))
-        parts.append(_text(frame.x(t), bottom + 14, f"{t:g}", ' text-anchor="middle"'))
+        parts.append(_text(frame.x(t), bottom + 14, tick_label(t), ' text-anchor="middle"'))
     for t in y_ticks:
         parts.append(_line(left, frame.y(t), right, frame.y(t), GRID))
-        parts.append(_text(left - 5, frame.y(t) + 4, f"{t:g}", ' text-anchor="end"'))
+        parts.append(_text(left - 5, frame.y(t) + 4, tick_label(t), ' text-anchor="end"'))
     parts.append(_line(left, bottom, right, bottom, INK))
     parts.append(_line(left, bottom, left, top, INK))
     parts.append(_text((left + right) / 2, frame.height - 8, x_label, ' text-anchor="middle"'))
@@ -98,14 +98,10 @@ def _axes(
     return "".join(parts)
 
 
-def _legend(frame: Frame, items: list[tuple[str, str]], corner: str) -> str:
-    """Legend entries (a small SVG mark, a label) stacked in the ``corner`` of the plot area."""
-    x = frame.x(0) + 8 if corner.endswith("left") else frame.x(frame.x_max) - 130
-    y0 = (
-        frame.y(frame.y_max) + 12
-        if corner.startswith("top")
-        else frame.y(0) - 8 - 15 * (len(items) - 1)
-    )
+def _legend(frame: Frame, items: list[tuple[str, str]], top: bool) -> str:
+    """Legend entries (a small SVG mark, a label) stacked at the top or bottom left of the plot."""
+    x = frame.x(0) + 8
+    y0 = frame.y(frame.y_max) + 12 if top else frame.y(0) - 8 - 15 * (len(items) - 1)
     parts = []
     for i, (mark, label) in enumerate(items):
         y = y0 + 15 * i
@@ -114,8 +110,15 @@ def _legend(frame: Frame, items: list[tuple[str, str]], corner: str) -> str:
     return "".join(parts)
 
 
-def _ticks(top: float) -> list[float]:
-    return [0.0, top / 2, top]
+def tick_label(value: float) -> str:
+    """Fractions as they are, large counts with thousands separators.
+
+    Examples
+    --------
+    >>> tick_label(0.2), tick_label(250.0), tick_label(100000.0)
+    ('0.2', '250', '100,000')
+    """
+    return f"{int(value):,}" if value >= 1000 and value == int(value) else f"{value:g}"
 
 
 def nice_ceiling(value: float) -> float:
@@ -161,7 +164,7 @@ def reliability_diagram(table, key: str, title: str, desc: str, color: str) -> s
                 (diagonal, "perfect calibration"),
                 (whisker, f"bin accuracy, {1 - table.alpha:.0%} CI"),
             ],
-            "top-left",
+            top=True,
         )
     )
     parts.append("</svg>")
@@ -200,7 +203,7 @@ def histogram(
     frame = Frame(height=220, y_max=top)
     parts = [
         _open(frame, key, title, desc),
-        _axes(frame, "confidence", "rows", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], _ticks(top)),
+        _axes(frame, "confidence", "rows", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], [0.0, top / 2, top]),
     ]
     for b in np.flatnonzero(counts > 0):
         x0, x1 = frame.x(edges[b]) + 1, frame.x(edges[b + 1]) - 1
@@ -266,7 +269,7 @@ def pr_curve(curve, point, key: str, title: str, desc: str, color: str) -> str:
         )
         if point.precision is not None:
             legend.append((f'<circle cx="8" cy="0" r="4.5" fill="{INK}"/>', "realised"))
-    parts.append(_legend(frame, legend, "bottom-left"))
+    parts.append(_legend(frame, legend, top=False))
     parts.append("</svg>")
     return "".join(parts)
 
