@@ -39,7 +39,7 @@ class Frame:
 
     width: int = 400
     height: int = 340
-    left: int = 50
+    left: int = 60
     right: int = 14
     top: int = 14
     bottom: int = 46
@@ -93,7 +93,7 @@ def _axes(
     parts.append(_text((left + right) / 2, frame.height - 8, x_label, ' text-anchor="middle"'))
     middle = (top + bottom) / 2
     parts.append(
-        _text(14, middle, y_label, f' text-anchor="middle" transform="rotate(-90 14 {_f(middle)})"')
+        _text(12, middle, y_label, f' text-anchor="middle" transform="rotate(-90 12 {_f(middle)})"')
     )
     return "".join(parts)
 
