@@ -559,9 +559,13 @@ def run_chromium(browser: str, profile, *args: str) -> subprocess.CompletedProce
         "--enable-logging=stderr",
         "--v=0",
     ]
-    return subprocess.run(
-        [browser, *flags, *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    try:
+        return subprocess.run(
+            [browser, *flags, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        # A page that runs a script dialog (an unescaped alert) never finishes loading.
+        pytest.fail(f"chromium did not finish {args[0]} within 60 s")
 
 
 def png_size(path) -> tuple[int, int]:
