@@ -372,27 +372,16 @@ def _add_report(sub) -> None:
 
 def _run_report(args: argparse.Namespace) -> int:
     from verbcal.persist import load_calibrator
-    from verbcal.predictions import ITEM, read_predictions, to_arrays
-    from verbcal.report import compute_report, describe_calibrator, write_report
-    from verbcal.workflow import held_out
+    from verbcal.predictions import read_predictions
+    from verbcal.report import report_from_predictions, write_report
 
     predictions = read_predictions(args.preds)
-    if args.calibrator:
-        record = load_calibrator(args.calibrator)
-        rows = held_out(predictions, record.fitted_ids, record.labels)
-        P_after = record.calibrator.predict_proba(rows.P)
-        info = describe_calibrator(record.calibrator, record.method)
-    else:
-        rows, P_after, info = to_arrays(predictions, kind=ITEM), None, None
-    if args.positive is not None and args.positive not in rows.labels:
-        raise _usage_error(f"--positive {args.positive!r} is not one of {rows.labels}")
-    data = compute_report(
-        rows.labels,
-        rows.P,
-        P_after,
-        rows.y,
-        predictions=predictions,
-        calibrator=info,
+    record = load_calibrator(args.calibrator) if args.calibrator else None
+    if args.positive is not None and args.positive not in predictions[0].labels:
+        raise _usage_error(f"--positive {args.positive!r} is not one of {predictions[0].labels}")
+    data = report_from_predictions(
+        predictions,
+        record,
         positive=args.positive,
         target_precision=args.target_precision,
         target_recall=args.target_recall,
