@@ -183,7 +183,7 @@ def run_demo(
     -------
     DemoResult
     """
-    from verbcal.report import compute_report, describe_calibrator, write_report
+    from verbcal.report import report_from_predictions, write_report
     from verbcal.workflow import choose_threshold, evaluate, fit_calibrator, held_out
 
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="verbcal-demo-"))
@@ -215,13 +215,9 @@ def run_demo(
         )
     main = records["auto"]
     threshold = choose_threshold(predictions, main, POSITIVE, target_precision=TARGET_PRECISION)
-    data = compute_report(
-        labels=list(DEMO_LABELS),
-        P_before=rows.P,
-        P_after=main.calibrator.predict_proba(rows.P),
-        y=rows.y,
-        predictions=predictions,
-        calibrator=describe_calibrator(main.calibrator, main.method),
+    data = report_from_predictions(
+        predictions,
+        main,
         positive=POSITIVE,
         target_precision=TARGET_PRECISION,
         title=f"verbcal demo: {source}",
