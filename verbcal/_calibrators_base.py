@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.sparse import issparse
 from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
@@ -50,6 +51,7 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
         self
         """
         P = self._check_P(P)
+        self._check_n_classes(P.shape[1])
         if self._needs_labels or y is not None:
             y = self._check_y(y, P)
         self.classes_ = np.arange(P.shape[1])
@@ -60,18 +62,19 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
     def predict_proba(self, P) -> np.ndarray:
         """Calibrated probability rows, shape (n, K)."""
         check_is_fitted(self)
-        P = self._check_P(P)
-        if P.shape[1] != self.n_features_in_:
+        shape = getattr(P, "shape", None) or np.shape(P)
+        if len(shape) == 2 and shape[1] != self.n_features_in_:
             name = type(self).__name__
             raise InvalidInputError(
-                f"X has {P.shape[1]} features, but {name} is expecting {self.n_features_in_} "
+                f"X has {shape[1]} features, but {name} is expecting {self.n_features_in_} "
                 f"features as input: P must have the {self.n_features_in_} class columns "
                 "the calibrator was fitted on"
             )
-        return self._predict_proba(P)
+        return self._predict_proba(self._check_P(P))
 
     def predict(self, P) -> np.ndarray:
         """Most probable class index of each calibrated row."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(P), axis=1)]
 
     def __sklearn_tags__(self):
@@ -84,18 +87,29 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
 
     # -- checks, done once at the boundary ---------------------------------------------
 
+    def _check_n_classes(self, n_classes: int) -> None:
+        """Raise if the method cannot handle ``n_classes`` columns (all can, by default)."""
+
     def _check_P(self, P) -> np.ndarray:
-        shape = getattr(P, "shape", ())  # arrays only; check_probabilities handles the rest
-        if len(shape) == 2 and shape[1] == 1:
+        if issparse(P):
             raise InvalidInputError(
-                "P has 1 feature(s) (column); probability rows need at least 2 classes"
+                "P is a sparse matrix; sparse input is not supported: pass a dense array"
+            )
+        shape = getattr(P, "shape", ())  # arrays only; check_probabilities handles the rest
+        if len(shape) == 2 and shape[1] < 2:
+            raise InvalidInputError(
+                f"P has {shape[1]} feature(s) (shape={shape}) while a minimum of 2 is required: "
+                "probability rows need a column per class"
             )
         return check_probabilities(P, renormalize=getattr(self, "renormalize", False))
 
     def _check_y(self, y, P: np.ndarray) -> np.ndarray:
         name = type(self).__name__
         if y is None:
-            raise InvalidInputError(f"{name} needs gold class indices y to fit")
+            raise InvalidInputError(
+                f"{name} requires y to be passed, but the target y is None: "
+                "give the gold class index of each row"
+            )
         arr = np.asarray(y)
         if arr.dtype == object:  # e.g. a pandas column of Python ints
             try:

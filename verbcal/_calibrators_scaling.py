@@ -299,7 +299,7 @@ def _fit_affine(Z, y, *, diagonal: bool, reg_off_diagonal: float, reg_intercept:
         return loss, np.concatenate([grad_W.ravel(), grad_b])
 
     start = np.concatenate([np.ones(k) if diagonal else np.eye(k).ravel(), np.zeros(k)])
-    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B")
+    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
     return unpack(result.x)
 
 
@@ -447,12 +447,14 @@ class PlattScaling(BaseCalibrator):
         Z = log_smoothed(P, self.eps_)
         return Z[:, 1] - Z[:, 0]
 
-    def _fit(self, P, y):
-        if P.shape[1] != 2:
+    def _check_n_classes(self, n_classes):
+        if n_classes != 2:
             raise InvalidInputError(
-                f"PlattScaling is for binary problems, but P has {P.shape[1]} columns; "
-                "use TemperatureScaling or VectorScaling for more than 2 classes"
+                "Only binary classification is supported. PlattScaling needs P with 2 columns, "
+                f"got {n_classes}; use TemperatureScaling or VectorScaling for more classes"
             )
+
+    def _fit(self, P, y):
         check_eps(self.eps, allow_auto=False)
         self.eps_ = float(self.eps)
         s = self._log_odds(P)

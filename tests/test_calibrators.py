@@ -1,0 +1,521 @@
+import numpy as np
+import pytest
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from verbcal import ConfigurationError, InvalidInputError
+from verbcal._recorded import find_recorded_data, load_recorded_tasks
+from verbcal.calibrators import (
+    AutoCalibrator,
+    BatchCalibration,
+    CalibratorChain,
+    ContextualCalibration,
+    HistogramBinning,
+    IsotonicCalibration,
+    MatrixScaling,
+    NaiveTemperatureScaling,
+    PlattScaling,
+    ShrinkageBinning,
+    TemperatureScaling,
+    VectorScaling,
+)
+from verbcal.logits import invert_softmax
+from verbcal.metrics import ece, nll
+
+SUPERVISED = [
+    TemperatureScaling,
+    NaiveTemperatureScaling,
+    VectorScaling,
+    MatrixScaling,
+    IsotonicCalibration,
+    HistogramBinning,
+    ShrinkageBinning,
+]
+UNSUPERVISED = [ContextualCalibration, BatchCalibration]
+
+
+def overconfident_data(n=600, k=3, seed=0):
+    """Rows that claim more than they know: true probabilities, then sharpened and rounded."""
+    rng = np.random.default_rng(seed)
+    truth = softmax(rng.normal(scale=1.0, size=(n, k)), axis=1)
+    y = np.array([rng.choice(k, p=row) for row in truth])
+    stated = softmax(4 * np.log(truth), axis=1).round(2)
+    stated /= stated.sum(axis=1, keepdims=True)
+    return stated, y
+
+
+# -- scikit-learn's estimator checks -----------------------------------------------------
+
+# The checks build X from arbitrary features and y from arbitrary labels. A calibrator's
+# input is probability rows whose columns *are* the classes, which some checks contradict.
+LABELS_NOT_COLUMNS = (
+    "the check's labels are not column indices of its X (e.g. 3 classes, 2 columns); "
+    "a calibrator's classes are the columns of P"
+)
+VERBCAL_MESSAGES = "verbcal._validation words this error its own way (InvalidInputError)"
+ONE_D_IS_BINARY = "a 1-D P is read as binary positive-class probabilities, by design"
+IGNORES_LABELS = "fitted from unlabelled rows: y is ignored"
+
+COMMON_EXPECTED_FAILURES = {
+    "check_estimators_overwrite_params": LABELS_NOT_COLUMNS,
+    "check_estimators_fit_returns_self": LABELS_NOT_COLUMNS,
+    "check_readonly_memmap_input": LABELS_NOT_COLUMNS,
+    "check_estimators_dtypes": LABELS_NOT_COLUMNS,
+    "check_classifier_data_not_an_array": LABELS_NOT_COLUMNS,
+    "check_classifiers_train": LABELS_NOT_COLUMNS,
+    "check_supervised_y_2d": LABELS_NOT_COLUMNS,
+    "check_classifiers_classes": "string labels: a calibrator's classes are the columns of P",
+    "check_complex_data": VERBCAL_MESSAGES,
+    "check_dtype_object": VERBCAL_MESSAGES + " (a ValueError, where the check wants TypeError)",
+    "check_positive_only_tag_during_fit": VERBCAL_MESSAGES,
+    "check_fit2d_predict1d": ONE_D_IS_BINARY,
+}
+
+
+TWO_COLUMNS_ONLY = "Platt scaling needs exactly 2 columns; the check's X has more (or negatives)"
+PLATT_EXPECTED_FAILURES = {
+    check: TWO_COLUMNS_ONLY
+    for check in [
+        "check_fit_score_takes_y",
+        "check_dont_overwrite_parameters",
+        "check_n_features_in_after_fitting",
+        "check_pipeline_consistency",
+        "check_estimators_nan_inf",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_dict_unchanged",
+        "check_classifiers_regression_target",
+        "check_classifier_not_supporting_multiclass",
+        "check_fit2d_1sample",
+    ]
+}
+
+
+def expected_failed_checks(estimator):
+    failures = dict(COMMON_EXPECTED_FAILURES)
+    if isinstance(estimator, (PlattScaling, *UNSUPERVISED)):
+        # these see labels within the columns: binary y, or no y at all
+        for check in [
+            "check_estimators_overwrite_params",
+            "check_estimators_fit_returns_self",
+            "check_readonly_memmap_input",
+        ]:
+            del failures[check]
+    if isinstance(estimator, PlattScaling):
+        del failures["check_classifiers_train"]
+        failures.update(PLATT_EXPECTED_FAILURES)
+    if isinstance(estimator, tuple(UNSUPERVISED)):
+        failures["check_classifiers_one_label"] = IGNORES_LABELS
+        failures["check_classifiers_regression_target"] = IGNORES_LABELS
+    return failures
+
+
+ALL_FOR_CHECKS = [cls(renormalize=True) for cls in SUPERVISED + UNSUPERVISED] + [
+    PlattScaling(renormalize=True),
+    CalibratorChain([TemperatureScaling()], renormalize=True),
+    AutoCalibrator(cv=2, renormalize=True),
+]
+
+
+@parametrize_with_checks(ALL_FOR_CHECKS, expected_failed_checks=expected_failed_checks)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# -- hand-computed values ----------------------------------------------------------------
+
+
+def mirrored_rows(a, n_right, n_wrong):
+    """Rows [a, 1 - a] and [1 - a, a]; the stated winner is right n_right times per side."""
+    P = np.array([[a, 1 - a]] * (n_right + n_wrong) + [[1 - a, a]] * (n_right + n_wrong))
+    y = np.array([0] * n_right + [1] * n_wrong + [1] * n_right + [0] * n_wrong)
+    return P, y
+
+
+@pytest.mark.parametrize("eps", [1e-3, 0.05])
+def test_temperature_closed_form(eps):
+    # Right 3 times in 4: the best softmax(d / T) puts 0.75 on the winner, so d / T = log 3.
+    P, y = mirrored_rows(0.9, n_right=3, n_wrong=1)
+    cal = TemperatureScaling(eps=eps).fit(P, y)
+    d = np.log((0.9 + eps) / (0.1 + eps))
+    assert cal.temperature_ == pytest.approx(d / np.log(3), rel=1e-7)
+    assert cal.eps_ == eps
+    np.testing.assert_allclose(cal.predict_proba(P[:1]), [[0.75, 0.25]], rtol=1e-7)
+
+
+def test_naive_temperature_closed_form():
+    P, y = mirrored_rows(0.9, n_right=3, n_wrong=1)
+    cal = NaiveTemperatureScaling().fit(P, y)
+    assert cal.temperature_ == pytest.approx(0.8 / np.log(3), rel=1e-7)
+
+
+def test_temperature_auto_eps_handles_exact_zeros_and_ones():
+    # Stated certainty that is wrong 1 time in 10: only a finite logit gap can fit that.
+    P, y = mirrored_rows(1.0, n_right=9, n_wrong=1)
+    cal = TemperatureScaling().fit(P, y)
+    np.testing.assert_allclose(cal.predict_proba([[1.0, 0.0]]), [[0.9, 0.1]], rtol=1e-6)
+    assert np.isfinite(cal.nll_)
+
+
+def test_temperature_first_order_condition_on_messy_rows():
+    P, y = overconfident_data()
+    cal = TemperatureScaling(eps=1e-2).fit(P, y)
+    Z = np.log(P + 1e-2)
+    Q = cal.predict_proba(P)
+    # d NLL / d(1/T) = mean(sum_k q_k z_k - z_y) vanishes at the optimum
+    gradient = np.mean((Q * Z).sum(axis=1) - Z[np.arange(len(y)), y])
+    assert abs(gradient) < 1e-6
+    assert cal.temperature_ > 1  # the rows are overconfident
+
+
+@pytest.mark.parametrize("mode", ["diagonal", "bias"])
+def test_contextual_seed_example(mode):
+    cal = ContextualCalibration(mode=mode).fit([[0.9, 0.1]])
+    assert cal.predict_proba([[0.9, 0.1]]).tolist() == [[0.5, 0.5]]
+
+
+def test_contextual_content_free_rows_are_averaged_and_renormalised():
+    cal = ContextualCalibration(renormalize=True).fit([[1.6, 0.4], [2.0, 0.0]])
+    np.testing.assert_allclose(cal.content_free_proba_, [0.9, 0.1])
+
+
+def test_contextual_diagonal_by_hand():
+    cal = ContextualCalibration(eps=1e-3).fit([[0.9, 0.1]])
+    # q ∝ (p + eps) / (p_cf + eps)
+    q0 = (0.501 / 0.901) / (0.501 / 0.901 + 0.501 / 0.101)
+    np.testing.assert_allclose(cal.predict_proba([[0.5, 0.5]]), [[q0, 1 - q0]], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [([0.95, 0.05], [0.55, 0.45]), ([0.2, 0.8], [0.0, 1.0]), ([1.0, 0.0], [0.6, 0.4])],
+)
+def test_contextual_bias_by_hand(row, expected):
+    cal = ContextualCalibration(mode="bias").fit([[0.9, 0.1]])
+    np.testing.assert_allclose(cal.predict_proba([row]), [expected], atol=1e-12)
+
+
+def test_contextual_bias_is_the_simplex_projection():
+    # KKT conditions of the Euclidean projection of v = p - p_cf + 1/K
+    rng = np.random.default_rng(1)
+    P = rng.dirichlet(np.ones(5) * 0.3, size=50)
+    p_cf = rng.dirichlet(np.ones(5))
+    Q = ContextualCalibration(mode="bias").fit(p_cf[None, :]).predict_proba(P)
+    V = P - p_cf + 0.2
+    np.testing.assert_allclose(Q.sum(axis=1), 1.0)
+    for v, q in zip(V, Q, strict=True):
+        theta = (v - q)[q > 0]
+        np.testing.assert_allclose(theta, theta[0], atol=1e-12)
+        assert np.all(v[q == 0] <= theta[0] + 1e-12)
+        assert v.argmax() == q.argmax()
+
+
+def test_contextual_then_temperature_is_the_closed_form():
+    rng = np.random.default_rng(2)
+    content_free = rng.dirichlet([5, 1, 1], size=3)
+    P, y = overconfident_data(seed=2)
+    contextual = ContextualCalibration(eps=1e-3).fit(content_free)
+    chain = CalibratorChain([FrozenEstimator(contextual), TemperatureScaling(eps=0)]).fit(P, y)
+    T = chain.steps_[1].temperature_
+    p_cf = content_free.mean(axis=0)
+    expected = softmax((np.log(P + 1e-3) - np.log(p_cf + 1e-3)) / T, axis=1)
+    np.testing.assert_allclose(chain.predict_proba(P), expected, rtol=1e-12, atol=1e-15)
+    # and the temperature is the one fitted directly on the corrected rows
+    direct = TemperatureScaling(eps=0).fit(contextual.predict_proba(P), y)
+    assert pytest.approx(direct.temperature_, rel=1e-12) == T
+    # the frozen step was not refitted on the labelled rows
+    np.testing.assert_array_equal(chain.steps_[0].content_free_proba_, p_cf)
+
+
+def test_batch_calibration_removes_the_batch_prior():
+    P = np.array([[0.9, 0.1], [0.7, 0.3], [0.5, 0.5], [0.6, 0.4]])
+    cal = BatchCalibration(eps=1e-3).fit(P)
+    np.testing.assert_allclose(cal.prior_, [0.675, 0.325])
+    expected = softmax(np.log(P + 1e-3) - np.log(cal.prior_ + 1e-3), axis=1)
+    np.testing.assert_allclose(cal.predict_proba(P), expected, rtol=1e-12)
+    # the mean row itself becomes uniform
+    np.testing.assert_allclose(cal.predict_proba([cal.prior_]), [[0.5, 0.5]])
+
+
+def test_platt_matches_scikit_learn_sigmoid():
+    class LogOdds(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            self.classes_ = np.array([0, 1])
+            return self
+
+        def decision_function(self, X):
+            return X[:, 1]
+
+        def predict(self, X):
+            return (X[:, 1] > 0).astype(int)
+
+    rng = np.random.default_rng(3)
+    P = np.column_stack([1 - (p := rng.uniform(0.05, 0.95, 300)), p])
+    y = (rng.random(300) < p**2).astype(int)
+    ours = PlattScaling(eps=0).fit(P, y)
+    s = np.log(P[:, 1]) - np.log(P[:, 0])
+    frozen = FrozenEstimator(LogOdds().fit(None, y))
+    theirs = CalibratedClassifierCV(frozen, method="sigmoid").fit(np.column_stack([s, s]), y)
+    sigmoid = theirs.calibrated_classifiers_[0].calibrators[0]
+    assert ours.a_ == pytest.approx(-sigmoid.a_, rel=1e-5)
+    assert ours.b_ == pytest.approx(-sigmoid.b_, rel=1e-5)
+    np.testing.assert_allclose(ours.predict_proba(P)[:, 1], expit(ours.a_ * s + ours.b_))
+
+
+def test_matrix_scaling_without_penalty_is_multinomial_logistic_regression():
+    P, y = overconfident_data(n=400, seed=4)
+    ours = MatrixScaling(reg_off_diagonal=0.0, reg_intercept=0.0, eps=1e-2).fit(P, y)
+    Z = np.log(P + 1e-2)
+    theirs = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(Z, y)
+    np.testing.assert_allclose(ours.predict_proba(P), theirs.predict_proba(Z), atol=1e-5)
+
+
+def test_isotonic_is_one_vs_rest_isotonic_floored_and_renormalised():
+    P, y = overconfident_data(n=300, seed=5)
+    cal = IsotonicCalibration(min_probability=0.01).fit(P, y)
+    columns = [
+        IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip")
+        .fit(P[:, k], y == k)
+        .predict(P[:, k])
+        for k in range(3)
+    ]
+    expected = np.maximum(np.column_stack(columns), 0.01)
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(cal.predict_proba(P), expected, rtol=1e-12)
+    assert cal.predict_proba(P).min() > 0 and cal.predict_proba(P).max() < 1
+
+
+def test_histogram_binning_by_hand():
+    P = np.array([[1.0, 0.0], [1.0, 0.0], [0.55, 0.45], [0.05, 0.95]])
+    cal = HistogramBinning(n_bins=4, min_probability=0.0).fit(P, [0, 1, 0, 1])
+    # class 0: bin [0.75, 1] (1.0 lands in the closed last bin) holds 1 hit in 2; bin [0.5,
+    # 0.75) 1 in 1; bin [0, 0.25) 0 in 1; the empty bin [0.25, 0.5) keeps its midpoint.
+    # class 1: 0.0 twice (1 hit), 0.45 (miss), 0.95 (hit); [0.5, 0.75) is empty
+    np.testing.assert_allclose(cal.bin_values_[0], [0.0, 0.375, 1.0, 0.5])
+    np.testing.assert_allclose(cal.bin_values_[1], [0.5, 0.0, 0.625, 1.0])
+
+
+def test_shrinkage_binning_by_hand():
+    # Stated 0.9: right 8 times in 10; stated 0.6: right 6 times in 10.
+    P = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10)
+    y = np.array([0] * 8 + [1] * 2 + [0] * 6 + [1] * 4)
+    cal = ShrinkageBinning(prior_strength=5.0, eps=1e-3).fit(P, y)
+    c = cal.temperature_scaling_.predict_proba(P)[:, 0]
+    assert cal.block_counts_.tolist() == [10, 10]
+    assert cal.block_correct_.tolist() == [6, 8]
+    top_09 = (8 + 5 * c[:10].mean()) / (10 + 5)
+    np.testing.assert_allclose(cal.predict_proba([[0.9, 0.1]]), [[top_09, 1 - top_09]])
+    # an unseen stated value goes to the block of the nearest seen one
+    np.testing.assert_allclose(cal.predict_proba([[0.85, 0.15]]), [[top_09, 1 - top_09]])
+
+
+def test_shrinkage_binning_pools_values_whose_accuracy_is_out_of_order():
+    # 0.7 is right more often than 0.8: the two become one block of 20 rows, 15 right.
+    P = np.array([[0.7, 0.3]] * 10 + [[0.8, 0.2]] * 10)
+    y = np.array([0] * 9 + [1] + [0] * 6 + [1] * 4)
+    cal = ShrinkageBinning(prior_strength=1e-9, eps=1e-3).fit(P, y)
+    assert cal.block_counts_.tolist() == [20]
+    np.testing.assert_allclose(cal.predict_proba([[0.7, 0.3], [0.8, 0.2]])[:, 0], 0.75)
+
+
+# -- invariances ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", SUPERVISED + UNSUPERVISED)
+def test_permuting_classes_permutes_the_output(cls):
+    rng = np.random.default_rng(6)
+    P = rng.dirichlet(np.ones(3), size=200)  # continuous: no ties in the argmax
+    y = np.array([rng.choice(3, p=row) for row in P])
+    perm = np.array([2, 0, 1])
+    inverse = np.argsort(perm)
+    Q = cls().fit(P, y).predict_proba(P)
+    Q_perm = cls().fit(P[:, perm], inverse[y]).predict_proba(P[:, perm])
+    np.testing.assert_allclose(Q_perm, Q[:, perm], rtol=1e-6, atol=1e-9)
+
+
+def test_temperature_scaling_ignores_a_constant_shift_of_the_estimated_logits():
+    P, y = overconfident_data(seed=7)
+    cal = TemperatureScaling().fit(P, y)
+    Z = invert_softmax(P, eps=cal.eps_)
+    for shift in (0.0, -3.0, 7.5):
+        expected = softmax((Z + shift) / cal.temperature_, axis=1)
+        np.testing.assert_allclose(cal.predict_proba(P), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", SUPERVISED)
+def test_renormalize_accepts_scaled_rows(cls):
+    P, y = overconfident_data(n=200, seed=8)
+    Q = cls().fit(P, y).predict_proba(P)
+    Q_scaled = cls(renormalize=True).fit(3 * P, y).predict_proba(3 * P)
+    # equal up to the optimisers' tolerance (the renormalised rows differ in the last bit)
+    np.testing.assert_allclose(Q_scaled, Q, rtol=1e-6, atol=1e-9)
+
+
+# -- calibration really moves ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [TemperatureScaling, VectorScaling, IsotonicCalibration, ShrinkageBinning, AutoCalibrator],
+)
+def test_fitting_on_overconfident_rows_lowers_ece_on_new_rows(cls):
+    P, y = overconfident_data(n=2000, seed=9)
+    P_cal, P_test, y_cal, y_test = train_test_split(P, y, test_size=0.5, random_state=0)
+    Q = cls().fit(P_cal, y_cal).predict_proba(P_test)
+    assert ece(P_test, y_test) > 0.15
+    assert ece(Q, y_test) < 0.5 * ece(P_test, y_test)
+    assert nll(Q, y_test) < nll(P_test, y_test)
+
+
+def test_outputs_stay_off_zero_and_one_on_stated_certainty():
+    P, y = mirrored_rows(1.0, n_right=30, n_wrong=2)
+    for cls in [TemperatureScaling, IsotonicCalibration, HistogramBinning, ShrinkageBinning]:
+        Q = cls().fit(P, y).predict_proba(P)
+        assert Q.min() > 0 and Q.max() < 1, cls.__name__
+
+
+# -- AutoCalibrator --------------------------------------------------------------------------
+
+
+def test_auto_calibrator_explains_its_choice():
+    P, y = overconfident_data(n=400, seed=10)
+    auto = AutoCalibrator().fit(P, y)
+    assert set(auto.cv_scores_) == {
+        "temperature",
+        "vector",
+        "isotonic",
+        "histogram",
+        "shrinkage",
+        "shrinkage_by_class",
+    }
+    assert auto.chosen_ in auto.explanation_
+    assert f"{auto.cv_scores_[auto.chosen_]:.4f}" in auto.explanation_
+    best = min(auto.cv_scores_.values())
+    assert auto.cv_scores_[auto.chosen_] <= best + 0.05
+    np.testing.assert_allclose(auto.predict_proba(P), auto.best_estimator_.predict_proba(P))
+
+
+def test_auto_calibrator_prefers_the_right_model_and_records_failures():
+    P, y = overconfident_data(n=400, seed=11)
+    candidates = [
+        ("identity", BatchCalibration(eps=0.5)),
+        ("temperature", TemperatureScaling()),
+        ("platt", PlattScaling()),
+    ]
+    auto = AutoCalibrator(candidates=candidates).fit(P, y)
+    assert auto.chosen_ == "temperature"
+    assert auto.cv_scores_["platt"] == np.inf
+    assert "Only binary" in auto.cv_errors_["platt"]
+    assert "platt failed" in auto.explanation_
+
+
+def test_auto_calibrator_uses_only_its_fit_rows():
+    P, y = overconfident_data(n=400, seed=12)
+    auto = AutoCalibrator().fit(P[:200], y[:200])
+    again = AutoCalibrator().fit(P[:200], y[:200])
+    np.testing.assert_array_equal(auto.predict_proba(P[200:]), again.predict_proba(P[200:]))
+    assert clone(auto).get_params()["cv"] == 5
+
+
+# -- recorded LLM answers ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(find_recorded_data() is None, reason="recorded llm-confidence data absent")
+def test_recorded_answers_temperature_scaling_beats_uncalibrated():
+    task = next(t for t in load_recorded_tasks() if t.name.startswith("sciq__gpt-4o"))
+    P_cal, P_test, y_cal, y_test = train_test_split(task.P, task.y, test_size=0.5, random_state=0)
+    Q = TemperatureScaling().fit(P_cal, y_cal).predict_proba(P_test)
+    assert ece(Q, y_test) < ece(P_test, y_test)
+    assert nll(Q, y_test) < nll(P_test, y_test)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+GOOD_P = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+GOOD_Y = np.array([0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    ("P", "y", "match"),
+    [
+        (GOOD_P[None], GOOD_Y, r"shape \(n_rows, n_classes\)"),
+        (np.where(GOOD_P == 0.9, np.nan, GOOD_P), GOOD_Y, "row 0 contains NaN or infinity"),
+        (np.where(GOOD_P == 0.9, np.inf, GOOD_P), GOOD_Y, "row 0 contains NaN or infinity"),
+        ([[1.1, -0.1], [0.5, 0.5]], [0, 1], "row 0 has a negative value"),
+        ([[0.9, 0.2], [0.5, 0.5]], [0, 1], "row 0 sums to 1.1.*renormalize=True"),
+        (GOOD_P, [0, 1, 2, 1], r"y\[2\] = 2 is outside the class indices 0..1"),
+        (GOOD_P, [0, 1, 0], "3 labels but there are 4 rows"),
+        (GOOD_P, [0.5, 1, 0, 1], "continuous"),
+        (GOOD_P, [1, 1, 1, 1], r"one class only \(class 1\)"),
+        (GOOD_P, None, "requires y to be passed"),
+        (np.ones((4, 1)), GOOD_Y, "1 feature"),
+        (np.zeros((0, 2)), [], "no rows"),
+    ],
+)
+@pytest.mark.parametrize("cls", SUPERVISED)
+def test_bad_input_is_refused_clearly(cls, P, y, match):
+    with pytest.raises(InvalidInputError, match=match):
+        cls().fit(P, y)
+
+
+@pytest.mark.parametrize("cls", SUPERVISED + UNSUPERVISED)
+def test_k_mismatch_between_fit_and_predict(cls):
+    cal = cls().fit(GOOD_P, GOOD_Y)
+    with pytest.raises(InvalidInputError, match="X has 3 features, but .* expecting 2"):
+        cal.predict_proba([[0.2, 0.3, 0.5]])
+
+
+def test_renormalize_opt_in():
+    rows = [[0.9, 0.2], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]
+    with pytest.raises(InvalidInputError, match="sums to"):
+        TemperatureScaling().fit(rows, GOOD_Y)
+    TemperatureScaling(renormalize=True).fit(rows, GOOD_Y)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "match"),
+    [
+        (TemperatureScaling(eps="big"), 'eps must be "auto" or a number'),
+        (TemperatureScaling(eps=-1.0), "eps must be a finite number >= 0"),
+        (ContextualCalibration(mode="both"), 'mode must be "diagonal" or "bias"'),
+        (ContextualCalibration(eps="auto"), "eps must be a number"),
+        (HistogramBinning(n_bins=0), "n_bins must be an integer >= 1"),
+        (IsotonicCalibration(min_probability=0.7), r"min_probability must be in \[0, 0.5\)"),
+        (ShrinkageBinning(prior_strength=0), 'prior_strength must be "auto" or > 0'),
+        (VectorScaling(reg_intercept=-1.0), "reg_intercept must be a finite number >= 0"),
+        (AutoCalibrator(cv=1), "cv must be an integer >= 2"),
+        (AutoCalibrator(candidates=[]), "candidates must be a non-empty list"),
+        (CalibratorChain([]), "steps must be a non-empty list"),
+    ],
+)
+def test_bad_parameters_are_refused_clearly(estimator, match):
+    P, y = overconfident_data(n=60, k=2, seed=13)
+    with pytest.raises(ConfigurationError, match=match):
+        estimator.fit(P, y)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "P", "y", "match"),
+    [
+        (PlattScaling(), np.full((4, 3), 1 / 3), [0, 1, 2, 0], "Only binary classification"),
+        (AutoCalibrator(), GOOD_P, GOOD_Y, "at least 10 rows for 5-fold"),
+    ],
+)
+def test_methods_that_need_more(estimator, P, y, match):
+    with pytest.raises(InvalidInputError, match=match):
+        estimator.fit(P, y)
+
+
+def test_predict_before_fit():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        TemperatureScaling().predict_proba(GOOD_P)
