@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
-from scipy import stats
 
 from verbcal._errors import ConfigurationError, InvalidInputError
 from verbcal._validation import check_labels, check_probabilities
+from verbcal.metrics import _clopper_pearson as exact_binomial_intervals
 
 __all__ = [
     "OperatingPoint",
@@ -332,9 +332,8 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     if n < 1 or not 0 <= k <= n:
         raise InvalidInputError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
     alpha = 1.0 - _check_confidence(confidence)
-    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return low, high
+    low, high = exact_binomial_intervals(np.array([k]), np.array([n]), alpha)
+    return float(low[0]), float(high[0])
 
 
 def _operating_point(
