@@ -121,7 +121,11 @@ def expected_failed_checks(estimator):
 ALL_FOR_CHECKS = [cls(renormalize=True) for cls in SUPERVISED + UNSUPERVISED] + [
     PlattScaling(renormalize=True),
     CalibratorChain([TemperatureScaling()], renormalize=True),
-    AutoCalibrator(cv=2, renormalize=True),
+    AutoCalibrator(
+        [("temperature", TemperatureScaling()), ("isotonic", IsotonicCalibration())],
+        cv=2,
+        renormalize=True,
+    ),
 ]
 
 

@@ -299,7 +299,7 @@ def _fit_affine(Z, y, *, diagonal: bool, reg_off_diagonal: float, reg_intercept:
         return loss, np.concatenate([grad_W.ravel(), grad_b])
 
     start = np.concatenate([np.ones(k) if diagonal else np.eye(k).ravel(), np.zeros(k)])
-    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", options={"maxiter": 100})
     return unpack(result.x)
 
 
