@@ -24,6 +24,14 @@ EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 LOG_BETA_BOUNDS = (np.log(1e-3), np.log(1e3))
 
 
+def _shape(P) -> tuple:
+    """Shape of an array-like; () for ragged input, which check_probabilities then explains."""
+    try:
+        return np.shape(P)
+    except ValueError:
+        return ()
+
+
 class BaseCalibrator(ClassifierMixin, BaseEstimator):
     """Estimator contract shared by the calibrators (not for direct use).
 
@@ -62,7 +70,7 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
     def predict_proba(self, P) -> np.ndarray:
         """Calibrated probability rows, shape (n, K)."""
         check_is_fitted(self)
-        shape = getattr(P, "shape", None) or np.shape(P)
+        shape = _shape(P)
         if len(shape) == 2 and shape[1] != self.n_features_in_:
             name = type(self).__name__
             raise InvalidInputError(
@@ -95,7 +103,7 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
             raise InvalidInputError(
                 "P is a sparse matrix; sparse input is not supported: pass a dense array"
             )
-        shape = getattr(P, "shape", ())  # arrays only; check_probabilities handles the rest
+        shape = _shape(P)
         if len(shape) == 2 and shape[1] < 2:
             raise InvalidInputError(
                 f"P has {shape[1]} feature(s) (shape={shape}) while a minimum of 2 is required: "
