@@ -49,6 +49,9 @@ EXPECTED = {
 }
 
 
+KNOWN_NEEDS = {"recorded_data", "local_server"}
+
+
 def missing(need: str) -> str | None:
     """Why ``need`` is not available here, or None when it is."""
     if need == "recorded_data":
@@ -62,11 +65,24 @@ def missing(need: str) -> str | None:
         except ConfigurationError as error:
             return f"no local model server: {error}"
         return None
-    raise AssertionError(f"unknown need {need!r} in a notebook's metadata.verbcal.needs")
+    raise AssertionError(f"unknown need {need!r}")
 
 
 def read(path: Path):
     return nbformat.read(path, as_version=4)
+
+
+def needs_of(nb) -> list[str]:
+    return nb.metadata.get("verbcal", {}).get("needs", [])
+
+
+def run_params() -> list:
+    """One param per notebook; those needing the local model also carry the ``server`` mark."""
+    params = []
+    for path in NOTEBOOKS:
+        marks = [pytest.mark.server] if "local_server" in needs_of(read(path)) else []
+        params.append(pytest.param(path, marks=marks, id=path.stem))
+    return params
 
 
 def code_cells(nb) -> list:
@@ -91,11 +107,8 @@ def test_committed_outputs_are_fresh(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_needs_are_declared(path):
-    needs = read(path).metadata.get("verbcal", {}).get("needs")
-    assert isinstance(needs, list)
-    for need in needs:
-        missing(need)  # raises on an unknown need
+def test_needs_are_known(path):
+    assert set(needs_of(read(path))) <= KNOWN_NEEDS
 
 
 # ------------------------------------------------------------ the staleness check itself
@@ -192,10 +205,10 @@ def test_execute_fails_on_the_first_failing_cell(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", run_params())
 def test_notebook_runs_top_to_bottom(path, tmp_path):
     committed = read(path)
-    for need in committed.metadata.get("verbcal", {}).get("needs", []):
+    for need in needs_of(committed):
         reason = missing(need)
         if reason and in_ci():
             pytest.fail(f"{path.name} needs {need}: {reason} (CI is set: it must be there)")
