@@ -10,7 +10,6 @@ Refresh the committed outputs with ``.venv/bin/python scripts/refresh_notebooks.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import os
 import re
@@ -217,7 +216,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
 
     # Raises CellExecutionError (with the cell and its traceback) on the first failing cell,
     # and RuntimeError when the kernel is not this interpreter's.
-    executed = refresh.execute(copy.deepcopy(committed), tmp_path)
+    executed = refresh.execute(committed, tmp_path)
 
     assert [(c.cell_type, c.source) for c in executed.cells] == [
         (c.cell_type, c.source) for c in committed.cells
