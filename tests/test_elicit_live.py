@@ -71,12 +71,10 @@ def elicit(
     server: LocalLlamaServer,
     template: str,
     cache: ResponseCache | None = None,
-    items: list[Item] | None = None,
     **options,
 ) -> tuple[list[Prediction], ElicitationSummary]:
-    """Run the template's items (or ``items``) through a fresh backend, one request at a time."""
-    labels, default_items = task_for(template)
-    items = default_items if items is None else items
+    """Run the template's items through a fresh backend, one request at a time."""
+    labels, items = task_for(template)
     options.setdefault(
         "max_tokens", REASONING_TOKENS if load_template(template).reasoning else ANSWER_TOKENS
     )
@@ -202,7 +200,7 @@ def test_rerun_from_the_cache_sends_no_request(json_mode_runs, llama_server, cac
 
 
 def test_without_json_mode_answers_are_parsed_or_failed_with_a_reason(llama_server):
-    predictions, summary = elicit(llama_server, "distribution", items=REVIEWS, json_mode="none")
+    predictions, summary = elicit(llama_server, "distribution", json_mode="none")
     assert summary.backend["requests_sent"] == len(REVIEWS)
     for prediction in predictions:
         assert_parsed_or_failed_with_reason(prediction, SENTIMENT)
