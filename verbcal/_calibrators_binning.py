@@ -46,8 +46,10 @@ class IsotonicCalibration(BaseCalibrator):
 
     Attributes
     ----------
-    isotonic_ : list of sklearn.isotonic.IsotonicRegression
-        One fitted map per class.
+    thresholds_x_, thresholds_y_ : list of ndarray
+        Per class, the knots of the fitted non-decreasing map (scikit-learn's
+        ``IsotonicRegression.X_thresholds_`` / ``y_thresholds_``); predictions
+        interpolate linearly between them and clip outside, as scikit-learn does.
 
     Examples
     --------
@@ -63,15 +65,23 @@ class IsotonicCalibration(BaseCalibrator):
 
     def _fit(self, P, y):
         _check_min_probability(self.min_probability)
-        self.isotonic_ = [
+        fits = [
             IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
                 P[:, k], (y == k).astype(np.float64)
             )
             for k in range(P.shape[1])
         ]
+        # Plain arrays rather than the fitted objects, so calibrator files stay JSON.
+        self.thresholds_x_ = [fit.X_thresholds_ for fit in fits]
+        self.thresholds_y_ = [fit.y_thresholds_ for fit in fits]
 
     def _predict_proba(self, P):
-        Q = np.column_stack([iso.predict(P[:, k]) for k, iso in enumerate(self.isotonic_)])
+        Q = np.column_stack(
+            [
+                np.interp(P[:, k], x, y)
+                for k, (x, y) in enumerate(zip(self.thresholds_x_, self.thresholds_y_, strict=True))
+            ]
+        )
         return _floor_and_renormalise(Q, self.min_probability)
 
 

@@ -1,0 +1,85 @@
+"""Calibrator files: every calibrator survives a JSON round trip with identical outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.frozen import FrozenEstimator
+
+from verbcal import InvalidInputError, calibrators
+from verbcal.persist import CalibratorRecord, load_calibrator, save_calibrator
+
+rng = np.random.default_rng(0)
+CONF = rng.choice([0.55, 0.7, 0.8, 0.9, 0.95, 1.0], size=400)
+P = np.column_stack([CONF, 1 - CONF])
+flip = rng.random(400) < 0.5
+P[flip] = P[flip][:, ::-1]
+Y = np.where(rng.random(400) < 0.75, P.argmax(axis=1), 1 - P.argmax(axis=1))
+
+
+def fitted(name: str):
+    cls = getattr(calibrators, name)
+    if name == "CalibratorChain":
+        contextual = calibrators.ContextualCalibration().fit(P[:20])
+        return cls([FrozenEstimator(contextual), calibrators.TemperatureScaling()]).fit(P, Y)
+    if name in ("ContextualCalibration", "BatchCalibration"):
+        return cls().fit(P)
+    return cls().fit(P, Y)
+
+
+@pytest.mark.parametrize("name", calibrators.__all__)
+def test_round_trip_gives_identical_probabilities(name, tmp_path):
+    calibrator = fitted(name)
+    path = tmp_path / "cal.json"
+    save_calibrator(path, CalibratorRecord(name, calibrator, ["a", "b"], ["1", "2"], 3))
+    json.loads(path.read_text())  # plain JSON
+    loaded = load_calibrator(path)
+    assert type(loaded.calibrator) is type(calibrator)
+    assert (loaded.method, loaded.labels, loaded.fitted_ids, loaded.n_probes) == (
+        name,
+        ["a", "b"],
+        ["1", "2"],
+        3,
+    )
+    grid = np.linspace(0, 1, 41)
+    Q = np.column_stack([grid, 1 - grid])
+    np.testing.assert_array_equal(loaded.calibrator.predict_proba(Q), calibrator.predict_proba(Q))
+
+
+def test_file_records_version_labels_and_smoothing(tmp_path):
+    path = tmp_path / "cal.json"
+    save_calibrator(path, CalibratorRecord("temperature", fitted("TemperatureScaling"), ["a", "b"]))
+    document = json.loads(path.read_text())
+    assert document["verbcal_version"] and document["labels"] == ["a", "b"]
+    assert "eps_" in document["calibrator"]["fitted"]
+    assert "temperature_" in document["calibrator"]["fitted"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("not json", "not a JSON file"),
+        ("{}", "not a verbcal calibrator file"),
+        ('{"format": "verbcal-calibrator", "format_version": 99}', "format version 99"),
+        (
+            '{"format": "verbcal-calibrator", "format_version": 1, "labels": ["a", "b"], '
+            '"calibrator": {"class": "os.system", "params": {}}}',
+            "unknown calibrator class 'os.system'",
+        ),
+    ],
+)
+def test_bad_files_are_refused_clearly(tmp_path, content, match):
+    path = tmp_path / "cal.json"
+    path.write_text(content)
+    with pytest.raises(InvalidInputError, match=match):
+        load_calibrator(path)
+
+
+def test_labels_must_match_the_fitted_classes(tmp_path):
+    with pytest.raises(InvalidInputError, match="fitted on 2 classes but 3 labels"):
+        save_calibrator(
+            tmp_path / "c.json",
+            CalibratorRecord("t", fitted("TemperatureScaling"), ["a", "b", "c"]),
+        )
