@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -154,6 +155,62 @@ def test_threads_share_one_cache(tmp_path):
         for t in threads:
             t.join()
         assert len(cache) == 300
+
+
+def _put_from_threads(cache: ResponseCache, seeds: range) -> list[object]:
+    """``cache.put`` from one thread per seed, all released at once; each thread's key or error."""
+    start = threading.Barrier(len(seeds))
+    outcomes: list[object] = [None] * len(seeds)
+
+    def put(slot: int, seed: int) -> None:
+        start.wait()
+        try:
+            outcomes[slot] = cache.put({**BASE_REQUEST, "seed": seed}, answer(str(seed)))
+        except sqlite3.Error as exc:
+            outcomes[slot] = exc
+
+    threads = [threading.Thread(target=put, args=(i, s)) for i, s in enumerate(seeds)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_concurrent_puts_share_commits(tmp_path):
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        keys = _put_from_threads(cache, range(48))
+        # Each put returned after its row was committed, and rows were grouped.
+        assert keys == [request_key({**BASE_REQUEST, "seed": s}) for s in range(48)]
+        assert len(cache) == 48
+        assert 1 <= cache.commits < 48
+    with ResponseCache(tmp_path / "c.sqlite") as reopened:
+        assert all(reopened.get_by_key(key) is not None for key in keys)
+
+
+def test_sequential_puts_commit_one_by_one(tmp_path):
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        for seed in range(5):
+            cache.put({**BASE_REQUEST, "seed": seed}, answer(str(seed)))
+        assert cache.commits == 5
+
+
+def test_failed_group_commit_fails_every_caller_and_stores_nothing(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ResponseCache(path, timeout=0.2) as cache:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        outcomes = _put_from_threads(cache, range(8))
+        assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
+        assert all(re.search(r"response cache .*locked", str(o)) for o in outcomes)
+        other.execute("ROLLBACK")
+        other.close()
+        assert len(cache) == 0 and cache.commits == 0
+        # The cache is usable again once the lock is gone.
+        assert _put_from_threads(cache, range(8)) == [
+            request_key({**BASE_REQUEST, "seed": s}) for s in range(8)
+        ]
+        assert len(cache) == 8
 
 
 WRITER = textwrap.dedent(
