@@ -1,0 +1,53 @@
+"""``verbcal demo --replay``: the shipped recording, end to end, with no server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from verbcal.cli import main
+from verbcal.data import load_demo_dataset
+from verbcal.demo import DEMO_METHODS, ELICIT_SETTINGS, recording_provenance, run_demo
+
+
+def test_recording_carries_its_provenance():
+    provenance = recording_provenance()
+    for field in ("model", "model_file", "model_sha256", "server", "base_url", "recorded"):
+        assert provenance[field], field
+    assert len(provenance["model_sha256"]) == 64
+    assert provenance["settings"] == ELICIT_SETTINGS
+    assert provenance["command"] == ".venv/bin/python scripts/record_demo.py"
+    assert provenance["responses"] == len(load_demo_dataset()) + 23
+
+
+def test_replay_runs_in_seconds_and_calibration_lowers_held_out_ece(tmp_path):
+    started = time.perf_counter()
+    result = run_demo(tmp_path, replay=True, log=lambda line: None)
+    assert time.perf_counter() - started < 30
+    before = result.evaluation["uncalibrated"]["ece"][0]
+    after = result.evaluation["auto"]["ece"][0]
+    assert after < before - 0.05, (before, after)
+    assert set(result.evaluation) == {"uncalibrated", *DEMO_METHODS}
+    assert result.threshold["positive"] == "positive"
+    html = result.report.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "qwen2.5" in html
+    assert result.report.stat().st_size < 2 * 1024 * 1024
+    lines = result.predictions.read_text().splitlines()
+    assert len(lines) == len(load_demo_dataset()) + 23
+    assert all(json.loads(line)["usage"]["from_cache"] for line in lines)
+
+
+def test_cli_demo_replay(tmp_path, capsys):
+    assert main(["demo", "--replay", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "report.html" in out
+    digest = hashlib.sha256((tmp_path / "predictions.jsonl").read_bytes()).hexdigest()
+    assert main(["demo", "--replay", "--out-dir", str(tmp_path / "again")]) == 0
+    again = hashlib.sha256((tmp_path / "again" / "predictions.jsonl").read_bytes()).hexdigest()
+    assert digest == again  # a replay is deterministic
+
+
+def test_replay_and_base_url_exclude_each_other(tmp_path, capsys):
+    code = main(["demo", "--replay", "--base-url", "http://127.0.0.1:9/v1", "--out-dir", "x"])
+    assert code == 2 and "exclude each other" in capsys.readouterr().err
