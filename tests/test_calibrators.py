@@ -392,19 +392,21 @@ def test_outputs_stay_off_zero_and_one_on_stated_certainty():
 def test_auto_calibrator_explains_its_choice():
     P, y = overconfident_data(n=400, seed=10)
     auto = AutoCalibrator().fit(P, y)
-    assert set(auto.cv_scores_) == {
-        "temperature",
-        "vector",
-        "isotonic",
-        "histogram",
-        "shrinkage",
-        "shrinkage_by_class",
-    }
+    assert set(auto.cv_scores_) == {"shrinkage_5", "shrinkage_10"}
     assert auto.chosen_ in auto.explanation_
     assert f"{auto.cv_scores_[auto.chosen_]:.4f}" in auto.explanation_
     best = min(auto.cv_scores_.values())
     assert auto.cv_scores_[auto.chosen_] <= best + 0.05
     np.testing.assert_allclose(auto.predict_proba(P), auto.best_estimator_.predict_proba(P))
+
+
+@pytest.mark.parametrize("n_classes, by_class", [(2, True), (3, False), (5, False)])
+def test_auto_calibrator_default_candidates_bin_by_class_for_binary_only(n_classes, by_class):
+    P, y = overconfident_data(n=300, k=n_classes, seed=13)
+    auto = AutoCalibrator().fit(P, y)
+    assert isinstance(auto.best_estimator_, ShrinkageBinning)
+    assert auto.best_estimator_.by_class is by_class
+    assert auto.best_estimator_.prior_strength in (5.0, 10.0)
 
 
 def test_auto_calibrator_prefers_the_right_model_and_records_failures():
