@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from verbcal._errors import ConfigurationError
+from verbcal._errors import ConfigurationError, VerbcalError
 from verbcal.data import DEMO_LABELS, load_demo_dataset
 from verbcal.persist import CalibratorRecord, save_calibrator
 from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction, write_predictions
@@ -55,7 +55,7 @@ class DemoResult:
     report: Path
     predictions: Path
     evaluation: dict  # method -> metrics on the held-out half, and "uncalibrated"
-    threshold: dict
+    threshold: dict  # empty when no labelled method could be fitted
     source: str
 
 
@@ -198,23 +198,28 @@ def run_demo(
     log(f"elicited {n_items} reviews ({n_parsed} parsed) and the content-free probes")
 
     records: dict[str, CalibratorRecord] = {}
-    evaluation: dict[str, dict] = {}
     for method in DEMO_METHODS:
-        record = fit_calibrator(predictions, method, holdout=0.5, seed=0)
-        save_calibrator(out / f"calibrator-{method}.json", record)
-        records[method] = record
-    # Every method holds out the same half (same split seed), so one held-out set serves all.
-    rows = held_out(predictions, records["auto"].fitted_ids, list(DEMO_LABELS))
-    evaluation["uncalibrated"] = evaluate(rows.P, rows.y, n_boot=200)
-    for method, record in records.items():
-        evaluation[method] = evaluate(record.calibrator.predict_proba(rows.P), rows.y, n_boot=200)
-        ece_value = evaluation[method]["ece"][0]
-        log(
-            f"{method:24} held-out ECE {ece_value:.3f} (uncalibrated "
-            f"{evaluation['uncalibrated']['ece'][0]:.3f})"
-        )
-    main = records["auto"]
-    threshold = choose_threshold(predictions, main, POSITIVE, target_precision=TARGET_PRECISION)
+        try:
+            records[method] = fit_calibrator(predictions, method, holdout=0.5, seed=0)
+        except VerbcalError as exc:  # a weak model may leave too few parsed rows for a method
+            log(f"{method:24} skipped: {exc}")
+            continue
+        save_calibrator(out / f"calibrator-{method}.json", records[method])
+    # Labelled methods share one split (same seed); the first fitted one names the held-out half.
+    main = next((r for r in records.values() if r.fitted_ids), None)
+    evaluation: dict[str, dict] = {}
+    threshold: dict = {}
+    if main is not None:
+        rows = held_out(predictions, main.fitted_ids, list(DEMO_LABELS))
+        evaluation["uncalibrated"] = evaluate(rows.P, rows.y, n_boot=200)
+        for method, record in records.items():
+            Q = record.calibrator.predict_proba(rows.P)
+            evaluation[method] = evaluate(Q, rows.y, n_boot=200)
+            log(
+                f"{method:24} held-out ECE {evaluation[method]['ece'][0]:.3f} "
+                f"(uncalibrated {evaluation['uncalibrated']['ece'][0]:.3f})"
+            )
+        threshold = choose_threshold(predictions, main, POSITIVE, target_precision=TARGET_PRECISION)
     data = report_from_predictions(
         predictions,
         main,
