@@ -129,9 +129,16 @@ ALL_FOR_CHECKS = [cls(renormalize=True) for cls in SUPERVISED + UNSUPERVISED] + 
 ]
 
 
-@parametrize_with_checks(ALL_FOR_CHECKS, expected_failed_checks=expected_failed_checks)
+# The expected failures are asserted to fail here rather than marked xfail: pytest
+# renders every xfail's traceback through estimator_checks.py, which took most of
+# this file's run time, and an expected failure that starts passing now shows up.
+@parametrize_with_checks(ALL_FOR_CHECKS)
 def test_sklearn_compatible(estimator, check):
-    check(estimator)
+    if getattr(check, "func", check).__name__ in expected_failed_checks(estimator):
+        with pytest.raises((AssertionError, ValueError, TypeError)):
+            check(estimator)
+    else:
+        check(estimator)
 
 
 # -- hand-computed values ----------------------------------------------------------------
