@@ -602,6 +602,8 @@ class OpenAIBackend:
         self.tokens_per_byte = 1.0
         self._largest_tokens_per_byte = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._unsaved: list[tuple[dict, dict, asyncio.Future]] = []
+        self._cache_writer: asyncio.Task | None = None
         self._client = openai.AsyncOpenAI(
             api_key=_resolve_api_key(api_key, self.base_url),
             base_url=self.base_url,
@@ -711,9 +713,7 @@ class OpenAIBackend:
                 self.stats.cache_hits += 1
                 self.stats.completed += 1
                 return _make_result(cached, key, logprob_labels, attempts=0, from_cache=True)
-        response, attempts, reasons = await self._send_with_retries(body)
-        if self.cache is not None:
-            await asyncio.to_thread(self.cache.put, request, response)
+        response, attempts, reasons = await self._send_with_retries(body, request)
         self.stats.completed += 1
         return _make_result(
             response, key, logprob_labels, attempts=attempts, from_cache=False, reasons=reasons
@@ -754,13 +754,15 @@ class OpenAIBackend:
             reraise=True,
         )
 
-    async def _send_with_retries(self, body: dict[str, Any]) -> tuple[dict, int, tuple[str, ...]]:
+    async def _send_with_retries(
+        self, body: dict[str, Any], request: dict[str, Any]
+    ) -> tuple[dict, int, tuple[str, ...]]:
         failures: list[_AttemptError] = []
         try:
             async for attempt in self._retrying():
                 with attempt:
                     try:
-                        response = await self._send_once(body)
+                        response = await self._send_once(body, request)
                     except _AttemptError as error:
                         failures.append(error)
                         raise
@@ -785,8 +787,12 @@ class OpenAIBackend:
         self.stats.retries_by_reason.update(f.kind for f in failures)
         return response, len(failures) + 1, tuple(f.reason for f in failures)
 
-    async def _send_once(self, body: dict[str, Any]) -> dict:
-        """One HTTP attempt inside the concurrency and rate limits."""
+    async def _send_once(self, body: dict[str, Any], request: dict[str, Any]) -> dict:
+        """One HTTP attempt inside the concurrency and rate limits; the answer is cached.
+
+        The answer is stored before the concurrency slot is released, so at most
+        ``max_concurrency`` paid-for answers are ever not yet on disk.
+        """
         estimate = None
         if self.token_limiter is not None:
             estimate = estimate_tokens(
@@ -805,6 +811,8 @@ class OpenAIBackend:
                     request_ticket = await self.request_limiter.acquire(1)
                 used = None
                 used, response = await self._post(body)
+                if self.cache is not None:
+                    await self._store(request, response)
                 return response
             except _AttemptError as error:
                 if error.kind not in ("timeout", "connection", "malformed"):
@@ -816,17 +824,49 @@ class OpenAIBackend:
                 if token_ticket is not None:
                     self.token_limiter.settle(token_ticket, used)
 
+    async def _store(self, request: dict[str, Any], response: dict) -> None:
+        """Return once ``response`` is committed to the cache.
+
+        Answers that arrive while a commit is running wait in ``_unsaved``; one
+        writer task commits them together (:meth:`ResponseCache.put_many`), so a
+        burst of answers pays one ``fsync`` and occupies one worker thread.
+        """
+        saved = asyncio.get_running_loop().create_future()
+        self._unsaved.append((request, response, saved))
+        if self._cache_writer is None or self._cache_writer.done():
+            self._cache_writer = asyncio.create_task(self._write_unsaved())
+        await saved
+
+    async def _write_unsaved(self) -> None:
+        assert self.cache is not None
+        while self._unsaved:
+            batch, self._unsaved = self._unsaved, []
+            error: Exception | None = None
+            try:
+                await asyncio.to_thread(self.cache.put_many, [(r, a) for r, a, _ in batch])
+            except Exception as exc:  # every waiter of the batch sees the failure
+                error = exc
+            for *_, saved in batch:
+                if saved.done():  # its waiter was cancelled
+                    continue
+                if error is None:
+                    saved.set_result(None)
+                else:
+                    saved.set_exception(error)
+
     async def _post(self, body: dict[str, Any]) -> tuple[float | None, dict]:
-        """POST the body; return (total tokens reported or None, parsed response)."""
-        rest = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        """POST the body; return (total tokens reported or None, parsed response).
+
+        The SDK's generic ``post`` sends the body exactly as built and returns the
+        text unparsed (``chat.completions.create`` would re-validate every typed
+        parameter and build a response model we do not use); its errors are the same.
+        """
         self.stats.requests_sent += 1
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=body["model"], messages=body["messages"], extra_body=rest
-            )
+            text = await self._client.post("/chat/completions", body=body, cast_to=str)
         except openai.APIError as exc:
             raise _classify(exc) from exc
-        response = _parse_body(raw.text)
+        response = _parse_body(text)
         usage = response.get("usage") or {}
         prompt, completion = (
             int(usage.get("prompt_tokens") or 0),

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +147,7 @@ class ResponseCache:
         self.path = os.fspath(path)
         #: Transactions committed by :meth:`put` so far (fewer than puts when writers overlap).
         self.commits = 0
-        self._lock = threading.Lock()  # guards the connection
+        self._lock = threading.Lock()  # guards the writing connection
         self._writes = threading.Condition()  # guards the pending rows and the leader flag
         self._pending: list[_PendingRow] = []
         self._leader_busy = False
@@ -158,8 +158,22 @@ class ResponseCache:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(_SCHEMA)
+            self._reader, self._read_lock = self._open_reader(timeout)
         except sqlite3.Error as exc:
             raise ConfigurationError(f"cannot open response cache {self.path!r}: {exc}") from None
+
+    def _open_reader(self, timeout: float) -> tuple[sqlite3.Connection, threading.Lock]:
+        """A second connection for reads, so lookups need not wait for a commit's fsync.
+
+        WAL lets it read the last committed state while the writer commits. An
+        in-memory database exists only in its one connection, which then does both.
+        """
+        if self.path in ("", ":memory:"):
+            return self._conn, self._lock
+        reader = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        return reader, threading.Lock()
 
     def get(self, request: Mapping[str, Any]) -> dict | None:
         """The stored response to ``request``, or None when it was never stored."""
@@ -167,8 +181,8 @@ class ResponseCache:
 
     def get_by_key(self, key: str) -> dict | None:
         """The stored response under ``key`` (see :func:`request_key`), or None."""
-        with self._lock:
-            row = self._conn.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT response FROM responses WHERE key = ?", (key,)
             ).fetchone()
         return None if row is None else json.loads(row[0])
@@ -180,22 +194,45 @@ class ResponseCache:
         sees one answer per request. Concurrent calls share one commit (see the
         module docstring); each returns once its row is durable.
         """
+        return self.put_many([(request, response)])[0]
+
+    def put_many(self, pairs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[str]:
+        """Store ``(request, response)`` pairs in one transaction; return their keys.
+
+        Like :meth:`put` for each pair, with one commit for all of them (shared
+        with concurrent callers): the caller that collects answers in batches
+        pays one ``fsync`` per batch.
+
+        Examples
+        --------
+        >>> with ResponseCache(":memory:") as cache:
+        ...     keys = cache.put_many([({"seed": 1}, {"a": 1}), ({"seed": 2}, {"a": 2})])
+        ...     len(keys), len(cache), cache.commits
+        (2, 2, 1)
+        """
+        rows = [self._row(request, response) for request, response in pairs]
+        if not rows:
+            return []
+        with self._writes:
+            self._pending.extend(rows)
+            while not rows[0].done:  # appended together, so committed in the same batch
+                if self._leader_busy:
+                    self._writes.wait()
+                else:
+                    self._lead_commit()
+        errors = [row.error for row in rows if row.error is not None]
+        if errors:
+            raise type(errors[0])(f"response cache {self.path!r}: {errors[0]}")
+        return [row.values[0] for row in rows]
+
+    @staticmethod
+    def _row(request: Mapping[str, Any], response: Mapping[str, Any]) -> _PendingRow:
         key = request_key(request)
         try:
             response_text = json.dumps(response, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"response cannot be written as JSON: {exc}") from None
-        row = _PendingRow((key, canonical_json(request), response_text, time.time()))
-        with self._writes:
-            self._pending.append(row)
-            while not row.done:
-                if self._leader_busy:
-                    self._writes.wait()
-                else:
-                    self._lead_commit()
-        if row.error is not None:
-            raise type(row.error)(f"response cache {self.path!r}: {row.error}")
-        return key
+        return _PendingRow((key, canonical_json(request), response_text, time.time()))
 
     def _lead_commit(self) -> None:
         """Commit every pending row in one transaction (called holding ``_writes``)."""
@@ -231,19 +268,21 @@ class ResponseCache:
         return self.get(request) is not None
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        with self._read_lock:
+            return self._reader.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def keys(self) -> Iterator[str]:
         """The keys of every stored response, oldest first."""
-        with self._lock:
-            rows = self._conn.execute("SELECT key FROM responses ORDER BY created").fetchall()
+        with self._read_lock:
+            rows = self._reader.execute("SELECT key FROM responses ORDER BY created").fetchall()
         return iter([row[0] for row in rows])
 
     def close(self) -> None:
-        """Close the connection (every row is already committed)."""
+        """Close the connections (every row is already committed)."""
         with self._lock:
             self._conn.close()
+        with self._read_lock:  # the same connection and lock for ":memory:"; closing twice is fine
+            self._reader.close()
 
     def __enter__(self) -> ResponseCache:
         return self
