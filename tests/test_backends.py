@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import json
 import math
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -501,6 +504,110 @@ def test_label_probabilities_from_logprobs(alternatives, labels, expected, mass)
     else:
         assert probs == pytest.approx(expected, abs=1e-12)
         assert list(probs) == list(labels)
+
+
+@contextlib.contextmanager
+def canned_chat_server(response: dict):
+    """A real loopback HTTP server that answers every chat request with ``response``."""
+    payload = json.dumps(response).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (the http.server spelling)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def logprobs_response(tokens: list[str], answer_at: int, alternatives: list[dict]) -> dict:
+    """A chat response whose content is ``tokens`` joined; ``alternatives`` at ``answer_at``.
+
+    Every other position offers label-like decoys, so reading the wrong one shows.
+    """
+    decoys = [lp("positive", 0.5), lp("negative", 0.5)]
+    content = [
+        {"token": t, "logprob": -0.1, "top_logprobs": alternatives if i == answer_at else decoys}
+        for i, t in enumerate(tokens)
+    ]
+    message = {"role": "assistant", "content": "".join(tokens)}
+    return {"choices": [{"index": 0, "message": message, "logprobs": {"content": content}}]}
+
+
+def complete_at(base_url: str, **request) -> CompletionResult:
+    async def go():
+        async with OpenAIBackend("m", base_url=base_url, retry=FAST_RETRY) as backend:
+            return await backend.complete(conversation(0), **request)
+
+    return asyncio.run(go())
+
+
+ANSWER_ALTERNATIVES = [lp("neg", 0.6), lp(" pos", 0.3), lp("The", 0.1)]
+
+
+@pytest.mark.parametrize(
+    "tokens, answer_at",
+    [
+        # the distribution template: the "Answer" value, not the first word ("Answer")
+        (['{"', "Answer", '":', ' "', "neg", "ative", '",', ' "', "positive", '":', " 0.3}"], 4),
+        # the reasoning template: labels inside the reasoning are not the answer
+        (
+            [
+                '{"',
+                "Reason",
+                "ing",
+                '":',
+                ' "',
+                "Not",
+                " positive",
+                '.",',
+                ' "',
+                "Answer",
+                '":',
+                ' "',
+            ]
+            + ["negative", '"}'],
+            12,
+        ),
+        # a token that merges the opening quote with the start of the value
+        (['{"Answer":', ' "neg', 'ative"}'], 1),
+        # plain text: the first token that matches a label
+        (["The", " answer", " is", " negative", "."], 3),
+    ],
+)
+def test_logprobs_are_read_at_the_answer_token(tokens, answer_at):
+    with canned_chat_server(logprobs_response(tokens, answer_at, ANSWER_ALTERNATIVES)) as url:
+        result = complete_at(url, logprob_labels=LABELS)
+    assert result.text == "".join(tokens)
+    assert result.label_mass == pytest.approx(0.9, abs=1e-12)
+    assert result.label_probabilities == pytest.approx(
+        {"positive": 1 / 3, "negative": 2 / 3}, abs=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [['{"', "positive", '":', " 0.3,", ' "', "negative", '":', " 0.7}"], ["{", "}"]],
+)
+def test_json_answer_without_an_answer_field_has_no_token_probabilities(tokens):
+    with canned_chat_server(logprobs_response(tokens, 0, ANSWER_ALTERNATIVES)) as url:
+        result = complete_at(url, logprob_labels=LABELS)
+    assert result.label_probabilities is None and result.label_mass is None
 
 
 # ---------------------------------------------------------------- configuration

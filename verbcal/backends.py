@@ -15,9 +15,11 @@
   sending, written and committed before the answer is returned.
 * **A result per request** (:class:`CompletionResult`) and run counters
   (:class:`BackendStats`).
-* **Token probabilities** on request: the first answer token's top logprobs
-  turned into label probabilities (:func:`label_probabilities_from_logprobs`),
-  to compare with the probabilities the model states in words.
+* **Token probabilities** on request: the answer token's top logprobs turned
+  into label probabilities (:func:`label_probabilities_from_logprobs`), to
+  compare with the probabilities the model states in words. The answer token is
+  where the value of a JSON answer's ``"Answer"`` field starts, or in plain text
+  the first token that matches a label.
 
 One backend serves one asyncio event loop (its client, semaphore and limiters
 bind to the loop that first uses them).
@@ -93,10 +95,11 @@ class CompletionResult:
     finish_reason : str or None
         Of the first choice: ``"stop"``, ``"length"``, …
     label_probabilities : dict of str to float or None
-        Label probabilities from the first answer token's logprobs, when the
-        request named ``logprob_labels`` and the server returned logprobs.
+        Label probabilities from the answer token's logprobs (the ``"Answer"``
+        value of a JSON answer, else the first label token), when the request
+        named ``logprob_labels`` and the server returned logprobs.
     label_mass : float or None
-        Probability the first answer token put on tokens matching a label,
+        Probability the answer token put on tokens matching a label,
         before renormalising (low values: the model mostly said something else).
     attempts : int
         HTTP requests made for this answer; 0 when it came from the cache.
@@ -498,13 +501,48 @@ def label_probabilities_from_logprobs(
     return {label: m / total for label, m in zip(labels, mass, strict=True)}, total
 
 
+#: Where the value of a JSON answer's ``"Answer"`` field starts (after an opening quote).
+_ANSWER_VALUE = re.compile(r'"Answer"\s*:\s*"?\s*(?=\w)')
+
+
+def _answer_position(
+    positions: Sequence[Mapping[str, Any]], labels: Sequence[str]
+) -> Mapping[str, Any] | None:
+    """The token position that states the answer label, or None when there is none.
+
+    In a JSON answer (the shipped templates), it is the token where the value
+    of the ``"Answer"`` field starts; a JSON answer without that field has no
+    answer token (its first label-like tokens are keys). In any other text, it
+    is the first token that matches a label (see :func:`label_probabilities_from_logprobs`).
+    """
+    tokens = [str(position.get("token", "")) for position in positions]
+    text = "".join(tokens)
+    match = _ANSWER_VALUE.search(text)
+    if match is not None:
+        end = 0
+        for position, token in zip(positions, tokens, strict=True):
+            end += len(token)
+            if end > match.end():
+                return position
+    if text.lstrip().startswith("{"):
+        return None
+    return next(
+        (
+            p
+            for p, token in zip(positions, tokens, strict=True)
+            if _match_label(token, labels) is not None
+        ),
+        None,
+    )
+
+
 def _answer_logprobs(response: Mapping[str, Any], labels: Sequence[str]):
-    """Label probabilities at the first answer token (the first that is not just punctuation)."""
+    """Label probabilities at the answer token (see :func:`_answer_position`)."""
     logprobs = response["choices"][0].get("logprobs") or {}
-    for position in logprobs.get("content") or []:
-        if _normalise_token(str(position.get("token", ""))):
-            return label_probabilities_from_logprobs(position.get("top_logprobs") or [], labels)
-    return None, None
+    position = _answer_position(logprobs.get("content") or [], labels)
+    if position is None:
+        return None, None
+    return label_probabilities_from_logprobs(position.get("top_logprobs") or [], labels)
 
 
 # ---------------------------------------------------------------- the backend
@@ -681,7 +719,8 @@ class OpenAIBackend:
             ``{"type": "json_object", "schema": {...}}`` for llama.cpp.
         logprob_labels : sequence of str, optional
             Ask for ``logprobs`` with ``top_logprobs`` alternatives and turn the
-            first answer token's into probabilities of these labels.
+            answer token's into probabilities of these labels (see ``label_probabilities``
+            of :class:`CompletionResult`).
         **params
             Any other request parameter (``n``, ``top_p``, ``stop``…), sent as given.
 
