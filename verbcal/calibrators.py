@@ -120,7 +120,8 @@ def default_candidates(n_classes: int) -> list[tuple[str, BaseCalibrator]]:
     Shrinkage binning at two fixed prior strengths: it sits between temperature
     scaling (a very strong prior) and per-value binning (no prior), and on the
     recorded LLM answers a moderate prior calibrates best on ECE at little cost
-    in NLL (``bench/quality.py``). Letting cross-validation also pick plain
+    in NLL (``bench/quality.py``; the set was chosen on those same files, so
+    that benchmark flatters it somewhat). Letting cross-validation also pick plain
     temperature scaling, vector scaling or isotonic regression chose by noise on
     a few hundred rows and made the result worse. Binary problems bin each
     predicted class separately, so that P(positive) stays calibrated for
