@@ -526,14 +526,10 @@ def _answer_position(
                 return position
     if text.lstrip().startswith("{"):
         return None
-    return next(
-        (
-            p
-            for p, token in zip(positions, tokens, strict=True)
-            if _match_label(token, labels) is not None
-        ),
-        None,
-    )
+    for position, token in zip(positions, tokens, strict=True):
+        if _match_label(token, labels) is not None:
+            return position
+    return None
 
 
 def _answer_logprobs(response: Mapping[str, Any], labels: Sequence[str]):

@@ -11,7 +11,8 @@ can change the answer — base URL, model, messages, temperature, max tokens,
 response format, seed, ``n``, logprob settings and any other parameter — and
 never the API key, which only says who pays.
 
-Concurrency: one connection per :class:`ResponseCache`, guarded by a lock, so
+Concurrency: each :class:`ResponseCache` has a writing and a reading connection
+(in WAL mode a lookup need not wait for a commit), each guarded by a lock, so
 threads and asyncio tasks (through ``asyncio.to_thread``) can share it; separate
 processes may open the same file, SQLite's WAL journal and busy timeout
 serialise their writes. Commits use ``synchronous=FULL``: a committed row
@@ -22,7 +23,8 @@ commit per answer would cap a run at a few hundred answers a second. Writers
 that call :meth:`ResponseCache.put` at the same time share commits instead: the
 first becomes the *leader* and commits its row; rows that arrive meanwhile wait,
 and the next leader commits all of them in one transaction. Every caller still
-returns only after the transaction holding its row is committed.
+returns only after the transaction holding its row is committed. A caller that
+collects answers itself commits them together with :meth:`ResponseCache.put_many`.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class ResponseCache:
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be positive, got {timeout!r}")
         self.path = os.fspath(path)
-        #: Transactions committed by :meth:`put` so far (fewer than puts when writers overlap).
+        #: Transactions committed so far (fewer than rows stored when writers overlap).
         self.commits = 0
         self._lock = threading.Lock()  # guards the writing connection
         self._writes = threading.Condition()  # guards the pending rows and the leader flag
@@ -220,9 +222,9 @@ class ResponseCache:
                     self._writes.wait()
                 else:
                     self._lead_commit()
-        errors = [row.error for row in rows if row.error is not None]
-        if errors:
-            raise type(errors[0])(f"response cache {self.path!r}: {errors[0]}")
+        error = rows[0].error  # the batch's, shared by every row in it
+        if error is not None:
+            raise type(error)(f"response cache {self.path!r}: {error}")
         return [row.values[0] for row in rows]
 
     @staticmethod
