@@ -9,6 +9,7 @@ import json
 import math
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -437,6 +438,28 @@ def test_another_base_url_misses_the_cache(tmp_path):
             second, _ = run_one(two, backend_kwargs={"cache": cache})
             assert two.record.total == 1
     assert first.text == second.text and first.key != second.key
+
+
+def test_concurrent_answers_share_cache_commits(tmp_path):
+    conversations = [conversation(i) for i in range(48)]
+    with ResponseCache(tmp_path / "c.sqlite") as cache, FaultServer(latency=0.02) as server:
+        results, _ = run_many(
+            server, conversations, backend_kwargs={"cache": cache, "max_concurrency": 16}
+        )
+        assert len(cache) == 48 and 1 <= cache.commits < 48
+        assert all(cache.get_by_key(r.key) == r.response for r in results)
+
+
+def test_an_answer_that_cannot_be_cached_is_not_returned(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ResponseCache(path, timeout=0.2) as cache, FaultServer() as server:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(sqlite3.OperationalError, match="response cache .*locked"):
+            run_one(server, backend_kwargs={"cache": cache})
+        other.execute("ROLLBACK")
+        other.close()
+        assert server.record.total == 1 and len(cache) == 0
 
 
 def test_failures_are_not_cached(tmp_path):
