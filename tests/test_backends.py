@@ -611,6 +611,8 @@ ANSWER_ALTERNATIVES = [lp("neg", 0.6), lp(" pos", 0.3), lp("The", 0.1)]
         (['{"Answer":', ' "neg', 'ative"}'], 1),
         # plain text: the first token that matches a label
         (["The", " answer", " is", " negative", "."], 3),
+        # plain text naming no label: the first word token, where the answer would start
+        (["\n", "The", " movie", " review"], 1),
     ],
 )
 def test_logprobs_are_read_at_the_answer_token(tokens, answer_at):

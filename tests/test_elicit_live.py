@@ -264,26 +264,34 @@ ONE_WORD_TEMPLATE = {
 
 
 def label_probabilities_by_hand(response: dict, labels: list[str]) -> dict[str, float] | None:
-    """Label probabilities from the first word token's top alternatives, written out again.
+    """Label probabilities at the answer token of a plain-text answer, written out again.
 
-    An alternative counts for a label when, lower-cased and stripped of
-    non-word characters, it equals the label or begins exactly one label.
+    A token stands for a label when, lower-cased and stripped of non-word
+    characters, it equals the label or begins exactly one label. The answer
+    token is the first token that stands for a label, else the first word token;
+    its alternatives that stand for a label give the label probabilities.
     """
     words = [label.casefold() for label in labels]
-    for position in response["choices"][0]["logprobs"]["content"]:
-        if not re.sub(r"[\W_]", "", position["token"]):
-            continue
-        mass = dict.fromkeys(labels, 0.0)
-        for alternative in position["top_logprobs"]:
-            token = re.sub(r"^[\W_]+|[\W_]+$", "", alternative["token"]).casefold()
-            matches = [lab for lab, w in zip(labels, words, strict=True) if w.startswith(token)]
-            exact = [lab for lab, w in zip(labels, words, strict=True) if w == token]
-            chosen = exact or (matches if len(matches) == 1 else [])
-            if token and chosen:
-                mass[chosen[0]] += math.exp(alternative["logprob"])
-        total = sum(mass.values())
-        return {label: m / total for label, m in mass.items()} if total > 0 else None
-    return None
+
+    def label_of(token: str) -> str | None:
+        token = re.sub(r"^[\W_]+|[\W_]+$", "", token).casefold()
+        matches = [lab for lab, w in zip(labels, words, strict=True) if w.startswith(token)]
+        exact = [lab for lab, w in zip(labels, words, strict=True) if w == token]
+        chosen = exact or (matches if len(matches) == 1 else [])
+        return chosen[0] if token and chosen else None
+
+    positions = response["choices"][0]["logprobs"]["content"]
+    naming_a_label = [p for p in positions if label_of(p["token"])]
+    with_a_word = [p for p in positions if re.sub(r"[\W_]", "", p["token"])]
+    answer = (naming_a_label or with_a_word or [None])[0]
+    if answer is None:
+        return None
+    mass = dict.fromkeys(labels, 0.0)
+    for alternative in answer["top_logprobs"]:
+        if label := label_of(alternative["token"]):
+            mass[label] += math.exp(alternative["logprob"])
+    total = sum(mass.values())
+    return {label: m / total for label, m in mass.items()} if total > 0 else None
 
 
 def test_logprobs_run_records_token_probabilities(llama_server, tmp_path):
@@ -297,13 +305,13 @@ def test_logprobs_run_records_token_probabilities(llama_server, tmp_path):
     assert summary.backend["requests_sent"] == len(REVIEWS) == len(responses)
     # The server returned logprobs for every answer ...
     assert all(r["choices"][0]["logprobs"]["content"] for r in responses)
-    # ... so every prediction records the label probabilities of its first word token,
+    # ... so every prediction records the label probabilities at its answer token,
     # equal to those computed by hand from the stored response with the same text.
     by_hand = [
         (r["choices"][0]["message"]["content"], label_probabilities_by_hand(r, SENTIMENT))
         for r in responses
     ]
-    assert all(probs is not None for _, probs in by_hand), f"no label first: {by_hand}"
+    assert all(probs is not None for _, probs in by_hand), f"no label probabilities: {by_hand}"
     for prediction in predictions:
         assert list(prediction.token_probs) == SENTIMENT
         assert math.fsum(prediction.token_probs.values()) == pytest.approx(1.0, abs=1e-12)

@@ -513,7 +513,9 @@ def _answer_position(
     In a JSON answer (the shipped templates), it is the token where the value
     of the ``"Answer"`` field starts; a JSON answer without that field has no
     answer token (its first label-like tokens are keys). In any other text, it
-    is the first token that matches a label (see :func:`label_probabilities_from_logprobs`).
+    is the first token that matches a label (see :func:`label_probabilities_from_logprobs`);
+    when no token does (``"The movie review"``), the first token with a word
+    character: where an answer that starts with the label would have started.
     """
     tokens = [str(position.get("token", "")) for position in positions]
     text = "".join(tokens)
@@ -529,7 +531,7 @@ def _answer_position(
     for position, token in zip(positions, tokens, strict=True):
         if _match_label(token, labels) is not None:
             return position
-    return None
+    return next((p for p, t in zip(positions, tokens, strict=True) if _normalise_token(t)), None)
 
 
 def _answer_logprobs(response: Mapping[str, Any], labels: Sequence[str]):
