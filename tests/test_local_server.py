@@ -252,6 +252,33 @@ def test_start_and_stop_functions(smollm2_path):
     assert not server.running
 
 
+def test_sigterm_to_the_demo_stops_its_server(smollm2_path, tmp_path):
+    # `timeout`, CI runners and process managers stop a command with SIGTERM.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "verbcal.cli", "demo", "--out-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    servers: list[int] = []
+    try:
+        ready = next(line for line in demo.stdout if line.startswith("server ready at"))
+        port = urlsplit(ready.split()[-1]).port
+        servers = processes_listing(f"--port\0{port}\0")
+        assert servers, "the demo's server is not running"
+        demo.send_signal(signal.SIGTERM)
+        _, stderr = demo.communicate(timeout=60)
+        assert demo.returncode == 130, stderr
+        assert "rerun the same command to resume" in stderr
+        assert not any(process_exists(pid) for pid in servers)
+        assert port_is_free(port)
+    finally:
+        demo.kill()
+        for pid in servers:  # left behind only when the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 # --- clear errors --------------------------------------------------------------------------
 
 

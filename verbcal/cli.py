@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from verbcal import __version__
@@ -454,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``verbcal`` command; return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    restore_sigterm = _stop_on_sigterm()
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -468,6 +471,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as exc:  # pragma: no cover - inputs are read with line numbers
         print(f"verbcal {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        restore_sigterm()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Treat SIGTERM like Ctrl-C until the returned function restores the old handler.
+
+    SIGTERM's default action ends the process at once, leaving a local model
+    server it started running; as an interrupt, ``with`` blocks stop it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # None: the old handler was not set from Python; the default is the best guess.
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":
