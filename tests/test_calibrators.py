@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from verbcal import ConfigurationError, InvalidInputError
+from verbcal._calibrators_base import BaseCalibrator
 from verbcal._recorded import find_recorded_data, load_recorded_tasks
 from verbcal.calibrators import (
     AutoCalibrator,
@@ -24,6 +25,7 @@ from verbcal.calibrators import (
     ShrinkageBinning,
     TemperatureScaling,
     VectorScaling,
+    default_candidates,
 )
 from verbcal.logits import invert_softmax
 from verbcal.metrics import ece, nll
@@ -396,10 +398,24 @@ def test_outputs_stay_off_zero_and_one_on_stated_certainty():
 # -- AutoCalibrator --------------------------------------------------------------------------
 
 
+class FixedRow(BaseCalibrator):
+    """Predicts the same row whatever the input: a candidate whose loss is known by hand."""
+
+    def __init__(self, row=(0.5, 0.5), renormalize=False):
+        self.row = row
+        self.renormalize = renormalize
+
+    def _fit(self, P, y):
+        pass
+
+    def _predict_proba(self, P):
+        return np.tile(np.asarray(self.row, dtype=np.float64), (len(P), 1))
+
+
 def test_auto_calibrator_explains_its_choice():
     P, y = overconfident_data(n=400, seed=10)
     auto = AutoCalibrator().fit(P, y)
-    assert set(auto.cv_scores_) == {"shrinkage_5", "shrinkage_10"}
+    assert list(auto.cv_scores_) == [name for name, _ in default_candidates(3)]
     assert auto.chosen_ in auto.explanation_
     assert f"{auto.cv_scores_[auto.chosen_]:.4f}" in auto.explanation_
     best = min(auto.cv_scores_.values())
@@ -407,13 +423,65 @@ def test_auto_calibrator_explains_its_choice():
     np.testing.assert_allclose(auto.predict_proba(P), auto.best_estimator_.predict_proba(P))
 
 
-@pytest.mark.parametrize("n_classes, by_class", [(2, True), (3, False), (5, False)])
-def test_auto_calibrator_default_candidates_bin_by_class_for_binary_only(n_classes, by_class):
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_auto_calibrator_default_candidates_are_broad_with_shrinkage_first(n_classes):
+    binary = n_classes == 2
+    candidates = default_candidates(n_classes)
+    names = [name for name, _ in candidates]
+    assert isinstance(candidates[0][1], ShrinkageBinning)
+    assert candidates[0][1].by_class is binary
+    assert {"temperature", "naive_temperature", "vector", "matrix", "isotonic", "histogram"} < set(
+        names
+    )
+    assert ("platt" in names) is binary
     P, y = overconfident_data(n=300, k=n_classes, seed=13)
     auto = AutoCalibrator().fit(P, y)
-    assert isinstance(auto.best_estimator_, ShrinkageBinning)
-    assert auto.best_estimator_.by_class is by_class
-    assert auto.best_estimator_.prior_strength in (5.0, 10.0)
+    assert list(auto.cv_scores_) == names and not auto.cv_errors_
+
+
+# 60% of the rows are class 0. Per row, "uniform" (0.5, 0.5) loses log(0.6 / 0.5) = 0.1823
+# more than "frequencies" (0.6, 0.4) on class 0 and log(0.4 / 0.5) = -0.2231 on class 1:
+# mean 0.0201, standard deviation 0.4055 * sqrt(0.6 * 0.4) = 0.1986. Two standard errors
+# are 0.0397 at 100 rows (a tie) and 0.0126 at 1000 rows (no longer a tie).
+@pytest.mark.parametrize(
+    ("n", "first", "chosen"),
+    [
+        (100, "uniform", "uniform"),
+        (1000, "uniform", "frequencies"),
+        (100, "frequencies", "frequencies"),
+        (1000, "frequencies", "frequencies"),
+    ],
+)
+def test_auto_calibrator_keeps_the_first_candidate_unless_clearly_beaten(n, first, chosen):
+    y = np.repeat([0, 1], [6 * n // 10, 4 * n // 10])
+    rows = {"uniform": FixedRow((0.5, 0.5)), "frequencies": FixedRow((0.6, 0.4))}
+    candidates = sorted(rows.items(), key=lambda pair: pair[0] != first)
+    auto = AutoCalibrator(candidates=candidates).fit(np.full((n, 2), 0.5), y)
+    assert auto.chosen_ == chosen
+    difference = auto.cv_scores_["uniform"] - auto.cv_scores_["frequencies"]
+    assert difference == pytest.approx(0.6 * np.log(1.2) + 0.4 * np.log(0.8))
+    if first != chosen:
+        assert "the default uniform is not within 2 standard errors" in auto.explanation_
+    elif first == "uniform":
+        assert "the default uniform is within 2 standard errors of it, so it is kept" in (
+            auto.explanation_
+        )
+
+
+@pytest.mark.parametrize(
+    ("candidates", "chosen"),
+    [
+        ([("certain", FixedRow((1.0, 0.0))), ("uniform", FixedRow((0.5, 0.5)))], "uniform"),
+        ([("certain", FixedRow((1.0, 0.0))), ("certain_too", FixedRow((1.0, 0.0)))], "certain"),
+    ],
+)
+def test_auto_calibrator_does_not_keep_a_candidate_that_gives_the_truth_probability_zero(
+    candidates, chosen
+):
+    P, y = overconfident_data(n=100, k=2, seed=14)
+    auto = AutoCalibrator(candidates=candidates).fit(P, y)
+    assert auto.cv_scores_["certain"] == np.inf
+    assert auto.chosen_ == chosen
 
 
 def test_auto_calibrator_prefers_the_right_model_and_records_failures():

@@ -39,7 +39,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "isotonic": ("labels", "one-vs-rest isotonic regression"),
     "histogram": ("labels", "histogram binning"),
     "shrinkage": ("labels", "per stated value, accuracy shrunk toward temperature scaling"),
-    "auto": ("labels", "chosen among the above by cross-validated NLL"),
+    "auto": ("labels", "shrinkage, unless cross-validated NLL clearly favours one of the above"),
 }
 
 _SIMPLE = {
