@@ -339,6 +339,20 @@ def test_shrinkage_binning_pools_values_whose_accuracy_is_out_of_order():
     np.testing.assert_allclose(cal.predict_proba([[0.7, 0.3], [0.8, 0.2]])[:, 0], 0.75)
 
 
+def test_shrinkage_binning_never_states_certainty():
+    # Always right: temperature scaling sharpens until the top class rounds to 1 and
+    # the last class to almost 0, and the block's accuracy is 1; yet a wrong answer
+    # must still cost a finite NLL.
+    P = np.tile([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]], (50, 1))
+    y = np.tile([0, 2], 50)
+    cal = ShrinkageBinning().fit(P, y)
+    sharpened = cal.temperature_scaling_.predict_proba(P[:1])[0]
+    assert sharpened[0] == 1.0 and sharpened[2] < 1e-50
+    Q = cal.predict_proba(P[:1])[0]
+    # the top at 1 - 1e-6; the rest to the middle class but for a 1e-6 share of it
+    np.testing.assert_allclose(Q, [1 - 1e-6, 1e-6 / (1 + 1e-6), 1e-12 / (1 + 1e-6)], rtol=1e-9)
+
+
 # -- invariances ---------------------------------------------------------------------------
 
 

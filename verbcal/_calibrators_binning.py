@@ -144,6 +144,12 @@ class HistogramBinning(BaseCalibrator):
         return _floor_and_renormalise(Q, self.min_probability)
 
 
+#: The top probability stays this far below 1 and each other class gets at least this
+#: share of the rest: a block that was always right, or a temperature-scaled probability
+#: that underflowed to 0, must not become a certain "always" or "never".
+_MIN_SHARE = 1e-6
+
+
 def _replace_top(Q: np.ndarray, top: np.ndarray) -> np.ndarray:
     """Set each row's largest probability to ``top``; rescale the others to fill the rest."""
     rows = np.arange(len(Q))
@@ -154,6 +160,9 @@ def _replace_top(Q: np.ndarray, top: np.ndarray) -> np.ndarray:
     # Rows whose other classes underflowed to 0 share the remainder equally.
     equal = np.where(np.arange(Q.shape[1]) == winner[:, None], 0.0, 1.0 / (Q.shape[1] - 1))
     shares = np.divide(rest, rest_sum, out=equal, where=rest_sum > 0)
+    shares = np.maximum(shares, _MIN_SHARE)
+    shares[rows, winner] = 0.0
+    shares /= shares.sum(axis=1, keepdims=True)
     out = shares * (1.0 - top)[:, None]
     out[rows, winner] = top
     return out
@@ -192,9 +201,10 @@ class ShrinkageBinning(BaseCalibrator):
     the posterior mean of a Beta prior of strength ``alpha`` centred on
     temperature scaling. Big blocks follow their observed accuracy (what makes
     isotonic regression good on ECE); small blocks stay near temperature
-    scaling (what makes it good on NLL); with ``alpha > 0`` nothing reaches 0
-    or 1. The other classes share the rest in their temperature-scaled
-    proportions. A stated value never seen in calibration goes to the block of
+    scaling (what makes it good on NLL). The other classes share the rest in
+    their temperature-scaled proportions. The top probability is at most
+    1 - 1e-6 and every other class gets at least 1e-6 of the rest, so one
+    confidently wrong answer never costs an infinite NLL. A stated value never seen in calibration goes to the block of
     the nearest seen value; beyond ``max_bins`` distinct values, values are
     merged at quantiles first.
 
@@ -296,7 +306,8 @@ class ShrinkageBinning(BaseCalibrator):
     def _shrunk_top(self, blocks, alpha, n=None, a=None) -> np.ndarray:
         n = self.block_counts_[blocks] if n is None else n
         a = self.block_correct_[blocks] if a is None else a
-        return (a + alpha * self.block_confidence_[blocks]) / (n + alpha)
+        top = (a + alpha * self.block_confidence_[blocks]) / (n + alpha)
+        return np.minimum(top, 1.0 - _MIN_SHARE)
 
     def _loo_nll(self, Q, y, blocks, correct, alpha) -> float:
         """Mean NLL when each row is calibrated by its block's counts without itself."""
