@@ -204,9 +204,9 @@ class ShrinkageBinning(BaseCalibrator):
     scaling (what makes it good on NLL). The other classes share the rest in
     their temperature-scaled proportions. The top probability is at most
     1 - 1e-6 and every other class gets at least 1e-6 of the rest, so one
-    confidently wrong answer never costs an infinite NLL. A stated value never seen in calibration goes to the block of
-    the nearest seen value; beyond ``max_bins`` distinct values, values are
-    merged at quantiles first.
+    confidently wrong answer never costs an infinite NLL. A stated value never
+    seen in calibration goes to the block of the nearest seen value; beyond
+    ``max_bins`` distinct values, values are merged at quantiles first.
 
     Parameters
     ----------
