@@ -27,6 +27,7 @@ from verbcal.predictions import CONTENT_FREE, Prediction
 from verbcal.report import (
     MAX_EXAMPLE_CHARS,
     CalibratorInfo,
+    compare_metrics,
     compute_report,
     describe_calibrator,
     predicted_curve,
@@ -383,6 +384,24 @@ def test_bad_input_is_refused_with_a_clear_message(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         compute_report(**args)
+
+
+@pytest.mark.parametrize(
+    ("P_after", "y", "match"),
+    [
+        (np.full((4, 2), 0.7), [0, 1, 1, 0], "P_after row 0 sums to 1.4"),
+        (np.full((3, 2), 0.5), [0, 1, 1, 0], "must hold the same rows"),
+        (None, [0, 1, 2, 0], "outside the class indices"),
+    ],
+)
+def test_compare_metrics_checks_its_rows_once_then_trusts_the_resamples(P_after, y, match):
+    P = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    with pytest.raises(InvalidInputError, match=match):
+        compare_metrics(P, P_after, np.asarray(y), n_boot=5)
+    compare_metrics(P, P, np.array([0, 1, 1, 0]), n_boot=5)
+    # the trust in resamples ends with the call: the metrics check their input again
+    with pytest.raises(InvalidInputError, match="sums to 1.4"):
+        metrics.ece(np.full((4, 2), 0.7), [0, 1, 1, 0])
 
 
 def test_target_needs_a_positive_label_for_multiclass():

@@ -31,7 +31,9 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -124,8 +126,28 @@ class BootstrapCI(NamedTuple):
 # ---------------------------------------------------------------- input checks
 
 
+#: True while the metrics run on resamples of rows that were checked once already.
+_ROWS_CHECKED: ContextVar[bool] = ContextVar("verbcal_rows_checked", default=False)
+
+
+@contextmanager
+def _resampling_checked_rows() -> Iterator[None]:
+    """Skip the input checks inside: the caller passes resamples of checked rows only.
+
+    Checking each of hundreds of bootstrap resamples again costs more than the
+    metrics themselves on large inputs.
+    """
+    token = _ROWS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _ROWS_CHECKED.reset(token)
+
+
 def _checked(P, y) -> tuple[np.ndarray, np.ndarray]:
     """Fully checked ``P`` (float64, (n, K)) and ``y``."""
+    if _ROWS_CHECKED.get():
+        return P, y
     P = check_probabilities(P)
     return P, check_labels(y, P.shape[0], P.shape[1])
 
@@ -137,6 +159,8 @@ def _checked_for_pass(P, y) -> tuple[np.ndarray, np.ndarray]:
     about as fast as one ``P.max(axis=1)``; ``check_probabilities`` alone would
     cost several passes.
     """
+    if _ROWS_CHECKED.get():
+        return P, y
     plain = isinstance(P, np.ndarray) and P.dtype == np.float64 and P.ndim == 2
     if not (plain and P.shape[0] > 0 and P.shape[1] >= 2):
         P = check_probabilities(P)

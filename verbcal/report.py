@@ -551,18 +551,28 @@ def compare_metrics(
     >>> rows[0].name, rows[0].before.estimate
     ('accuracy', 0.75)
     """
+    P_before = check_probabilities(P_before, name="P_before")
+    y = check_labels(y, P_before.shape[0], P_before.shape[1])
+    if P_after is not None:
+        P_after = check_probabilities(P_after, name="P_after")
+        if P_after.shape != P_before.shape:
+            raise InvalidInputError(
+                f"P_after has shape {P_after.shape}, P_before {P_before.shape}: "
+                "they must hold the same rows"
+            )
     functions = _metric_functions(n_bins)
     sides = [P_before] if P_after is None else [P_before, P_after]
     values = np.empty((len(functions), len(sides), n_boot))
     rng = np.random.default_rng(seed)
     n = y.shape[0]
-    for b in range(n_boot):
-        rows = rng.integers(0, n, n)
-        y_b = y[rows]
-        for s, P in enumerate(sides):
-            P_b = P[rows]
-            for m, fn in enumerate(functions.values()):
-                values[m, s, b] = fn(P_b, y_b)
+    with metrics._resampling_checked_rows():  # resamples of the rows checked above
+        for b in range(n_boot):
+            rows = rng.integers(0, n, n)
+            y_b = y[rows]
+            for s, P in enumerate(sides):
+                P_b = P[rows]
+                for m, fn in enumerate(functions.values()):
+                    values[m, s, b] = fn(P_b, y_b)
     out = []
     for m, (name, fn) in enumerate(functions.items()):
         estimates = [fn(P, y) for P in sides]
