@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from verbcal import ConfigurationError, InvalidInputError
-from verbcal.cache import ResponseCache, canonical_json, request_key
+from verbcal.cache import ResponseCache, canonical_json, encode_request, request_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,6 +107,18 @@ def test_put_get_roundtrip_and_persistence(tmp_path):
         assert reopened.get_by_key(key) == answer("first")
         assert list(reopened.keys()) == [key]
         assert len(reopened) == 1
+
+
+def test_encoded_rows_are_stored_as_given_and_read_like_put(tmp_path):
+    key, request_text = encode_request(BASE_REQUEST)
+    assert (key, request_text) == (request_key(BASE_REQUEST), canonical_json(BASE_REQUEST))
+    body = '{"choices": [{"message": {"role": "assistant", "content": "hi"}}]}\n'
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        assert cache.put_encoded([(key, request_text, body)]) == [key]
+        assert cache.get(BASE_REQUEST) == json.loads(body) == answer("hi")
+        stored = cache._reader.execute("SELECT request, response FROM responses").fetchall()
+        assert stored == [(request_text, body)]  # the texts as received, not re-serialised
+        assert cache.put_encoded([]) == [] and cache.commits == 1
 
 
 def test_first_stored_answer_wins(tmp_path):

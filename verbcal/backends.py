@@ -53,7 +53,7 @@ from tenacity import (
 )
 
 from verbcal._errors import BackendError, ConfigurationError, InvalidInputError
-from verbcal.cache import ResponseCache, request_key
+from verbcal.cache import ResponseCache, encode_request
 
 __all__ = [
     "BackendStats",
@@ -638,7 +638,7 @@ class OpenAIBackend:
         self.tokens_per_byte = 1.0
         self._largest_tokens_per_byte = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._unsaved: list[tuple[dict, dict, asyncio.Future]] = []
+        self._unsaved: list[tuple[tuple[str, str, str], asyncio.Future]] = []
         self._cache_writer: asyncio.Task | None = None
         self._client = openai.AsyncOpenAI(
             api_key=_resolve_api_key(api_key, self.base_url),
@@ -742,15 +742,14 @@ class OpenAIBackend:
             top_logprobs=top_logprobs,
             **params,
         )
-        request = {"base_url": self.base_url, **body}
-        key = request_key(request)
+        key, request_text = encode_request({"base_url": self.base_url, **body})
         if self.cache is not None:
             cached = await asyncio.to_thread(self.cache.get_by_key, key)
             if cached is not None:
                 self.stats.cache_hits += 1
                 self.stats.completed += 1
                 return _make_result(cached, key, logprob_labels, attempts=0, from_cache=True)
-        response, attempts, reasons = await self._send_with_retries(body, request)
+        response, attempts, reasons = await self._send_with_retries(body, key, request_text)
         self.stats.completed += 1
         return _make_result(
             response, key, logprob_labels, attempts=attempts, from_cache=False, reasons=reasons
@@ -792,14 +791,14 @@ class OpenAIBackend:
         )
 
     async def _send_with_retries(
-        self, body: dict[str, Any], request: dict[str, Any]
+        self, body: dict[str, Any], key: str, request_text: str
     ) -> tuple[dict, int, tuple[str, ...]]:
         failures: list[_AttemptError] = []
         try:
             async for attempt in self._retrying():
                 with attempt:
                     try:
-                        response = await self._send_once(body, request)
+                        response = await self._send_once(body, key, request_text)
                     except _AttemptError as error:
                         failures.append(error)
                         raise
@@ -824,7 +823,7 @@ class OpenAIBackend:
         self.stats.retries_by_reason.update(f.kind for f in failures)
         return response, len(failures) + 1, tuple(f.reason for f in failures)
 
-    async def _send_once(self, body: dict[str, Any], request: dict[str, Any]) -> dict:
+    async def _send_once(self, body: dict[str, Any], key: str, request_text: str) -> dict:
         """One HTTP attempt inside the concurrency and rate limits; the answer is cached.
 
         The answer is stored before the concurrency slot is released, so at most
@@ -847,9 +846,9 @@ class OpenAIBackend:
                 if self.request_limiter is not None:
                     request_ticket = await self.request_limiter.acquire(1)
                 used = None
-                used, response = await self._post(body)
+                used, response, response_text = await self._post(body)
                 if self.cache is not None:
-                    await self._store(request, response)
+                    await self._store((key, request_text, response_text))
                 return response
             except _AttemptError as error:
                 if error.kind not in ("timeout", "connection", "malformed"):
@@ -861,15 +860,15 @@ class OpenAIBackend:
                 if token_ticket is not None:
                     self.token_limiter.settle(token_ticket, used)
 
-    async def _store(self, request: dict[str, Any], response: dict) -> None:
-        """Return once ``response`` is committed to the cache.
+    async def _store(self, row: tuple[str, str, str]) -> None:
+        """Return once ``row`` (key, request JSON, response JSON) is committed to the cache.
 
         Answers that arrive while a commit is running wait in ``_unsaved``; one
-        writer task commits them together (:meth:`ResponseCache.put_many`), so a
+        writer task commits them together (:meth:`ResponseCache.put_encoded`), so a
         burst of answers pays one ``fsync`` and occupies one worker thread.
         """
         saved = asyncio.get_running_loop().create_future()
-        self._unsaved.append((request, response, saved))
+        self._unsaved.append((row, saved))
         if self._cache_writer is None or self._cache_writer.done():
             self._cache_writer = asyncio.create_task(self._write_unsaved())
         await saved
@@ -880,10 +879,10 @@ class OpenAIBackend:
             batch, self._unsaved = self._unsaved, []
             error: Exception | None = None
             try:
-                await asyncio.to_thread(self.cache.put_many, [(r, a) for r, a, _ in batch])
+                await asyncio.to_thread(self.cache.put_encoded, [row for row, _ in batch])
             except Exception as exc:  # every waiter of the batch sees the failure
                 error = exc
-            for *_, saved in batch:
+            for _, saved in batch:
                 if saved.done():  # its waiter was cancelled
                     continue
                 if error is None:
@@ -891,8 +890,8 @@ class OpenAIBackend:
                 else:
                     saved.set_exception(error)
 
-    async def _post(self, body: dict[str, Any]) -> tuple[float | None, dict]:
-        """POST the body; return (total tokens reported or None, parsed response).
+    async def _post(self, body: dict[str, Any]) -> tuple[float | None, dict, str]:
+        """POST the body; return (total tokens reported or None, parsed response, its text).
 
         The SDK's generic ``post`` sends the body exactly as built and returns the
         text unparsed (``chat.completions.create`` would re-validate every typed
@@ -912,7 +911,7 @@ class OpenAIBackend:
         self.stats.prompt_tokens += prompt
         self.stats.completion_tokens += completion
         self._learn_tokens_per_byte(body["messages"], prompt)
-        return (prompt + completion if usage else None), response
+        return (prompt + completion if usage else None), response, text
 
     def _learn_tokens_per_byte(self, messages: Sequence[Mapping[str, Any]], prompt: int) -> None:
         """Tighten the token estimate with the prompt size the server reported."""

@@ -41,7 +41,7 @@ from typing import Any
 
 from verbcal._errors import ConfigurationError, InvalidInputError
 
-__all__ = ["ResponseCache", "request_key"]
+__all__ = ["ResponseCache", "encode_request", "request_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -94,6 +94,24 @@ def canonical_json(request: Mapping[str, Any]) -> str:
         raise InvalidInputError(f"request cannot be written as JSON: {exc}") from None
 
 
+def encode_request(request: Mapping[str, Any]) -> tuple[str, str]:
+    """The key of ``request`` and its canonical JSON text, serialising it once.
+
+    For a caller that stores the request after looking it up
+    (:meth:`ResponseCache.put_encoded` takes the text as it is).
+
+    Examples
+    --------
+    >>> key, text = encode_request({"model": "m", "temperature": 0.0})
+    >>> text, key == request_key({"temperature": 0, "model": "m"})
+    ('{"model":"m","temperature":0}', True)
+    """
+    if not isinstance(request, Mapping):
+        raise InvalidInputError(f"request must be a mapping, got {type(request).__name__}")
+    text = canonical_json(request)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), text
+
+
 def request_key(request: Mapping[str, Any]) -> str:
     """SHA-256 hex digest of the canonical JSON of ``request``.
 
@@ -115,9 +133,7 @@ def request_key(request: Mapping[str, Any]) -> str:
     >>> a == request_key({"model": "m", "temperature": 0.5, "messages": []})
     False
     """
-    if not isinstance(request, Mapping):
-        raise InvalidInputError(f"request must be a mapping, got {type(request).__name__}")
-    return hashlib.sha256(canonical_json(request).encode("utf-8")).hexdigest()
+    return encode_request(request)[0]
 
 
 class ResponseCache:
@@ -212,7 +228,21 @@ class ResponseCache:
         ...     len(keys), len(cache), cache.commits
         (2, 2, 1)
         """
-        rows = [self._row(request, response) for request, response in pairs]
+        return self.put_encoded(self._encode(request, response) for request, response in pairs)
+
+    def put_encoded(self, entries: Iterable[tuple[str, str, str]]) -> list[str]:
+        """:meth:`put_many` for rows already encoded: ``(key, request JSON, response JSON)``.
+
+        For a caller that holds the key and canonical text of each request
+        (:func:`encode_request`) and each response as the JSON text it received,
+        so nothing is serialised twice. The key must be the one
+        :func:`encode_request` gives for the request text, and the response text
+        valid JSON: neither is checked.
+        """
+        created = time.time()
+        rows = [
+            _PendingRow((key, request, response, created)) for key, request, response in entries
+        ]
         if not rows:
             return []
         with self._writes:
@@ -228,13 +258,13 @@ class ResponseCache:
         return [row.values[0] for row in rows]
 
     @staticmethod
-    def _row(request: Mapping[str, Any], response: Mapping[str, Any]) -> _PendingRow:
-        key = request_key(request)
+    def _encode(request: Mapping[str, Any], response: Mapping[str, Any]) -> tuple[str, str, str]:
+        key, request_text = encode_request(request)
         try:
             response_text = json.dumps(response, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"response cannot be written as JSON: {exc}") from None
-        return _PendingRow((key, canonical_json(request), response_text, time.time()))
+        return key, request_text, response_text
 
     def _lead_commit(self) -> None:
         """Commit every pending row in one transaction (called holding ``_writes``)."""
