@@ -462,6 +462,27 @@ def test_an_answer_that_cannot_be_cached_is_not_returned(tmp_path):
         assert server.record.total == 1 and len(cache) == 0
 
 
+def test_a_failed_cache_commit_fails_its_requests_and_the_next_commit_works(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ResponseCache(path, timeout=0.2) as cache, FaultServer() as server:
+
+        async def go():
+            async with make_backend(server, cache=cache) as backend:
+                other = sqlite3.connect(path, isolation_level=None)
+                other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+                failed = await asyncio.gather(
+                    *(backend.complete(conversation(i)) for i in range(3)),
+                    return_exceptions=True,
+                )
+                other.execute("ROLLBACK")
+                other.close()
+                return failed, await backend.complete(conversation(3))
+
+        failed, result = asyncio.run(go())
+        assert all(isinstance(e, sqlite3.OperationalError) for e in failed)
+        assert len(cache) == 1 and cache.get_by_key(result.key) == result.response
+
+
 def test_failures_are_not_cached(tmp_path):
     with ResponseCache(tmp_path / "c.sqlite") as cache, FaultServer(script=["400"]) as server:
         error, _ = run_one(server, backend_kwargs={"cache": cache})

@@ -35,6 +35,7 @@ import math
 import os
 import random
 import re
+import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -639,7 +640,8 @@ class OpenAIBackend:
         self._largest_tokens_per_byte = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._unsaved: list[tuple[tuple[str, str, str], asyncio.Future]] = []
-        self._cache_writer: asyncio.Task | None = None
+        self._unsaved_lock = threading.Lock()  # shared with the writer thread
+        self._writing = False
         self._client = openai.AsyncOpenAI(
             api_key=_resolve_api_key(api_key, self.base_url),
             base_url=self.base_url,
@@ -865,32 +867,37 @@ class OpenAIBackend:
     async def _store(self, row: tuple[str, str, str]) -> None:
         """Return once ``row`` (key, request JSON, response JSON) is committed to the cache.
 
-        Answers that arrive while a commit is running wait in ``_unsaved``; one
-        writer task commits them together (:meth:`ResponseCache.put_encoded`), so a
-        burst of answers pays one ``fsync`` and occupies one worker thread.
+        One worker thread at a time writes: it commits whatever answers are
+        waiting in ``_unsaved`` together (:meth:`ResponseCache.put_encoded`), so a
+        burst of answers pays one ``fsync``, and it keeps going while answers
+        arrive. The thread wakes the waiters itself, so an answer is returned a
+        single event-loop turn after its commit.
         """
-        saved = asyncio.get_running_loop().create_future()
-        self._unsaved.append((row, saved))
-        if self._cache_writer is None or self._cache_writer.done():
-            self._cache_writer = asyncio.create_task(self._write_unsaved())
+        loop = asyncio.get_running_loop()
+        saved = loop.create_future()
+        with self._unsaved_lock:
+            self._unsaved.append((row, saved))
+            start_writer = not self._writing
+            self._writing = True
+        if start_writer:
+            loop.run_in_executor(None, self._write_unsaved, loop)
         await saved
 
-    async def _write_unsaved(self) -> None:
+    def _write_unsaved(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: commit waiting answers in batches until none is left."""
         assert self.cache is not None
-        while self._unsaved:
-            batch, self._unsaved = self._unsaved, []
+        while True:
+            with self._unsaved_lock:
+                batch, self._unsaved = self._unsaved, []
+                if not batch:
+                    self._writing = False
+                    return
             error: Exception | None = None
             try:
-                await asyncio.to_thread(self.cache.put_encoded, [row for row, _ in batch])
+                self.cache.put_encoded([row for row, _ in batch])
             except Exception as exc:  # every waiter of the batch sees the failure
                 error = exc
-            for _, saved in batch:
-                if saved.done():  # its waiter was cancelled
-                    continue
-                if error is None:
-                    saved.set_result(None)
-                else:
-                    saved.set_exception(error)
+            loop.call_soon_threadsafe(_settle, [saved for _, saved in batch], error)
 
     async def _post(self, body: dict[str, Any]) -> tuple[float | None, dict, str]:
         """POST the body; return (total tokens reported or None, parsed response, its text).
@@ -926,6 +933,17 @@ class OpenAIBackend:
         # A margin for prompts that tokenise worse than those seen; never below 1 token
         # per 8 bytes (no tokenizer packs more) and never above the strict bound.
         self.tokens_per_byte = min(1.0, max(0.125, 1.25 * self._largest_tokens_per_byte))
+
+
+def _settle(waiters: Sequence[asyncio.Future], error: Exception | None) -> None:
+    """Wake the waiters of a cache commit (with its error, if it failed)."""
+    for saved in waiters:
+        if saved.done():  # its waiter was cancelled
+            continue
+        if error is None:
+            saved.set_result(None)
+        else:
+            saved.set_exception(error)
 
 
 def _make_result(
