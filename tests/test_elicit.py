@@ -21,6 +21,7 @@ from verbcal.cache import ResponseCache
 from verbcal.cli import main
 from verbcal.elicit import Elicitor
 from verbcal.predictions import Item, read_predictions
+from verbcal.templates import Template
 
 LABELS = ["positive", "negative"]
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff_initial=0.01, backoff_max=0.05)
@@ -92,6 +93,49 @@ def test_a_bad_api_key_stops_the_run():
         pytest.raises(BackendError, match="stopping the run.*401"),
     ):
         elicit(server, items(3))
+
+
+def test_a_run_stopping_failure_stops_the_other_items():
+    with FaultServer(labels=LABELS, script=["401"]) as server:  # later attempts would pass
+
+        async def run():
+            async with OpenAIBackend(
+                "fault-model", base_url=server.base_url, max_concurrency=2
+            ) as backend:
+                with pytest.raises(BackendError, match="stopping the run"):
+                    await Elicitor(backend, LABELS).arun(items(50))
+                await asyncio.sleep(0.3)  # nothing goes on in the background
+
+        asyncio.run(run())
+        assert server.record.total <= 4
+
+
+def test_items_are_prepared_as_slots_free_up(monkeypatch):
+    rendered_before_first_answer: list[int] = []
+    rendered = 0
+    render = Template.render
+
+    def counting_render(self, *args, **kwargs):
+        nonlocal rendered
+        rendered += 1
+        return render(self, *args, **kwargs)
+
+    def progress(done: int, total: int) -> None:
+        if done == 1:
+            rendered_before_first_answer.append(rendered)
+
+    monkeypatch.setattr(Template, "render", counting_render)
+    with FaultServer(labels=LABELS, latency=0.02) as server:
+
+        async def run():
+            async with OpenAIBackend("m", base_url=server.base_url, max_concurrency=3) as backend:
+                return await Elicitor(backend, LABELS).arun(items(40), progress=progress)
+
+        predictions, _ = asyncio.run(run())
+    # At most twice the concurrency is in hand at once, and every item is answered in order.
+    assert rendered_before_first_answer[0] <= 2 * 3
+    assert [p.id for p in predictions] == [item.id for item in items(40)]
+    assert {p.status for p in predictions} == {"ok"} and server.record.max_in_flight == 3
 
 
 def test_unparseable_answers_are_failed_with_the_parsers_reason():

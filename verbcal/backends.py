@@ -624,6 +624,7 @@ class OpenAIBackend:
                 f"timeout must be a positive number of seconds, got {timeout!r}"
             )
         self.model = model
+        self.max_concurrency = max_concurrency
         self.base_url = _resolve_base_url(base_url)
         self.cache = cache
         self.retry = retry or RetryPolicy()

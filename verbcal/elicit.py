@@ -160,17 +160,28 @@ class Elicitor:
     ) -> tuple[list[Prediction], ElicitationSummary]:
         """Predictions for ``items`` in input order, and a summary."""
         started = time.perf_counter()
+        predictions: list[Prediction | None] = [None] * len(items)
+        pending = iter(enumerate(items))  # shared: each item goes to the next free worker
         done = 0
 
-        async def one(item: Item) -> Prediction:
+        async def work() -> None:
             nonlocal done
-            prediction = await self._predict(item, kind)
-            done += 1
-            if progress is not None:
-                progress(done, len(items))
-            return prediction
+            for index, item in pending:
+                predictions[index] = await self._predict(item, kind)
+                done += 1
+                if progress is not None:
+                    progress(done, len(items))
 
-        predictions = list(await asyncio.gather(*(one(item) for item in items)))
+        # Items are prepared as workers free up rather than all at once: rendering
+        # and looking up thousands of items before the first request would delay it.
+        # Twice the backend's concurrency keeps every slot busy.
+        n_workers = min(len(items), 2 * self.backend.max_concurrency)
+        workers = [asyncio.ensure_future(work()) for _ in range(n_workers)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:  # after a run-stopping failure, stop the rest
+                worker.cancel()
         summary = ElicitationSummary(items=len(predictions), backend=self.backend.stats.as_dict())
         for prediction in predictions:
             summary.by_status[prediction.status] += 1
