@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http.server
 import json
 import math
@@ -289,6 +290,24 @@ def test_high_fault_rate_gives_the_fault_free_answers():
 
 
 # ---------------------------------------------------------------- limits
+
+
+def test_answered_requests_leave_no_reference_cycles():
+    # Cyclic garbage of every request would pile up and cost full collections of the heap.
+    with FaultServer() as server:
+
+        async def go():
+            async with make_backend(server, max_concurrency=4) as backend:
+                await backend.complete(conversation(0))  # connect, import lazily
+                gc.collect()
+                gc.disable()
+                try:
+                    await backend.complete_many([conversation(i) for i in range(1, 41)])
+                    return gc.collect()
+                finally:
+                    gc.enable()
+
+        assert asyncio.run(go()) < 40  # tenacity's cycles alone were 40 objects a request
 
 
 def test_concurrency_limit_is_respected_and_used():
