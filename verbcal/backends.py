@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import math
 import os
@@ -778,22 +779,8 @@ class OpenAIBackend:
         return list(await asyncio.gather(*(one(m) for m in conversations)))
 
     def _retrying(self) -> AsyncRetrying:
-        policy = self.retry
-        backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
-
-        def wait(state: RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            if isinstance(error, _AttemptError) and error.retry_after is not None:
-                # At least what the server asked for, plus a little jitter against herds.
-                return error.retry_after + random.uniform(0, min(1.0, 0.1 * error.retry_after))
-            return backoff(state)
-
-        return AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
-            wait=wait,
-            retry=retry_if_exception(lambda e: isinstance(e, _AttemptError) and e.retryable),
-            reraise=True,
-        )
+        """A retry controller for one request; its strategies are shared by every request."""
+        return _retry_template(self.retry).copy()
 
     async def _send_with_retries(
         self, body: dict[str, Any], key: str, request_text: str
@@ -940,6 +927,26 @@ class OpenAIBackend:
         # A margin for prompts that tokenise worse than those seen; never below 1 token
         # per 8 bytes (no tokenizer packs more) and never above the strict bound.
         self.tokens_per_byte = min(1.0, max(0.125, 1.25 * self._largest_tokens_per_byte))
+
+
+@functools.lru_cache(maxsize=16)
+def _retry_template(policy: RetryPolicy) -> AsyncRetrying:
+    """Tenacity's stop, wait and retry strategies for ``policy`` (copied for each request)."""
+    backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _AttemptError) and error.retry_after is not None:
+            # At least what the server asked for, plus a little jitter against herds.
+            return error.retry_after + random.uniform(0, min(1.0, 0.1 * error.retry_after))
+        return backoff(state)
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
+        wait=wait,
+        retry=retry_if_exception(lambda e: isinstance(e, _AttemptError) and e.retryable),
+        reraise=True,
+    )
 
 
 def _forget_actions(retrying: AsyncRetrying) -> None:
