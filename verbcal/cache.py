@@ -170,15 +170,34 @@ class ResponseCache:
         self._pending: list[_PendingRow] = []
         self._leader_busy = False
         try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute(_SCHEMA)
+            self._conn = self._open_writer(timeout)
             self._reader, self._read_lock = self._open_reader(timeout)
         except sqlite3.Error as exc:
             raise ConfigurationError(f"cannot open response cache {self.path!r}: {exc}") from None
+
+    def _open_writer(self, timeout: float) -> sqlite3.Connection:
+        """The writing connection, with WAL on and the table created.
+
+        Two processes creating the same new file can get "database is locked"
+        at once, without SQLite waiting for ``timeout`` (switching to WAL takes
+        an exclusive lock that its busy handler does not always wait for), so
+        the setup is retried until ``timeout`` has passed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(_SCHEMA)
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
 
     def _open_reader(self, timeout: float) -> tuple[sqlite3.Connection, threading.Lock]:
         """A second connection for reads, so lookups need not wait for a commit's fsync.
