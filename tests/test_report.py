@@ -280,6 +280,14 @@ def test_hand_computed_small_report():
     assert data.before.histogram.tolist() == [0] * 6 + [1, 0, 1, 2]
     assert data.before.mean_confidence == pytest.approx(0.8)
     assert "over-confident (mean confidence 0.800 against accuracy 0.750)" in data.summary[1]
+    assert (
+        "The model stated only 3 distinct confidence values, so at most 3 of the 10 bins "
+        "hold rows before calibration." in data.summary
+    )
+    single = compute_report(["neg", "pos"], np.tile([0.7, 0.3], (4, 1)), y=y, n_boot=5)
+    assert any(
+        line.startswith("The model stated a single confidence value,") for line in single.summary
+    )
     # Class "pos" scores 0.1, 0.1, 0.8, 0.4: at threshold 0.4, rows 2 and 3 are flagged.
     np.testing.assert_allclose(data.before.curve.thresholds, [0.1, 0.4, 0.8])
     np.testing.assert_allclose(data.before.curve.precision, [0.5, 0.5, 1.0])

@@ -766,10 +766,16 @@ def summarize(data: ReportData) -> list[str]:
                     f"Calibration changed which class is predicted for some rows: accuracy "
                     f"went from {acc.before.estimate:.3f} to {acc.after.estimate:.3f}."
                 )
-    if data.before.n_distinct <= 20:
+    n_distinct = data.before.n_distinct
+    if n_distinct <= 20:
+        stated = (
+            "a single confidence value"
+            if n_distinct == 1
+            else f"only {n_distinct} distinct confidence values"
+        )
         text.append(
-            f"The model stated only {data.before.n_distinct} distinct confidence values: "
-            "bins hold a few stated values each."
+            f"The model stated {stated}, so at most {n_distinct} of the {data.n_bins} "
+            "bins hold rows before calibration."
         )
     text.extend(_point_sentences(data))
     if data.parsing is not None:
