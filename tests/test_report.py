@@ -281,8 +281,8 @@ def test_hand_computed_small_report():
     assert data.before.mean_confidence == pytest.approx(0.8)
     assert "over-confident (mean confidence 0.800 against accuracy 0.750)" in data.summary[1]
     assert (
-        "The model stated only 3 distinct confidence values, so at most 3 of the 10 bins "
-        "hold rows before calibration." in data.summary
+        "The model stated only 3 distinct confidence values, so before calibration its rows "
+        "fall in at most 3 of the 10 bins." in data.summary
     )
     single = compute_report(["neg", "pos"], np.tile([0.7, 0.3], (4, 1)), y=y, n_boot=5)
     assert any(

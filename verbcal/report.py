@@ -774,8 +774,8 @@ def summarize(data: ReportData) -> list[str]:
             else f"only {n_distinct} distinct confidence values"
         )
         text.append(
-            f"The model stated {stated}, so at most {n_distinct} of the {data.n_bins} "
-            "bins hold rows before calibration."
+            f"The model stated {stated}, so before calibration its rows fall in at most "
+            f"{n_distinct} of the {data.n_bins} bins."
         )
     text.extend(_point_sentences(data))
     if data.parsing is not None:
