@@ -210,12 +210,9 @@ class Elicitor:
 
     async def _predict(self, item: Item, kind: str) -> Prediction:
         messages = self.template.render(item.text, self.labels, item.options)
-        if self.samples == 1:  # awaited directly: no task and gather for every item
-            answers = [await self._ask(messages, self.seed)]
-        else:
-            answers = await asyncio.gather(
-                *(self._ask(messages, self.seed + j) for j in range(self.samples))
-            )
+        answers = await asyncio.gather(
+            *(self._ask(messages, self.seed + j) for j in range(self.samples))
+        )
         base = Prediction(id=item.id, labels=list(self.labels), probs=None, status=FAILED)
         base.label, base.kind = item.label, kind
         failed = [a for a in answers if isinstance(a, RequestFailedError)]
