@@ -49,11 +49,11 @@ from openai import AsyncOpenAI, OpenAI
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fault_server import FaultServer, Record  # noqa: E402
 
-from verbcal.backends import OpenAIBackend  # noqa: E402
-from verbcal.cache import ResponseCache  # noqa: E402
 from verbcal.elicit import Elicitor  # noqa: E402
+from verbcal.elicit.backend import OpenAIBackend  # noqa: E402
+from verbcal.elicit.cache import ResponseCache  # noqa: E402
+from verbcal.elicit.templates import load_template  # noqa: E402
 from verbcal.predictions import Item  # noqa: E402
-from verbcal.templates import load_template  # noqa: E402
 
 LABELS = ["positive", "negative"]
 MODEL = "bench-model"

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from recorded import find_recorded_data, load_recorded_tasks
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
@@ -26,7 +27,6 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 
 from verbcal import calibrators as vc
-from verbcal._recorded import find_recorded_data, load_recorded_tasks
 from verbcal.metrics import ece, nll
 
 SEEDS = range(5)

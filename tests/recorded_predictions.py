@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verbcal._recorded import load_recorded_task, stated_distribution
+from recorded import load_recorded_task, stated_distribution
+
 from verbcal.predictions import Prediction, write_predictions
 
 

@@ -22,7 +22,7 @@ import pytest
 from fault_server import FaultServer, expected_distribution, messages_key
 
 from verbcal import ConfigurationError, InvalidInputError
-from verbcal.backends import (
+from verbcal.elicit.backend import (
     LOOPBACK_API_KEY,
     CompletionResult,
     OpenAIBackend,
@@ -34,7 +34,7 @@ from verbcal.backends import (
     parse_retry_after,
     prompt_bytes,
 )
-from verbcal.cache import ResponseCache
+from verbcal.elicit.cache import ResponseCache
 
 FAST_RETRY = RetryPolicy(max_attempts=6, backoff_initial=0.01, backoff_max=0.05)
 LABELS = ("positive", "negative")

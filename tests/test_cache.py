@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from verbcal import ConfigurationError, InvalidInputError
-from verbcal.cache import ResponseCache, canonical_json, encode_request, request_key
+from verbcal.elicit.cache import ResponseCache, canonical_json, encode_request, request_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -228,7 +228,7 @@ def test_failed_group_commit_fails_every_caller_and_stores_nothing(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from verbcal.cache import ResponseCache
+    from verbcal.elicit.cache import ResponseCache
 
     path, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cache = ResponseCache(path)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from recorded import find_recorded_data, load_recorded_tasks
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
@@ -10,8 +11,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from verbcal import ConfigurationError, InvalidInputError
-from verbcal._calibrators_base import BaseCalibrator
-from verbcal._recorded import find_recorded_data, load_recorded_tasks
 from verbcal.calibrators import (
     AutoCalibrator,
     BatchCalibration,
@@ -25,9 +24,10 @@ from verbcal.calibrators import (
     ShrinkageBinning,
     TemperatureScaling,
     VectorScaling,
-    default_candidates,
 )
-from verbcal.logits import invert_softmax
+from verbcal.calibrators.auto import default_candidates
+from verbcal.calibrators.base import BaseCalibrator
+from verbcal.calibrators.logits import invert_softmax
 from verbcal.metrics import ece, nll
 
 SUPERVISED = [
@@ -60,7 +60,7 @@ LABELS_NOT_COLUMNS = (
     "the check's labels are not column indices of its X (e.g. 3 classes, 2 columns); "
     "a calibrator's classes are the columns of P"
 )
-VERBCAL_MESSAGES = "verbcal._validation words this error its own way (InvalidInputError)"
+VERBCAL_MESSAGES = "verbcal.validation words this error its own way (InvalidInputError)"
 ONE_D_IS_BINARY = "a 1-D P is read as binary positive-class probabilities, by design"
 IGNORES_LABELS = "fitted from unlabelled rows: y is ignored"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import verbcal.data
-from verbcal._errors import ParseError
 from verbcal.data import DEMO_LABELS, _parse_jsonl, demo_dataset_path, load_demo_dataset
+from verbcal.errors import ParseError
 
 FIELDS = {"id", "text", "label", "difficulty", "phenomenon", "domain"}
 CARD = Path(verbcal.data.__file__).with_name("DATACARD.md")

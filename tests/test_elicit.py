@@ -16,12 +16,12 @@ import pytest
 from fault_server import FaultServer, expected_distribution, messages_key
 
 from verbcal import BackendError
-from verbcal.backends import OpenAIBackend, RetryPolicy
-from verbcal.cache import ResponseCache
 from verbcal.cli import main
 from verbcal.elicit import Elicitor
+from verbcal.elicit.backend import OpenAIBackend, RetryPolicy
+from verbcal.elicit.cache import ResponseCache
+from verbcal.elicit.templates import Template
 from verbcal.predictions import Item, read_predictions
-from verbcal.templates import Template
 
 LABELS = ["positive", "negative"]
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff_initial=0.01, backoff_max=0.05)

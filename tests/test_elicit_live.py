@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from verbcal.backends import OpenAIBackend
-from verbcal.cache import ResponseCache
 from verbcal.cli import main
 from verbcal.elicit import ElicitationSummary, Elicitor
-from verbcal.local_server import LocalLlamaServer
+from verbcal.elicit.backend import OpenAIBackend
+from verbcal.elicit.cache import ResponseCache
+from verbcal.elicit.local_server import LocalLlamaServer
+from verbcal.elicit.templates import list_templates, load_template
 from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction, read_predictions
-from verbcal.templates import list_templates, load_template
 
 pytestmark = pytest.mark.server
 

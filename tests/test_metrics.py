@@ -9,21 +9,12 @@ import tracemalloc
 import numpy as np
 import pytest
 from calibration import utils as uc
+from recorded import find_recorded_data, load_recorded_tasks
 from scipy import stats
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, log_loss
 
 from verbcal import ConfigurationError, InvalidInputError
-from verbcal._binning import (
-    assign_bins,
-    assign_uniform,
-    distinct_edges,
-    quantile_edges,
-    uniform_edges,
-    uniform_floor_is_exact,
-)
-from verbcal._recorded import find_recorded_data, load_recorded_tasks
-from verbcal._toplabel import iter_top_label
 from verbcal.metrics import (
     BootstrapCI,
     accuracy,
@@ -36,6 +27,15 @@ from verbcal.metrics import (
     nll,
     reliability_table,
 )
+from verbcal.metrics.binning import (
+    assign_bins,
+    assign_uniform,
+    distinct_edges,
+    quantile_edges,
+    uniform_edges,
+    uniform_floor_is_exact,
+)
+from verbcal.metrics.toplabel import iter_top_label
 
 TOL = 1e-9
 

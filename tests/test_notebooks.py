@@ -31,9 +31,10 @@ except ImportError as error:
         raise ImportError(f"{error}: CI must install nbclient, nbformat and ipykernel") from None
     pytest.skip(f"cannot run notebooks here: {error}", allow_module_level=True)
 
-from verbcal._errors import ConfigurationError  # noqa: E402
-from verbcal._recorded import find_recorded_data  # noqa: E402
-from verbcal.local_server import check_llama_cpp_server, find_smollm2_model  # noqa: E402
+from recorded import find_recorded_data  # noqa: E402
+
+from verbcal.elicit.local_server import check_llama_cpp_server, find_smollm2_model  # noqa: E402
+from verbcal.errors import ConfigurationError  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "refresh_notebooks.py"
 _spec = importlib.util.spec_from_file_location("refresh_notebooks", SCRIPT)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from recorded import load_recorded_task, stated_distribution
 
-import verbcal.parse
+import verbcal.elicit.parse
 from verbcal import ConfigurationError
-from verbcal._recorded import load_recorded_task, stated_distribution
-from verbcal.parse import check_label_names, parse_many, parse_verbalized
+from verbcal.elicit.parse import check_label_names, parse_many, parse_verbalized
 
 BOOL = ["True", "False"]
 ABCD = ["A", "B", "C", "D"]
@@ -260,7 +260,7 @@ def test_check_label_names():
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(verbcal.parse).failed == 0
+    assert doctest.testmod(verbcal.elicit.parse).failed == 0
 
 
 # --------------------------------------------------------------------------- properties

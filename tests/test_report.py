@@ -17,15 +17,14 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from recorded import load_recorded_task
 
 from verbcal import metrics, thresholds
-from verbcal._errors import ConfigurationError, InvalidInputError
-from verbcal._recorded import load_recorded_task
 from verbcal.calibrators import AutoCalibrator, TemperatureScaling
-from verbcal.parse import parse_verbalized
+from verbcal.elicit.parse import parse_verbalized
+from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.predictions import CONTENT_FREE, Prediction
 from verbcal.report import (
-    MAX_EXAMPLE_CHARS,
     CalibratorInfo,
     compare_metrics,
     compute_report,
@@ -36,6 +35,7 @@ from verbcal.report import (
     summarize_parsing,
     write_report,
 )
+from verbcal.report.compute import MAX_EXAMPLE_CHARS
 from verbcal.workflow import fit_calibrator, held_out
 
 N_BOOT = 30  # enough resamples to test the intervals; keeps the file fast

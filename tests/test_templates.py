@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import verbcal.templates
+import verbcal
 from verbcal import ConfigurationError, InvalidInputError
-from verbcal.parse import parse_verbalized
-from verbcal.templates import (
+from verbcal.elicit.parse import parse_verbalized
+from verbcal.elicit.templates import (
     CONTENT_FREE_PROBES,
     FENCE_BEGIN,
     FENCE_END,
@@ -258,13 +258,15 @@ def test_response_format_rejects_unknown_modes():
 
 
 def test_templates_are_found_in_an_installed_package_layout(tmp_path):
-    """In a wheel, the templates live in verbcal/prompts (pyproject force-include)."""
-    package = Path(verbcal.templates.__file__).parent
+    """In a wheel, the templates are files in verbcal/prompts (a link to prompts/ in a checkout)."""
+    package = Path(verbcal.__file__).parent
     site = tmp_path / "site"
+    # copytree follows the link, as building the wheel does: the copy holds real files.
     shutil.copytree(package, site / "verbcal", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(load_template("top1").source.parent, site / "verbcal" / "prompts")
+    assert not (site / "verbcal" / "prompts").is_symlink()
     code = (
-        "import verbcal.templates as t; print(t._builtin_folder()); print(t.list_templates());"
+        "import verbcal.elicit.templates as t; print(t._builtin_folder());"
+        "print(t.list_templates());"
         "print(t.load_template('mc_top1').source)"
     )
     out = subprocess.run(
@@ -334,7 +336,7 @@ def test_content_free_input_errors(texts, kwargs, error, match):
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(verbcal.templates).failed == 0
+    assert doctest.testmod(verbcal.elicit.templates).failed == 0
 
 
 # --------------------------------------------------------------------------- a real model

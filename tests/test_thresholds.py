@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from recorded import find_recorded_data, load_recorded_tasks
 from scipy import stats
 from sklearn.metrics import precision_recall_curve as sk_precision_recall_curve
 
-from verbcal._errors import ConfigurationError, InvalidInputError
-from verbcal._recorded import find_recorded_data, load_recorded_tasks
+from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.thresholds import (
     clopper_pearson,
     operating_point,

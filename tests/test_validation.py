@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from verbcal import InvalidInputError
-from verbcal._validation import check_labels, check_probabilities
+from verbcal.validation import check_labels, check_probabilities
 
 
 def test_tolerance_is_documented_and_applied():

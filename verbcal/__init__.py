@@ -5,13 +5,9 @@ The public API is what ``__all__`` lists. The elicitation side (``Elicitor``,
 calibration math does not pay for the HTTP client's import.
 """
 
-from verbcal._errors import (
-    BackendError,
-    ConfigurationError,
-    InvalidInputError,
-    ParseError,
-    VerbcalError,
-)
+from typing import Any
+
+from verbcal import elicit
 from verbcal.calibrators import (
     AutoCalibrator,
     BatchCalibration,
@@ -25,28 +21,34 @@ from verbcal.calibrators import (
     ShrinkageBinning,
     TemperatureScaling,
     VectorScaling,
+    invert_softmax,
+    softmax,
 )
-from verbcal.logits import invert_softmax, softmax
-from verbcal.parse import ParseResult, parse_verbalized
+from verbcal.elicit import (
+    ParseResult,
+    content_free_inputs,
+    list_templates,
+    load_template,
+    parse_verbalized,
+)
+from verbcal.errors import (
+    BackendError,
+    ConfigurationError,
+    InvalidInputError,
+    ParseError,
+    VerbcalError,
+)
 from verbcal.persist import CalibratorRecord, load_calibrator, save_calibrator
 from verbcal.predictions import Item, Prediction, read_items, read_predictions, write_predictions
-from verbcal.templates import content_free_inputs, list_templates, load_template
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Elicitor": "verbcal.elicit",
-    "OpenAIBackend": "verbcal.backends",
-    "RetryPolicy": "verbcal.backends",
-    "ResponseCache": "verbcal.cache",
-}
+_LAZY = frozenset({"Elicitor", "OpenAIBackend", "RetryPolicy", "ResponseCache"})
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(elicit, name)
     raise AttributeError(f"module 'verbcal' has no attribute {name!r}")
 
 

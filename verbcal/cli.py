@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from verbcal import __version__
-from verbcal._errors import BackendError, VerbcalError
+from verbcal.errors import BackendError, VerbcalError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -116,9 +116,9 @@ def _add_elicit(sub) -> None:
 
 
 def _run_elicit(args: argparse.Namespace) -> int:
-    from verbcal.backends import OpenAIBackend
-    from verbcal.cache import ResponseCache
-    from verbcal.elicit import Elicitor
+    from verbcal.elicit.backend import OpenAIBackend
+    from verbcal.elicit.cache import ResponseCache
+    from verbcal.elicit.elicitor import Elicitor
     from verbcal.predictions import CONTENT_FREE, read_items, write_predictions
 
     items = read_items(
@@ -343,7 +343,7 @@ def _run_threshold(args: argparse.Namespace) -> int:
 
 
 def _usage_error(message: str):
-    from verbcal._errors import InvalidInputError
+    from verbcal.errors import InvalidInputError
 
     return InvalidInputError(message)
 

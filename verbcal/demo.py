@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from verbcal._errors import ConfigurationError, VerbcalError
 from verbcal.data import DEMO_LABELS, load_demo_dataset
+from verbcal.errors import ConfigurationError, VerbcalError
 from verbcal.persist import CalibratorRecord, save_calibrator
 from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction, write_predictions
 
@@ -83,7 +83,7 @@ async def elicit_demo(
     backend, *, progress: Callable[[int, int], None] | None = None
 ) -> tuple[list[Prediction], object]:
     """Predictions for the demo items and the content-free probes, through ``backend``."""
-    from verbcal.elicit import Elicitor
+    from verbcal.elicit.elicitor import Elicitor
 
     elicitor = Elicitor(backend, list(DEMO_LABELS), **ELICIT_SETTINGS)
     items = demo_items()
@@ -102,8 +102,8 @@ def _elicit(
     progress: Callable[[int, int], None] | None,
     log: Callable[[str], None],
 ) -> tuple[list[Prediction], str]:
-    from verbcal.backends import RetryPolicy
-    from verbcal.cache import ResponseCache
+    from verbcal.elicit.backend import RetryPolicy
+    from verbcal.elicit.cache import ResponseCache
 
     if replay:
         provenance = recording_provenance()
@@ -124,7 +124,7 @@ def _elicit(
         return _run_elicitation(
             cache, {"base_url": base_url, "model": model}, progress
         ), f"{model} at {base_url}"
-    from verbcal.local_server import LocalLlamaServer
+    from verbcal.elicit.local_server import LocalLlamaServer
 
     log("starting the local llama.cpp server with SmolLM2-135M-Instruct …")
     with LocalLlamaServer() as server:
@@ -135,7 +135,7 @@ def _elicit(
 
 
 def _run_elicitation(cache, backend_args, progress, *, replay: bool = False) -> list[Prediction]:
-    from verbcal.backends import OpenAIBackend
+    from verbcal.elicit.backend import OpenAIBackend
 
     async def run():
         async with OpenAIBackend(cache=cache, max_concurrency=4, **backend_args) as backend:

@@ -25,12 +25,12 @@ import numpy as np
 from sklearn.frozen import FrozenEstimator
 
 from verbcal import calibrators
-from verbcal._errors import InvalidInputError
+from verbcal.errors import InvalidInputError
 
 FORMAT = "verbcal-calibrator"
 FORMAT_VERSION = 1
 
-_CLASSES: dict[str, type] = {name: getattr(calibrators, name) for name in calibrators.__all__}
+_CLASSES: dict[str, type] = {name: getattr(calibrators, name) for name in calibrators.CALIBRATORS}
 _CLASSES["FrozenEstimator"] = FrozenEstimator
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verbcal._errors import InvalidInputError
+from verbcal.errors import InvalidInputError
 
 ITEM = "item"
 CONTENT_FREE = "content_free"

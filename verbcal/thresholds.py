@@ -30,9 +30,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from verbcal._errors import ConfigurationError, InvalidInputError
-from verbcal._validation import check_labels, check_probabilities
-from verbcal.metrics import _clopper_pearson as exact_binomial_intervals
+from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.metrics.intervals import clopper_pearson
+from verbcal.validation import check_labels, check_probabilities
 
 __all__ = [
     "OperatingPoint",
@@ -304,36 +304,6 @@ def _select(
     # np.lexsort sorts by its last key first; the last index is the largest.
     best = candidates[np.lexsort((secondary[candidates], primary[candidates]))[-1]]
     return int(best), met
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) interval for a binomial proportion ``k / n``.
-
-    Parameters
-    ----------
-    k : int
-        Successes, ``0 <= k <= n``.
-    n : int
-        Trials, ``n >= 1``.
-    confidence : float, default 0.95
-        Coverage of the two-sided interval.
-
-    Returns
-    -------
-    (float, float)
-        Lower and upper bound; 0 and 1 at the edges ``k == 0`` and ``k == n``.
-
-    Examples
-    --------
-    >>> low, high = clopper_pearson(3, 3)
-    >>> round(low, 4), high
-    (0.2924, 1.0)
-    """
-    if n < 1 or not 0 <= k <= n:
-        raise InvalidInputError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    alpha = 1.0 - _check_confidence(confidence)
-    low, high = exact_binomial_intervals(np.array([k]), np.array([n]), alpha)
-    return float(low[0]), float(high[0])
 
 
 def _operating_point(

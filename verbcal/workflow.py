@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from verbcal import calibrators as cal
 from verbcal import metrics, thresholds
-from verbcal._errors import ConfigurationError, InvalidInputError
+from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.persist import CalibratorRecord
 from verbcal.predictions import CONTENT_FREE, ITEM, Prediction, PredictionArrays, to_arrays
 

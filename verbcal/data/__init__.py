@@ -12,7 +12,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from verbcal._errors import ParseError, VerbcalError
+from verbcal.errors import ParseError, VerbcalError
 
 #: The two labels of the demo dataset, in the column order of a probability matrix.
 DEMO_LABELS = ("negative", "positive")

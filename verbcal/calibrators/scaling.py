@@ -7,14 +7,14 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 from threadpoolctl import threadpool_limits
 
-from verbcal._calibrators_base import (
+from verbcal.calibrators.base import (
     EPS_GRID,
     BaseCalibrator,
     check_eps,
     fit_inverse_temperature,
     log_smoothed,
 )
-from verbcal._errors import ConfigurationError, InvalidInputError
+from verbcal.errors import ConfigurationError, InvalidInputError
 
 
 class TemperatureScaling(BaseCalibrator):

@@ -14,8 +14,8 @@ from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from verbcal._errors import ConfigurationError, InvalidInputError
-from verbcal._validation import check_labels, check_probabilities
+from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.validation import check_labels, check_probabilities
 
 #: Smoothings tried by ``eps="auto"``: from "trust a stated 0" to "a stated 0 is a 3% chance".
 EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)

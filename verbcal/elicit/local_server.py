@@ -28,7 +28,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from types import TracebackType
 
-from verbcal._errors import BackendError, ConfigurationError
+from verbcal.errors import BackendError, ConfigurationError
 
 __all__ = [
     "LocalLlamaServer",

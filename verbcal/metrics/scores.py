@@ -1,31 +1,6 @@
-"""How trustworthy are the probabilities? Calibration errors, proper scores, reliability tables.
+"""The metrics: calibration errors, proper scores, reliability tables, bootstrap intervals.
 
-Conventions shared by every function here:
-
-* ``P`` is an (n, K) array of probability rows (each row sums to 1 within
-  ``1e-6``). A 1-D array is read as the probability of class 1 of a binary
-  problem, i.e. the rows ``[1 - p, p]`` (``check_probabilities``). ``y`` holds
-  the gold class indices ``0..K-1``.
-* Top-label metrics (``ece``, ``mce``, ``debiased_ece``, ``accuracy`` and the
-  default ``reliability_table``) use the confidence ``max_k P[i, k]`` and the
-  prediction ``argmax_k P[i, k]``; among tied maxima the prediction is the
-  first class (numpy's ``argmax`` rule), so a row ``[0.5, 0.5]`` predicts
-  class 0.
-* Bins are ``[a, b)`` except the last, ``[a, 1]``: exact 0.0 lands in the
-  first bin and exact 1.0 in the last. A bin is a range of scores, so equal
-  scores always share a bin. Strategies:
-
-  - ``"uniform"``: ``n_bins`` bins with edges ``i / n_bins``;
-  - ``"quantile"``: about ``n / n_bins`` scores per bin, edges at midpoints
-    between neighbouring sorted scores. When a cut falls inside a run of equal
-    scores (common with verbalized probabilities such as 0.9), the whole run
-    goes to the upper bin and coinciding edges merge, so there may be fewer
-    bins than ``n_bins``;
-  - ``"distinct"``: one bin per distinct score (``n_bins`` is ignored); the
-    natural choice for coarse verbalized probabilities.
-
-* Empty bins are kept in tables (NaN accuracy and confidence) and contribute
-  nothing to the errors.
+The conventions are in the package docstring (:mod:`verbcal.metrics`).
 """
 
 from __future__ import annotations
@@ -38,9 +13,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import beta
 
-from verbcal._binning import (
+from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.metrics.binning import (
     STRATEGIES,
     BinSums,
     assign_uniform,
@@ -48,9 +23,9 @@ from verbcal._binning import (
     uniform_edges,
     uniform_floor_is_exact,
 )
-from verbcal._errors import ConfigurationError, InvalidInputError
-from verbcal._toplabel import iter_top_label
-from verbcal._validation import check_labels, check_probabilities
+from verbcal.metrics.intervals import binomial_intervals
+from verbcal.metrics.toplabel import iter_top_label
+from verbcal.validation import check_labels, check_probabilities
 
 __all__ = [
     "BootstrapCI",
@@ -131,7 +106,7 @@ _ROWS_CHECKED: ContextVar[bool] = ContextVar("verbcal_rows_checked", default=Fal
 
 
 @contextmanager
-def _resampling_checked_rows() -> Iterator[None]:
+def resampling_checked_rows() -> Iterator[None]:
     """Skip the input checks inside: the caller passes resamples of checked rows only.
 
     Checking each of hundreds of bootstrap resamples again costs more than the
@@ -493,7 +468,7 @@ def reliability_table(
         scores, outcomes = np.ascontiguousarray(P[:, class_index]), y == class_index
     sums = BinSums.of(scores, outcomes, bin_edges(scores, n_bins, strategy))
     acc, conf = sums.means()
-    low, high = _clopper_pearson(sums.positive, sums.count, alpha)
+    low, high = binomial_intervals(sums.positive, sums.count, 1.0 - alpha)
     return ReliabilityTable(
         edges=sums.edges,
         count=sums.count,
@@ -506,20 +481,6 @@ def reliability_table(
         alpha=float(alpha),
         class_index=class_index,
     )
-
-
-def _clopper_pearson(
-    successes: np.ndarray, trials: np.ndarray, alpha: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact binomial interval per bin; 0 / 1 at the boundaries, NaN where ``trials == 0``."""
-    k, n = successes.astype(float), trials.astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(k > 0, beta.ppf(alpha / 2, k, n - k + 1), 0.0)
-        high = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
-    empty = n == 0
-    low[empty] = np.nan
-    high[empty] = np.nan
-    return low, high
 
 
 def bootstrap_ci(

@@ -1,8 +1,8 @@
 """Assemble the report's HTML page from a :class:`verbcal.report.ReportData`.
 
-One self-contained file: inline CSS, inline SVG (from :mod:`verbcal._svg`), no
+One self-contained file: inline CSS, inline SVG (from :mod:`verbcal.report.svg`), no
 scripts, no external assets. Every string that comes from the data or the
-model goes through :func:`verbcal._svg.esc`.
+model goes through :func:`verbcal.report.svg.esc`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING
 
-from verbcal import _svg
-from verbcal._svg import esc
+from verbcal.report import svg as _svg
+from verbcal.report.svg import esc
 
 if TYPE_CHECKING:
     from verbcal.report import (

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from verbcal._errors import BackendError, ConfigurationError
-from verbcal.backends import CompletionResult, OpenAIBackend, RequestFailedError
-from verbcal.logits import invert_softmax, softmax
-from verbcal.parse import FAILED, OK, REPAIRED, check_label_names, parse_verbalized
+from verbcal.calibrators.logits import invert_softmax, softmax
+from verbcal.elicit.backend import CompletionResult, OpenAIBackend, RequestFailedError
+from verbcal.elicit.parse import FAILED, OK, REPAIRED, check_label_names, parse_verbalized
+from verbcal.elicit.templates import Template, content_free_inputs, load_template, response_format
+from verbcal.errors import BackendError, ConfigurationError
 from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction
-from verbcal.templates import Template, content_free_inputs, load_template, response_format
 
 #: Called after each finished item with (items done, items in all).
 ProgressCallback = Callable[[int, int], None]
@@ -81,7 +81,7 @@ class Elicitor:
     labels : sequence of str
         The label set, in the order of the probability columns.
     template : str, path or Template, default "distribution"
-        A shipped template name (see :func:`verbcal.templates.list_templates`)
+        A shipped template name (see :func:`verbcal.elicit.templates.list_templates`)
         or the path of your own.
     json_mode : {"none", "json_object", "json_schema"}, default "none"
         How to constrain the answer: OpenAI structured outputs
@@ -193,7 +193,7 @@ class Elicitor:
     def probe_items(self, in_domain_texts: Sequence[str] | None = None, **kwargs) -> list[Item]:
         """Content-free probe items ("N/A", "", "[MASK]", random in-domain words).
 
-        Keyword arguments go to :func:`verbcal.templates.content_free_inputs`.
+        Keyword arguments go to :func:`verbcal.elicit.templates.content_free_inputs`.
         Run them with ``arun(items, kind="content_free")`` (or ``run_probes``).
         """
         texts = content_free_inputs(in_domain_texts, **kwargs)

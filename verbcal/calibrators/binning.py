@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from verbcal._calibrators_base import BaseCalibrator
-from verbcal._calibrators_scaling import TemperatureScaling
-from verbcal._errors import ConfigurationError
+from verbcal.calibrators.base import BaseCalibrator
+from verbcal.calibrators.scaling import TemperatureScaling
+from verbcal.errors import ConfigurationError
 
 #: Prior strengths tried by ``ShrinkageBinning(prior_strength="auto")``.
 PRIOR_STRENGTH_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0)

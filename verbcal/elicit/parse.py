@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verbcal._errors import ConfigurationError
+from verbcal.errors import ConfigurationError
 
 OK = "ok"
 REPAIRED = "repaired"
@@ -99,7 +99,7 @@ class _Reading:
     reason: str = ""
 
 
-def _normalise(name: str) -> str:
+def normalise_label(name: str) -> str:
     """Case-, whitespace- and punctuation-insensitive form of a label or key."""
     folded = name.casefold()
     return " ".join(re.findall(r"[^\W_]+", folded)) or folded.strip()
@@ -132,7 +132,7 @@ class _LabelIndex:
             self._add(alias, self.labels.index(target), f"alias {alias!r}")
 
     def _add(self, form: str, index: int, what: str) -> None:
-        key = _normalise(form)
+        key = normalise_label(form)
         if self.forms.get(key, index) != index:
             other = self.labels[self.forms[key]]
             raise ConfigurationError(f"{what} cannot be told apart from label {other!r}")
@@ -144,7 +144,7 @@ class _LabelIndex:
             value = str(value)
         if not isinstance(value, str):
             return None
-        return self.forms.get(_normalise(value))
+        return self.forms.get(normalise_label(value))
 
     def pattern(self) -> str:
         """A regex alternation of every written form, longest first."""
@@ -467,7 +467,7 @@ def _read_object_or_reject(
     for key, value in obj.items():
         label = index.match(key)
         if label is None:
-            role = _normalise(key)
+            role = normalise_label(key)
             if role in _ANSWER_KEYS or role in _CONFIDENCE_KEYS:
                 roles["answer" if role in _ANSWER_KEYS else "confidence"] = value
             continue

@@ -1,28 +1,4 @@
-"""The reliability report: what it shows, computed as plain data, then written as one HTML file.
-
-:func:`compute_report` turns held-out probability rows (before and after
-calibration), their gold labels when there are any, the parse statuses of the
-answers and a description of the calibrator into a :class:`ReportData`: metric
-tables with bootstrap intervals, reliability tables, confidence histograms,
-per-class calibration, precision–recall curves, operating points and a
-plain-language summary. Nothing here draws; :func:`render_html` (in
-``verbcal._report_html`` and ``verbcal._svg``) draws the data, and tests check
-the numbers here against :mod:`verbcal.metrics` and :mod:`verbcal.thresholds`.
-
-Conventions:
-
-* Confidence histograms, reliability tables and the binned errors use the same
-  ``n_bins`` uniform bins of the top-label confidence (``[a, b)``, the last one
-  closed), so a diagram and the ECE next to it describe the same bins.
-* Metric intervals are percentile bootstrap intervals that resample rows, with
-  resample ``b`` the same for every metric and for "before" and "after": each
-  interval equals ``metrics.bootstrap_ci(metric, P, y, n_boot, random_state=seed)``,
-  and the change "after − before" is a *paired* bootstrap interval, which is
-  narrower than comparing two intervals by eye.
-* An operating point is chosen from the probabilities alone (the precision they
-  predict, assuming they are calibrated); with gold labels, the precision it
-  actually reaches on the same rows is shown beside the promise.
-"""
+"""Compute the report's data (:class:`ReportData`) from probability rows; nothing here draws."""
 
 from __future__ import annotations
 
@@ -37,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from verbcal import metrics, thresholds
-from verbcal._binning import assign_bins, uniform_edges
-from verbcal._errors import ConfigurationError, InvalidInputError
-from verbcal._validation import check_labels, check_probabilities
+from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics import BootstrapCI, ReliabilityTable
+from verbcal.metrics.binning import assign_bins, uniform_edges
+from verbcal.metrics.scores import resampling_checked_rows
 from verbcal.predictions import ITEM, Prediction
+from verbcal.validation import check_labels, check_probabilities
 
 __all__ = [
     "CalibratorInfo",
@@ -565,7 +542,7 @@ def compare_metrics(
     values = np.empty((len(functions), len(sides), n_boot))
     rng = np.random.default_rng(seed)
     n = y.shape[0]
-    with metrics._resampling_checked_rows():  # resamples of the rows checked above
+    with resampling_checked_rows():  # resamples of the rows checked above
         for b in range(n_boot):
             rows = rng.integers(0, n, n)
             y_b = y[rows]
@@ -849,7 +826,7 @@ def render_html(data: ReportData) -> str:
     >>> page.startswith("<!DOCTYPE html>"), "<script" in page
     (True, False)
     """
-    from verbcal._report_html import render
+    from verbcal.report.html import render
 
     return render(data)
 

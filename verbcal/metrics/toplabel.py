@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from verbcal._validation import SUM_TOLERANCE, check_probabilities
+from verbcal.validation import SUM_TOLERANCE, check_probabilities
 
 #: Rows per chunk: three (K, rows) float64 buffers stay within a typical L2 cache for K = 10.
 CHUNK_ROWS = 4096

@@ -1,27 +1,4 @@
-"""Calibrators: probability rows in, calibrated probability rows out.
-
-Every calibrator follows scikit-learn's estimator contract: ``fit(P, y)`` on an
-(n, K) array of probability rows and gold class indices ``0..K-1``, then
-``predict_proba(P)`` / ``predict(P)``. Input is checked once, at ``fit`` and
-``predict_proba``; pass ``renormalize=True`` to accept rows that do not sum to 1.
-
-=========================== ===================================================
-Calibrator                  Map
-=========================== ===================================================
-TemperatureScaling          ``softmax(log(p + eps) / T)`` (Wang et al. 2024)
-NaiveTemperatureScaling     ``softmax(p / T)`` (the "re-softmax" baseline)
-ContextualCalibration       content-free prior removed (Zhao et al. 2021), no labels
-BatchCalibration            batch prior removed in logit space (Zhou et al. 2023), no labels
-VectorScaling               ``softmax(w * log(p + eps) + b)``
-MatrixScaling               ``softmax(W log(p + eps) + b)``, Dirichlet (Kull et al. 2019)
-PlattScaling                logistic fit on the log-odds, binary only
-IsotonicCalibration         one-vs-rest isotonic, floored and renormalised
-HistogramBinning            one-vs-rest equal-width bins, floored and renormalised
-ShrinkageBinning            per stated value, accuracy shrunk toward temperature scaling
-CalibratorChain             calibrators applied one after the other
-AutoCalibrator              picks a calibrator by cross-validation
-=========================== ===================================================
-"""
+"""AutoCalibrator (a calibrator chosen by cross-validation) and CalibratorChain."""
 
 from __future__ import annotations
 
@@ -29,34 +6,19 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from verbcal._calibrators_base import BaseCalibrator
-from verbcal._calibrators_binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
-from verbcal._calibrators_scaling import (
-    BatchCalibration,
-    ContextualCalibration,
+from verbcal.calibrators.base import BaseCalibrator
+from verbcal.calibrators.binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
+from verbcal.calibrators.scaling import (
     MatrixScaling,
     NaiveTemperatureScaling,
     PlattScaling,
     TemperatureScaling,
     VectorScaling,
 )
-from verbcal._errors import ConfigurationError, InvalidInputError, VerbcalError
+from verbcal.errors import ConfigurationError, InvalidInputError, VerbcalError
 from verbcal.metrics import ece
 
-__all__ = [
-    "AutoCalibrator",
-    "BatchCalibration",
-    "CalibratorChain",
-    "ContextualCalibration",
-    "HistogramBinning",
-    "IsotonicCalibration",
-    "MatrixScaling",
-    "NaiveTemperatureScaling",
-    "PlattScaling",
-    "ShrinkageBinning",
-    "TemperatureScaling",
-    "VectorScaling",
-]
+__all__ = ["AutoCalibrator", "CalibratorChain", "default_candidates"]
 
 #: Prior strength of the ShrinkageBinning candidate that AutoCalibrator keeps by default.
 DEFAULT_PRIOR_STRENGTH = 5.0
@@ -89,6 +51,7 @@ class CalibratorChain(BaseCalibrator):
     labelled rows: ``softmax((log(p + eps) - log(p_cf + eps)) / T)``.
 
     >>> from sklearn.frozen import FrozenEstimator
+    >>> from verbcal import ContextualCalibration, TemperatureScaling
     >>> contextual = ContextualCalibration().fit([[0.7, 0.3], [0.9, 0.1]])
     >>> chain = CalibratorChain([FrozenEstimator(contextual), TemperatureScaling(eps=0)])
     >>> P = np.array([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05], [0.7, 0.3]])

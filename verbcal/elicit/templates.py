@@ -38,12 +38,13 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from verbcal._errors import ConfigurationError, InvalidInputError
-from verbcal.parse import _normalise, check_label_names
+from verbcal.elicit.parse import check_label_names, normalise_label
+from verbcal.errors import ConfigurationError, InvalidInputError
 
 FENCE_BEGIN = "<<<BEGIN DATA>>>"
 FENCE_END = "<<<END DATA>>>"
@@ -184,11 +185,12 @@ class Template:
 
     def _check_labels(self, labels: Sequence[str]) -> list[str]:
         labels = check_label_names(labels)
-        reserved = {_normalise(key): key for key in _RESERVED_KEYS}
+        reserved = {normalise_label(key): key for key in _RESERVED_KEYS}
         for label in labels:
-            if _normalise(label) in reserved:
+            clash = reserved.get(normalise_label(label))
+            if clash is not None:
                 raise ConfigurationError(
-                    f"label {label!r} clashes with the answer key {reserved[_normalise(label)]!r} "
+                    f"label {label!r} clashes with the answer key {clash!r} "
                     f"of template {self.name!r}; rename the label"
                 )
         return labels
@@ -243,14 +245,12 @@ class Template:
 
 
 def _builtin_folder() -> Path:
-    """``verbcal/prompts`` in an installed wheel, else ``<repo>/prompts`` in a checkout."""
-    package = Path(__file__).resolve().parent
-    for folder in (package / "prompts", package.parent / "prompts"):
-        if folder.is_dir() and any(folder.glob("*.json")):
-            return folder
+    """Package data ``verbcal/prompts``: a link to ``prompts/`` in a checkout, files in a wheel."""
+    folder = Path(str(resources.files("verbcal") / "prompts"))
+    if folder.is_dir() and any(folder.glob("*.json")):
+        return folder
     raise ConfigurationError(
-        f"built-in prompt templates not found in {package / 'prompts'} "
-        f"nor {package.parent / 'prompts'}; the installation is incomplete"
+        f"built-in prompt templates not found in {folder}; the installation is incomplete"
     )
 
 

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from verbcal._errors import ConfigurationError, InvalidInputError
+from verbcal.errors import ConfigurationError, InvalidInputError
 
 __all__ = ["ResponseCache", "encode_request", "request_key"]
 

@@ -11,7 +11,7 @@
   exhaustion (429 with ``insufficient_quota``) fail at once: retrying cannot fix them.
 * **Limits**: at most ``max_concurrency`` requests in flight, and sliding-window
   limits on requests and tokens per minute (:class:`RateLimiter`).
-* **The response cache** (:class:`verbcal.cache.ResponseCache`): looked up before
+* **The response cache** (:class:`verbcal.elicit.cache.ResponseCache`): looked up before
   sending, written and committed before the answer is returned.
 * **A result per request** (:class:`CompletionResult`) and run counters
   (:class:`BackendStats`).
@@ -54,8 +54,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from verbcal._errors import BackendError, ConfigurationError, InvalidInputError
-from verbcal.cache import ResponseCache, encode_request
+from verbcal.elicit.cache import ResponseCache, encode_request
+from verbcal.errors import BackendError, ConfigurationError, InvalidInputError
 
 __all__ = [
     "BackendStats",
@@ -91,7 +91,7 @@ class CompletionResult:
     texts : tuple of str
         Content of every choice (more than one when the request set ``n``).
     key : str
-        Cache key of the request (see :func:`verbcal.cache.request_key`).
+        Cache key of the request (see :func:`verbcal.elicit.cache.request_key`).
     prompt_tokens, completion_tokens : int
         Usage the server reported (0 when it reported none).
     finish_reason : str or None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verbcal._errors import InvalidInputError
+from verbcal.errors import InvalidInputError
 
 #: Rows of a probability array may miss summing to 1 by this much before they are refused.
 SUM_TOLERANCE = 1e-6

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from verbcal._errors import InvalidInputError
-from verbcal._validation import check_probabilities
+from verbcal.errors import InvalidInputError
+from verbcal.validation import check_probabilities
 
 #: Smoothing added to every probability before the log, so that a stated 0.0 stays finite.
 DEFAULT_EPS = 1e-3

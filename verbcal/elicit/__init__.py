@@ -1,0 +1,56 @@
+"""Elicitation: ask a chat model for a probability per label and read what comes back.
+
+The flow is template → backend (with the response cache) → parser:
+
+* :mod:`verbcal.elicit.templates` renders chat messages from a prompt template;
+* :mod:`verbcal.elicit.backend` sends them to any OpenAI-compatible endpoint
+  (retries, rate limits, token probabilities), storing every response in the
+  :mod:`verbcal.elicit.cache` before it is used;
+* :mod:`verbcal.elicit.parse` reads the answer into probabilities with a status;
+* :class:`Elicitor` runs all three over many items.
+
+The HTTP side (``Elicitor``, ``OpenAIBackend``, ``RetryPolicy``,
+``ResponseCache``, ``LocalLlamaServer``) is imported on first use, so that
+reading templates and parsing answers does not pay for the HTTP client's import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from verbcal.elicit.parse import ParseResult, check_label_names, parse_many, parse_verbalized
+from verbcal.elicit.templates import Template, content_free_inputs, list_templates, load_template
+
+_LAZY = {
+    "Elicitor": "verbcal.elicit.elicitor",
+    "ElicitationSummary": "verbcal.elicit.elicitor",
+    "OpenAIBackend": "verbcal.elicit.backend",
+    "RetryPolicy": "verbcal.elicit.backend",
+    "ResponseCache": "verbcal.elicit.cache",
+    "LocalLlamaServer": "verbcal.elicit.local_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'verbcal.elicit' has no attribute {name!r}")
+
+
+__all__ = [
+    "ElicitationSummary",
+    "Elicitor",
+    "LocalLlamaServer",
+    "OpenAIBackend",
+    "ParseResult",
+    "ResponseCache",
+    "RetryPolicy",
+    "Template",
+    "check_label_names",
+    "content_free_inputs",
+    "list_templates",
+    "load_template",
+    "parse_many",
+    "parse_verbalized",
+]

@@ -1,0 +1,65 @@
+"""The reliability report: what it shows, computed as plain data, then written as one HTML file.
+
+:func:`compute_report` turns held-out probability rows (before and after
+calibration), their gold labels when there are any, the parse statuses of the
+answers and a description of the calibrator into a :class:`ReportData`: metric
+tables with bootstrap intervals, reliability tables, confidence histograms,
+per-class calibration, precision–recall curves, operating points and a
+plain-language summary. Nothing here draws; :func:`render_html` (in
+``verbcal.report.html`` and ``verbcal.report.svg``) draws the data, and tests check
+the numbers here against :mod:`verbcal.metrics` and :mod:`verbcal.thresholds`.
+
+Conventions:
+
+* Confidence histograms, reliability tables and the binned errors use the same
+  ``n_bins`` uniform bins of the top-label confidence (``[a, b)``, the last one
+  closed), so a diagram and the ECE next to it describe the same bins.
+* Metric intervals are percentile bootstrap intervals that resample rows, with
+  resample ``b`` the same for every metric and for "before" and "after": each
+  interval equals ``metrics.bootstrap_ci(metric, P, y, n_boot, random_state=seed)``,
+  and the change "after − before" is a *paired* bootstrap interval, which is
+  narrower than comparing two intervals by eye.
+* An operating point is chosen from the probabilities alone (the precision they
+  predict, assuming they are calibrated); with gold labels, the precision it
+  actually reaches on the same rows is shown beside the promise.
+"""
+
+from verbcal.report.compute import (
+    CalibratorInfo,
+    ClassCalibration,
+    CurveData,
+    FailureReason,
+    MetricComparison,
+    OperatingPointCheck,
+    ParseSummary,
+    ProbabilityView,
+    ReportData,
+    compare_metrics,
+    compute_report,
+    describe_calibrator,
+    predicted_curve,
+    render_html,
+    report_from_predictions,
+    summarize_parsing,
+    write_report,
+)
+
+__all__ = [
+    "CalibratorInfo",
+    "ClassCalibration",
+    "CurveData",
+    "FailureReason",
+    "MetricComparison",
+    "OperatingPointCheck",
+    "ParseSummary",
+    "ProbabilityView",
+    "ReportData",
+    "compare_metrics",
+    "compute_report",
+    "describe_calibrator",
+    "predicted_curve",
+    "render_html",
+    "report_from_predictions",
+    "summarize_parsing",
+    "write_report",
+]
