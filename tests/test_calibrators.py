@@ -316,6 +316,19 @@ def test_histogram_binning_by_hand():
     np.testing.assert_allclose(cal.bin_values_[1], [0.5, 0.0, 0.625, 1.0])
 
 
+def test_histogram_binning_puts_stated_values_on_an_edge_in_the_bin_they_start():
+    # Regression: np.linspace(0, 1, 11) puts its edges 0.3, 0.6 and 0.7 one ulp above
+    # those values, so stated 0.3, 0.6 and 0.7 fell one bin low. Bins are [a, b), the
+    # bins of verbcal.metrics (edges i / n_bins).
+    P = np.array([[0.7, 0.3], [0.7, 0.3], [0.4, 0.6], [0.4, 0.6]])
+    cal = HistogramBinning(n_bins=10, min_probability=0.0).fit(P, [0, 1, 1, 1])
+    np.testing.assert_array_equal(cal.bin_edges_, np.arange(11) / 10)
+    assert cal.bin_values_[0, 7] == 0.5 and cal.bin_values_[0, 4] == 0.0
+    assert cal.bin_values_[1, 3] == 0.5 and cal.bin_values_[1, 6] == 1.0
+    # The bins below hold no row and keep their midpoints.
+    np.testing.assert_allclose(cal.bin_values_[[0, 1], [6, 2]], [0.65, 0.25])
+
+
 def test_shrinkage_binning_by_hand():
     # Stated 0.9: right 8 times in 10; stated 0.6: right 6 times in 10.
     P = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10)

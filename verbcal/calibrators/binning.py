@@ -8,6 +8,7 @@ from sklearn.isotonic import IsotonicRegression
 from verbcal.calibrators.base import BaseCalibrator
 from verbcal.calibrators.scaling import TemperatureScaling
 from verbcal.errors import ConfigurationError
+from verbcal.metrics.binning import assign_bins, uniform_edges
 
 #: Prior strengths tried by ``ShrinkageBinning(prior_strength="auto")``.
 PRIOR_STRENGTH_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0)
@@ -90,7 +91,8 @@ class HistogramBinning(BaseCalibrator):
 
     Each class's probability is replaced by the frequency of that class among
     the calibration rows whose probability falls in the same bin of
-    ``[0, 1]`` (the last bin includes 1.0). A bin no calibration row fell in
+    ``[0, 1]``: the bins of :mod:`verbcal.metrics`, edges ``i / n_bins``,
+    ``[a, b)`` with the last one closed. A bin no calibration row fell in
     keeps its midpoint. Values are floored at ``min_probability`` and rows
     renormalised, as in :class:`IsotonicCalibration`.
 
@@ -120,7 +122,7 @@ class HistogramBinning(BaseCalibrator):
         self.renormalize = renormalize
 
     def _bin(self, p: np.ndarray) -> np.ndarray:
-        return np.clip(np.searchsorted(self.bin_edges_, p, side="right") - 1, 0, self.n_bins - 1)
+        return assign_bins(p, self.bin_edges_)
 
     def _fit(self, P, y):
         if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, (int, np.integer)):
@@ -128,7 +130,7 @@ class HistogramBinning(BaseCalibrator):
         if self.n_bins < 1:
             raise ConfigurationError(f"n_bins must be an integer >= 1, got {self.n_bins!r}")
         _check_min_probability(self.min_probability)
-        self.bin_edges_ = np.linspace(0.0, 1.0, self.n_bins + 1)
+        self.bin_edges_ = uniform_edges(self.n_bins)
         midpoints = (self.bin_edges_[:-1] + self.bin_edges_[1:]) / 2
         values = []
         for k in range(P.shape[1]):
