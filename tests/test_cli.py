@@ -194,6 +194,14 @@ def test_unknown_method_and_help(capsys):
         assert exc.value.code == 0
 
 
+def test_apply_help_names_the_field_apply_writes(capsys):
+    # Regression: the help said each row gets 'calibrated': true; the field is calibrated_by.
+    with pytest.raises(SystemExit):
+        main(["apply", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'calibrated_by'" in text and "'calibrated': true" not in text
+
+
 def test_report_writes_a_self_contained_page(boolq_preds, tmp_path, capsys):
     cal, page = tmp_path / "cal.json", tmp_path / "report.html"
     run(capsys, "fit", "--preds", boolq_preds, "--method", "temperature", "--out", cal)

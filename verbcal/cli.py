@@ -221,7 +221,7 @@ def _add_apply(sub) -> None:
         "apply",
         help="write calibrated predictions",
         description="Apply a saved calibrator to predictions JSONL; rows that failed to "
-        "parse are copied unchanged. Each row gets 'calibrated': true.",
+        "parse are copied unchanged. Each calibrated row gets 'calibrated_by': METHOD.",
     )
     p.add_argument("--preds", required=True, type=Path)
     p.add_argument("--calibrator", required=True, type=Path)
