@@ -468,9 +468,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VerbcalError as exc:
         print(f"verbcal {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except json.JSONDecodeError as exc:  # pragma: no cover - inputs are read with line numbers
-        print(f"verbcal {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     finally:
         restore_sigterm()
 
