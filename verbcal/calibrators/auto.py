@@ -15,7 +15,7 @@ from verbcal.calibrators.scaling import (
     TemperatureScaling,
     VectorScaling,
 )
-from verbcal.errors import ConfigurationError, InvalidInputError, VerbcalError
+from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics import ece
 
 __all__ = ["AutoCalibrator", "CalibratorChain", "default_candidates"]
@@ -149,8 +149,11 @@ class AutoCalibrator(BaseCalibrator):
     standard error by ECE followed noise on a few hundred rows and calibrated
     worse on new rows.
 
-    Only the rows given to ``fit`` are ever used. A candidate that fails on a
-    fold (say, a fold with a single class) scores infinity and the reason is kept.
+    Only the rows given to ``fit`` are ever used. A candidate that raises on a
+    fold (any exception: say, a fold with a single class) or predicts rows of
+    the wrong shape or with NaN scores infinity, is skipped, and the reason is
+    kept in ``cv_errors_`` and ``explanation_``; ``fit`` raises only when every
+    candidate failed, naming each reason.
 
     Parameters
     ----------
@@ -176,7 +179,7 @@ class AutoCalibrator(BaseCalibrator):
     cv_ece_ : dict of str to float
         Cross-validated top-label ECE of each candidate that did not fail.
     cv_errors_ : dict of str to str
-        Why a candidate failed, for those that did.
+        Why a candidate failed (exception type and message), for those that did.
     explanation_ : str
         The choice in plain language.
 
@@ -223,7 +226,14 @@ class AutoCalibrator(BaseCalibrator):
     def _out_of_fold(estimator, P, y, folds) -> np.ndarray:
         Q = np.empty_like(P)
         for train, test in folds:
-            Q[test] = clone(estimator).fit(P[train], y[train]).predict_proba(P[test])
+            fold = np.asarray(clone(estimator).fit(P[train], y[train]).predict_proba(P[test]))
+            if fold.shape != (len(test), P.shape[1]):
+                raise InvalidInputError(
+                    f"predict_proba returned shape {fold.shape}, expected {(len(test), P.shape[1])}"
+                )
+            if not np.isfinite(fold).all() or (fold < 0).any():
+                raise InvalidInputError("predict_proba returned NaN, infinite or negative values")
+            Q[test] = fold
         return Q
 
     def _fit(self, P, y):
@@ -233,9 +243,9 @@ class AutoCalibrator(BaseCalibrator):
         for name, estimator in candidates.items():
             try:
                 Q = self._out_of_fold(estimator, P, y, folds)
-            except VerbcalError as exc:  # e.g. a fold with a single class
+            except Exception as exc:  # one candidate's failure must not stop the others
                 self.cv_scores_[name] = np.inf
-                self.cv_errors_[name] = str(exc)
+                self.cv_errors_[name] = f"{type(exc).__name__}: {exc}"
                 continue
             with np.errstate(divide="ignore"):
                 row_nll[name] = -np.log(Q[np.arange(len(y)), y])
@@ -243,11 +253,12 @@ class AutoCalibrator(BaseCalibrator):
             self.cv_ece_[name] = ece(Q, y)
         if not row_nll:
             raise InvalidInputError(
-                "every candidate failed in cross-validation: " + "; ".join(self.cv_errors_.values())
+                "every candidate failed in cross-validation: "
+                + "; ".join(f"{name}: {error}" for name, error in self.cv_errors_.items())
             )
         default = next(iter(candidates))
         tied = self._tied(row_nll)
-        self.chosen_ = default if default in tied else min(tied, key=self.cv_ece_.get)
+        self.chosen_ = default if default in tied else min(tied, key=self.cv_ece_.__getitem__)
         self.best_estimator_ = clone(candidates[self.chosen_]).fit(P, y)
         self.explanation_ = self._explain(len(y), default, tied)
 
@@ -265,7 +276,7 @@ class AutoCalibrator(BaseCalibrator):
         return tied
 
     def _explain(self, n_rows: int, default: str, tied: list[str]) -> str:
-        ranked = sorted(self.cv_scores_, key=self.cv_scores_.get)
+        ranked = sorted(self.cv_scores_, key=self.cv_scores_.__getitem__)
         scores = ", ".join(
             f"{name} NLL {self.cv_scores_[name]:.4f} / ECE {self.cv_ece_.get(name, np.nan):.4f}"
             for name in ranked

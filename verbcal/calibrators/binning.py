@@ -146,6 +146,10 @@ class HistogramBinning(BaseCalibrator):
         return _floor_and_renormalise(Q, self.min_probability)
 
 
+#: Stated values equal to this many decimals are one value: renormalising a row leaves
+#: float noise (0.6 becomes 0.6000000000000001), which is not a different statement.
+STATED_DECIMALS = 9
+
 #: The top probability stays this far below 1 and each other class gets at least this
 #: share of the rest: a block that was always right, or a temperature-scaled probability
 #: that underflowed to 0, must not become a certain "always" or "never".
@@ -206,9 +210,12 @@ class ShrinkageBinning(BaseCalibrator):
     scaling (what makes it good on NLL). The other classes share the rest in
     their temperature-scaled proportions. The top probability is at most
     1 - 1e-6 and every other class gets at least 1e-6 of the rest, so one
-    confidently wrong answer never costs an infinite NLL. A stated value never
-    seen in calibration goes to the block of the nearest seen value; beyond
-    ``max_bins`` distinct values, values are merged at quantiles first.
+    confidently wrong answer never costs an infinite NLL. Stated values are
+    compared rounded to 9 decimals, so that float noise left by renormalising
+    (0.6 and 0.6000000000000001) does not make two values of one. A stated
+    value never seen in calibration goes to the block of the nearest seen
+    value; beyond ``max_bins`` distinct values, values are merged at quantiles
+    first.
 
     Parameters
     ----------
@@ -267,8 +274,15 @@ class ShrinkageBinning(BaseCalibrator):
             raise ConfigurationError(f"max_bins must be an integer >= 1, got {self.max_bins!r}")
 
     def _key(self, P: np.ndarray) -> np.ndarray:
-        """The stated top probability, shifted by 2 per predicted class when ``by_class``."""
-        return P.max(axis=1) + (2.0 * P.argmax(axis=1) if self.by_class else 0.0)
+        """The stated top probability (rounded), shifted by 2 per predicted class if ``by_class``.
+
+        Distinct keys differ by at least about ``10**-STATED_DECIMALS``, so the
+        midpoint between two of them lies strictly between them. Unrounded, the
+        midpoint of 0.6 and 0.6000000000000001 is 0.6000000000000001 itself:
+        that value then held no calibration rows and its accuracy was 0 / 0.
+        """
+        top = np.round(P.max(axis=1), STATED_DECIMALS)
+        return top + (2.0 * P.argmax(axis=1) if self.by_class else 0.0)
 
     def _block(self, P: np.ndarray) -> np.ndarray:
         """Block of each row: that of the stated value nearest its key."""
@@ -301,7 +315,7 @@ class ShrinkageBinning(BaseCalibrator):
             self.loo_nll_ = {
                 a: self._loo_nll(Q, y, blocks, correct, a) for a in PRIOR_STRENGTH_GRID
             }
-            self.prior_strength_ = min(self.loo_nll_, key=self.loo_nll_.get)
+            self.prior_strength_ = min(self.loo_nll_, key=self.loo_nll_.__getitem__)
         else:
             self.prior_strength_ = float(self.prior_strength)
 

@@ -1,0 +1,149 @@
+"""Calibrators on inputs shaped like real verbalized answers (issue 9).
+
+Stated probabilities are coarse (a 0.05 or 0.1 grid) and, once renormalised,
+differ from each other by float rounding only (0.6 and 0.6000000000000001).
+Before the fix, ShrinkageBinning (and so AutoCalibrator, whose default it is,
+and any chain holding it) crashed on them inside scikit-learn's
+IsotonicRegression with "Input y contains NaN".
+"""
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+
+from verbcal import InvalidInputError
+from verbcal.calibrators import (
+    AutoCalibrator,
+    BatchCalibration,
+    CalibratorChain,
+    ContextualCalibration,
+    HistogramBinning,
+    IsotonicCalibration,
+    MatrixScaling,
+    NaiveTemperatureScaling,
+    PlattScaling,
+    ShrinkageBinning,
+    TemperatureScaling,
+    VectorScaling,
+)
+
+
+def stated_on_a_grid(n_classes, n=1000, seed=0, step=0.05):
+    """The issue's snippet: true probabilities, stated on a grid, renormalised; labels drawn."""
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, n_classes)) * 2
+    truth = np.exp(Z) / np.exp(Z).sum(1, keepdims=True)
+    P = np.round(truth / step) * step + 1e-9
+    P /= P.sum(1, keepdims=True)
+    y = np.array([rng.choice(n_classes, p=p) for p in truth])
+    return P, y
+
+
+def every_calibrator(n_classes):
+    calibrators = [
+        TemperatureScaling(),
+        NaiveTemperatureScaling(),
+        ContextualCalibration(),
+        BatchCalibration(),
+        VectorScaling(),
+        MatrixScaling(),
+        IsotonicCalibration(),
+        HistogramBinning(),
+        ShrinkageBinning(),
+        ShrinkageBinning(by_class=True),
+        CalibratorChain([TemperatureScaling(), ShrinkageBinning()]),
+        AutoCalibrator(),
+    ]
+    if n_classes == 2:
+        calibrators.append(PlattScaling())
+    return calibrators
+
+
+def assert_probability_rows(Q, n, n_classes):
+    assert Q.shape == (n, n_classes)
+    assert np.isfinite(Q).all() and (Q >= 0).all()
+    np.testing.assert_allclose(Q.sum(axis=1), 1.0, rtol=0, atol=1e-9)
+
+
+# Before the fix, seed 0 crashed AutoCalibrator at 4 and 10 classes, seeds 1 and 2 crashed
+# ShrinkageBinning itself at 3 and 4 classes (see the closing note of issue 9).
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n_classes", [2, 3, 4, 5, 10])
+def test_every_calibrator_fits_the_issue_snippet(n_classes, seed):
+    P, y = stated_on_a_grid(n_classes, seed=seed)
+    P_new, _ = stated_on_a_grid(n_classes, n=200, seed=seed + 100)
+    for calibrator in every_calibrator(n_classes):
+        fitted = calibrator.fit(P, y)
+        assert_probability_rows(fitted.predict_proba(P_new), 200, n_classes)
+
+
+@pytest.mark.parametrize("step", [0.1, 0.25])
+def test_shrinkage_binning_on_coarser_grids(step):
+    P, y = stated_on_a_grid(4, seed=0, step=step)
+    assert_probability_rows(ShrinkageBinning().fit(P, y).predict_proba(P), len(P), 4)
+
+
+def test_stated_values_that_differ_by_float_rounding_are_one_value():
+    # (0.6 + 0.6000000000000001) / 2 rounds to 0.6000000000000001: a bin boundary
+    # placed halfway between the two fell on the upper one, which then held no rows.
+    upper = np.nextafter(0.6, 1.0)
+    P = np.tile([[0.6, 0.4], [upper, 1.0 - upper], [0.9, 0.1]], (40, 1))
+    y = np.tile([0, 1, 0], 40)
+    cal = ShrinkageBinning(prior_strength=1.0).fit(P, y)
+    assert cal.stated_values_.tolist() == [0.6, 0.9]
+    assert cal.block_counts_.sum() == len(P)
+    Q = cal.predict_proba([[0.6, 0.4], [upper, 1.0 - upper]])
+    assert Q[0].tolist() == Q[1].tolist()
+    # 40 of the 80 rows stated 0.6 were right; the shrinkage toward the temperature-scaled
+    # confidence of those rows is small at alpha = 1
+    assert Q[0, 0] == pytest.approx(0.5, abs=0.01)
+
+
+# -- AutoCalibrator goes on when a candidate cannot ----------------------------------------
+
+
+def test_auto_calibrator_skips_a_candidate_that_raises_any_error():
+    P, y = stated_on_a_grid(3, n=300, seed=3)
+    # A frozen calibrator that was never fitted raises scikit-learn's NotFittedError
+    # (not a verbcal error) on its first prediction.
+    unfitted = FrozenEstimator(TemperatureScaling())
+    with pytest.raises(NotFittedError):
+        unfitted.predict_proba(P)
+    auto = AutoCalibrator(
+        candidates=[("frozen_unfitted", unfitted), ("temperature", TemperatureScaling())]
+    ).fit(P, y)
+    assert auto.chosen_ == "temperature"
+    assert auto.cv_scores_["frozen_unfitted"] == np.inf
+    assert auto.cv_errors_["frozen_unfitted"].startswith("NotFittedError: ")
+    assert "frozen_unfitted failed: NotFittedError: " in auto.explanation_
+    assert "the default frozen_unfitted failed" in auto.explanation_
+    assert_probability_rows(auto.predict_proba(P), len(P), 3)
+
+
+def test_auto_calibrator_skips_a_candidate_whose_output_has_the_wrong_shape():
+    # scikit-learn's LogisticRegression on P as features knows only the classes it saw:
+    # with class 2 never in y it predicts 2 columns for a 3-class problem.
+    P, y = stated_on_a_grid(3, n=300, seed=4)
+    y = np.where(y == 2, 0, y)
+    auto = AutoCalibrator(
+        candidates=[("logistic", LogisticRegression()), ("shrinkage", ShrinkageBinning())]
+    ).fit(P, y)
+    assert auto.chosen_ == "shrinkage"
+    assert "returned shape (60, 2)" in auto.cv_errors_["logistic"]
+    assert "expected (60, 3)" in auto.cv_errors_["logistic"]
+
+
+def test_auto_calibrator_raises_naming_every_reason_when_all_candidates_fail():
+    P, y = stated_on_a_grid(3, n=300, seed=5)
+    candidates = [
+        ("platt", PlattScaling()),
+        ("frozen_unfitted", FrozenEstimator(TemperatureScaling())),
+    ]
+    with pytest.raises(InvalidInputError) as raised:
+        AutoCalibrator(candidates=candidates).fit(P, y)
+    message = str(raised.value)
+    assert "every candidate failed" in message
+    assert "platt: " in message and "Only binary" in message
+    assert "frozen_unfitted: NotFittedError: " in message
