@@ -22,19 +22,11 @@ import pytest
 from fault_server import FaultServer, expected_distribution, messages_key
 
 from verbcal import ConfigurationError, InvalidInputError
-from verbcal.elicit.backend import (
-    LOOPBACK_API_KEY,
-    CompletionResult,
-    OpenAIBackend,
-    RateLimiter,
-    RequestFailedError,
-    RetryPolicy,
-    estimate_tokens,
-    label_probabilities_from_logprobs,
-    parse_retry_after,
-    prompt_bytes,
-)
+from verbcal.elicit.backend import LOOPBACK_API_KEY, CompletionResult, OpenAIBackend, RetryPolicy
 from verbcal.elicit.cache import ResponseCache
+from verbcal.elicit.ratelimit import RateLimiter, estimate_tokens, prompt_bytes
+from verbcal.elicit.retry import RequestFailedError, parse_retry_after
+from verbcal.elicit.token_probs import label_probabilities_from_logprobs
 
 FAST_RETRY = RetryPolicy(max_attempts=6, backoff_initial=0.01, backoff_max=0.05)
 LABELS = ("positive", "negative")
@@ -360,8 +352,8 @@ def test_tokens_per_window_limit_reconciles_with_reported_usage():
         (r.prompt_tokens - (4 * len(m) + 3)) / prompt_bytes(m)
         for r, m in zip(results, messages, strict=True)
     )
-    assert backend.tokens_per_byte == pytest.approx(1.25 * seen, rel=1e-12)
-    assert 0.125 < backend.tokens_per_byte < 1
+    assert backend.token_estimator.tokens_per_byte == pytest.approx(1.25 * seen, rel=1e-12)
+    assert 0.125 < backend.token_estimator.tokens_per_byte < 1
     # Settling to actual usage lets more than three requests into one window.
     assert server.record.max_in_window(window) > 3
 

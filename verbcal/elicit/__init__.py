@@ -3,8 +3,10 @@
 The flow is template → backend (with the response cache) → parser:
 
 * :mod:`verbcal.elicit.templates` renders chat messages from a prompt template;
-* :mod:`verbcal.elicit.backend` sends them to any OpenAI-compatible endpoint
-  (retries, rate limits, token probabilities), storing every response in the
+* :mod:`verbcal.elicit.backend` sends them to any OpenAI-compatible endpoint,
+  with retries (:mod:`~verbcal.elicit.retry`), rate limits
+  (:mod:`~verbcal.elicit.ratelimit`) and token probabilities
+  (:mod:`~verbcal.elicit.token_probs`), storing every response in the
   :mod:`verbcal.elicit.cache` before it is used;
 * :mod:`verbcal.elicit.parse` reads the answer into probabilities with a status;
 * :class:`Elicitor` runs all three over many items.
@@ -26,7 +28,7 @@ _LAZY = {
     "Elicitor": "verbcal.elicit.elicitor",
     "ElicitationSummary": "verbcal.elicit.elicitor",
     "OpenAIBackend": "verbcal.elicit.backend",
-    "RetryPolicy": "verbcal.elicit.backend",
+    "RetryPolicy": "verbcal.elicit.retry",
     "ResponseCache": "verbcal.elicit.cache",
     "LocalLlamaServer": "verbcal.elicit.local_server",
 }

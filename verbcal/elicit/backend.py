@@ -3,23 +3,18 @@
 :class:`OpenAIBackend` sends chat requests with the ``openai`` SDK's
 ``AsyncOpenAI`` and adds what a long elicitation run needs:
 
-* **Retries owned by tenacity** (the SDK's own ``max_retries`` is 0, or attempts
-  would multiply). 408, 409, 429, 5xx, timeouts, dropped connections and
-  malformed bodies (invalid JSON, no ``choices``) are retried with jittered
-  exponential back-off, waiting at least what ``Retry-After`` /
-  ``retry-after-ms`` ask for. 400, 401, 403, 404, 422, any other 4xx and quota
-  exhaustion (429 with ``insufficient_quota``) fail at once: retrying cannot fix them.
-* **Limits**: at most ``max_concurrency`` requests in flight, and sliding-window
-  limits on requests and tokens per minute (:class:`RateLimiter`).
+* **Retries** (:mod:`verbcal.elicit.retry`): transient failures are retried
+  with back-off under a :class:`RetryPolicy`; a request that failed for good
+  raises :class:`~verbcal.elicit.retry.RequestFailedError`.
+* **Limits** (:mod:`verbcal.elicit.ratelimit`): at most ``max_concurrency``
+  requests in flight, and sliding-window limits on requests and tokens per minute.
 * **The response cache** (:class:`verbcal.elicit.cache.ResponseCache`): looked up before
   sending, written and committed before the answer is returned.
 * **A result per request** (:class:`CompletionResult`) and run counters
   (:class:`BackendStats`).
-* **Token probabilities** on request: the answer token's top logprobs turned
-  into label probabilities (:func:`label_probabilities_from_logprobs`), to
-  compare with the probabilities the model states in words. The answer token is
-  where the value of a JSON answer's ``"Answer"`` field starts, or in plain text
-  the first token that matches a label.
+* **Token probabilities** on request (:mod:`verbcal.elicit.token_probs`): the
+  answer token's top logprobs turned into label probabilities, to compare with
+  the probabilities the model states in words.
 
 One backend serves one asyncio event loop (its client, semaphore and limiters
 bind to the loop that first uses them).
@@ -28,16 +23,10 @@ bind to the loop that first uses them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email.utils
-import functools
 import json
 import math
 import os
-import random
-import re
 import threading
-import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -45,39 +34,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_random_exponential,
-)
 
 from verbcal.elicit.cache import ResponseCache, encode_request
-from verbcal.errors import BackendError, ConfigurationError, InvalidInputError
+from verbcal.elicit.ratelimit import RateLimiter, TokenEstimator
+from verbcal.elicit.retry import (
+    AttemptError,
+    RequestFailedError,
+    RetryPolicy,
+    call_with_retries,
+    classify_error,
+)
+from verbcal.elicit.token_probs import answer_label_probabilities
+from verbcal.errors import ConfigurationError, InvalidInputError
 
 __all__ = [
+    "DEFAULT_BASE_URL",
+    "LOOPBACK_API_KEY",
     "BackendStats",
     "CompletionResult",
     "OpenAIBackend",
-    "RateLimiter",
-    "RequestFailedError",
     "RetryPolicy",
-    "estimate_tokens",
-    "label_probabilities_from_logprobs",
-    "parse_retry_after",
-    "prompt_bytes",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Sent as the API key to a loopback server when none is configured (local servers ignore it).
 LOOPBACK_API_KEY = "sk-local-no-key"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-_RETRYABLE_STATUS = {408, 409, 429}
 
 
-# ---------------------------------------------------------------- results and errors
+# ---------------------------------------------------------------- results
 
 
 @dataclass(frozen=True)
@@ -127,40 +112,6 @@ class CompletionResult:
     response: dict = field(repr=False)
 
 
-class RequestFailedError(BackendError):
-    """A request failed for good: a non-retryable answer, or retries ran out.
-
-    Attributes
-    ----------
-    kind : str
-        What the last attempt got: an HTTP status (``"401"``, ``"503"``),
-        ``"quota"``, ``"timeout"``, ``"connection"`` or ``"malformed"``.
-    attempts : int
-        HTTP requests made.
-    reasons : tuple of str
-        Why each attempt failed, in order.
-    """
-
-    def __init__(self, message: str, *, kind: str, attempts: int, reasons: Sequence[str]):
-        super().__init__(message)
-        self.kind = kind
-        self.attempts = attempts
-        self.reasons = tuple(reasons)
-
-
-class _AttemptError(Exception):
-    """One failed HTTP attempt, classified for the retry decision."""
-
-    def __init__(
-        self, kind: str, reason: str, *, retryable: bool, retry_after: float | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
 @dataclass
 class BackendStats:
     """Counters of one backend, for a run summary.
@@ -194,355 +145,21 @@ class BackendStats:
         }
 
 
-# ---------------------------------------------------------------- retry policy
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """When to give up and how long to wait between attempts.
-
-    Parameters
-    ----------
-    max_attempts : int, default 6
-        HTTP attempts per request, the first included.
-    max_elapsed : float, default 300.0
-        Seconds since the first attempt after which no retry starts (a wait
-        that would end later, Retry-After included, ends the request instead).
-    backoff_initial : float, default 0.5
-        Scale of the exponential back-off: the wait before retry ``i`` is drawn
-        uniformly from ``[0, min(backoff_max, backoff_initial * 2**i)]`` ("full jitter").
-    backoff_max : float, default 30.0
-        Cap of one back-off wait (a longer ``Retry-After`` is still honoured).
-    """
-
-    max_attempts: int = 6
-    max_elapsed: float = 300.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.max_attempts, int) and self.max_attempts >= 1):
-            raise ConfigurationError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
-        for name in ("max_elapsed", "backoff_initial", "backoff_max"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds a server asks to wait, from ``retry-after-ms`` or ``Retry-After``.
-
-    ``Retry-After`` may be a number of seconds or an HTTP date. Returns None
-    when neither header is present or readable; never a negative number.
-
-    Examples
-    --------
-    >>> parse_retry_after({"retry-after-ms": "1500"})
-    1.5
-    >>> parse_retry_after({"retry-after": "Thu, 01 Jan 1970 00:00:10 GMT"}, now=4.0)
-    6.0
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        return max(0.0, float(lowered["retry-after-ms"]) / 1000.0)
-    except (KeyError, ValueError):
-        pass
-    value = lowered.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
-def _classify(exc: openai.APIError) -> _AttemptError:
-    """Turn an SDK exception into a retryable or final attempt error."""
-    if isinstance(exc, openai.APITimeoutError):
-        return _AttemptError("timeout", "timed out", retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
-        detail = f": {exc.__cause__}" if exc.__cause__ else ""
-        return _AttemptError("connection", f"connection error{detail}", retryable=True)
-    if not isinstance(exc, openai.APIStatusError):
-        return _AttemptError("client", f"{type(exc).__name__}: {exc}", retryable=False)
-    status = exc.status_code
-    message = f"HTTP {status}: {_server_message(exc)}"
-    if status == 429 and "insufficient_quota" in (exc.code, exc.type):
-        return _AttemptError("quota", f"quota exhausted ({message})", retryable=False)
-    retryable = status in _RETRYABLE_STATUS or status >= 500
-    retry_after = parse_retry_after(exc.response.headers) if retryable else None
-    if retry_after is not None:
-        message += f" (retry after {retry_after:g} s)"
-    return _AttemptError(str(status), message, retryable=retryable, retry_after=retry_after)
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        return body["message"]
-    return exc.message
-
-
 def _parse_body(text: str) -> dict:
     """The response JSON, checked to hold a text answer; else a retryable attempt error."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         reason = f"malformed body: invalid JSON ({exc})"
-        raise _AttemptError("malformed", reason, retryable=True) from None
+        raise AttemptError("malformed", reason, retryable=True) from None
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
-        raise _AttemptError("malformed", "malformed body: no choices", retryable=True)
+        raise AttemptError("malformed", "malformed body: no choices", retryable=True)
     for choice in choices:
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise _AttemptError("malformed", "malformed body: a choice has no text", retryable=True)
+            raise AttemptError("malformed", "malformed body: a choice has no text", retryable=True)
     return data
-
-
-# ---------------------------------------------------------------- rate limiting
-
-
-class RateLimiter:
-    """At most ``limit`` units (requests or tokens) in any ``window`` seconds.
-
-    A grant of ``amount`` units is counted from the moment it is granted until
-    ``window`` seconds after it is settled (:meth:`settle`, when the response
-    arrived): the server sees the request somewhere in between, so no window
-    of the *server's* clock holds more than ``limit`` either. Settling may
-    lower the amount (actual usage below the estimate), which frees capacity
-    at once. Waiters are served first come, first served.
-
-    The accounting is public: :meth:`in_window` is what is counted now,
-    ``history`` lists every settled grant as ``(granted_at, settled_at, amount)``
-    on the :func:`time.monotonic` clock.
-
-    Parameters
-    ----------
-    limit : float
-        Units allowed per window.
-    window : float, default 60.0
-        Window length in seconds (60 for per-minute limits; tests use less).
-    """
-
-    def __init__(self, limit: float, window: float = 60.0) -> None:
-        for name, value in (("limit", limit), ("window", window)):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ConfigurationError(
-                    f"rate limit {name} must be a positive number, got {value!r}"
-                )
-        self.limit = float(limit)
-        self.window = float(window)
-        self.history: list[tuple[float, float, float]] = []
-        self._open: dict[int, tuple[float, float]] = {}  # ticket -> (granted_at, amount)
-        self._settled: list[tuple[float, float]] = []  # (expires_at, amount)
-        self._next_ticket = 0
-        self._turn: asyncio.Lock | None = None
-        self._changed: asyncio.Event | None = None
-
-    def in_window(self, now: float | None = None) -> float:
-        """Units counted now: open grants plus grants settled less than ``window`` ago."""
-        now = time.monotonic() if now is None else now
-        self._settled = [(end, amount) for end, amount in self._settled if end > now]
-        return sum(a for _, a in self._open.values()) + sum(a for _, a in self._settled)
-
-    async def acquire(self, amount: float) -> int:
-        """Wait until ``amount`` more units fit in the window; return a ticket to settle."""
-        if amount > self.limit:
-            raise ConfigurationError(
-                f"one request needs {amount:g} units but the limit is {self.limit:g} per "
-                f"{self.window:g} s; raise the limit or lower max_tokens"
-            )
-        if self._turn is None:
-            self._turn, self._changed = asyncio.Lock(), asyncio.Event()
-        async with self._turn:
-            while self.in_window() + amount > self.limit:
-                await self._wait_for_room()
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._open[ticket] = (time.monotonic(), float(amount))
-            return ticket
-
-    async def _wait_for_room(self) -> None:
-        """Sleep until the oldest settled grant expires or a grant is settled."""
-        assert self._changed is not None
-        self._changed.clear()
-        expiries = [end for end, _ in self._settled]
-        timeout = max(0.0, min(expiries) - time.monotonic()) if expiries else None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-
-    def settle(self, ticket: int, amount: float | None = None) -> None:
-        """Mark a grant finished, with its actual amount (default: as granted)."""
-        granted_at, granted = self._open.pop(ticket)
-        final = granted if amount is None else float(amount)
-        now = time.monotonic()
-        self._settled.append((now + self.window, final))
-        self.history.append((granted_at, now, final))
-        if self._changed is not None:
-            self._changed.set()
-
-
-#: Chat markup tokens counted per message, and once for the reply's priming.
-_TOKENS_PER_MESSAGE, _TOKENS_PER_REPLY = 4, 3
-
-
-def prompt_bytes(messages: Sequence[Mapping[str, Any]]) -> int:
-    """UTF-8 bytes of the messages' contents (non-text content counted as its JSON)."""
-    total = 0
-    for message in messages:
-        content = message.get("content", "")
-        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        total += len(text.encode("utf-8"))
-    return total
-
-
-def estimate_tokens(
-    messages: Sequence[Mapping[str, Any]],
-    max_tokens: int | None,
-    n: int = 1,
-    *,
-    tokens_per_byte: float = 1.0,
-) -> int:
-    """Tokens a chat request may use, estimated before it is sent.
-
-    A token is at least one byte of text, so with ``tokens_per_byte=1`` (the
-    default) the prompt bound is its UTF-8 byte count plus chat markup (4
-    tokens per message, 3 for the reply); the completion takes at most
-    ``n * max_tokens``. That bound is loose (English runs about 4 bytes per
-    token): :class:`OpenAIBackend` lowers ``tokens_per_byte`` once the server
-    has reported usage, and settles every grant with the reported usage.
-
-    Examples
-    --------
-    >>> estimate_tokens([{"role": "user", "content": "héllo"}], max_tokens=10)
-    23
-    >>> estimate_tokens([{"role": "user", "content": "héllo"}], max_tokens=10, tokens_per_byte=0.5)
-    20
-    """
-    if max_tokens is None:
-        raise ConfigurationError(
-            "a tokens-per-minute limit needs max_tokens, to bound the answer's length"
-        )
-    markup = _TOKENS_PER_MESSAGE * len(messages) + _TOKENS_PER_REPLY
-    prompt = math.ceil(tokens_per_byte * prompt_bytes(messages)) + markup
-    return prompt + n * int(max_tokens)
-
-
-# ---------------------------------------------------------------- token probabilities
-
-
-def _normalise_token(text: str) -> str:
-    """Lower-case text without surrounding whitespace, punctuation or quotes."""
-    return re.sub(r"^[\W_]+|[\W_]+$", "", text).casefold()
-
-
-def _match_label(token: str, labels: Sequence[str]) -> int | None:
-    """Index of the label ``token`` stands for: equal, or a prefix of exactly one label."""
-    norm = _normalise_token(token)
-    if not norm:
-        return None
-    names = [_normalise_token(label) for label in labels]
-    if norm in names:
-        return names.index(norm)
-    prefixed = [i for i, name in enumerate(names) if name.startswith(norm)]
-    return prefixed[0] if len(prefixed) == 1 else None
-
-
-def label_probabilities_from_logprobs(
-    top_logprobs: Sequence[Mapping[str, Any]], labels: Sequence[str]
-) -> tuple[dict[str, float] | None, float]:
-    """Label probabilities from one token position's top alternatives.
-
-    Each alternative's token is compared with the labels after lower-casing
-    and stripping whitespace, punctuation and quotes; it counts for a label
-    when equal to it, or when it is a prefix of exactly one label (``"pos"``
-    for ``"positive"``: labels often span several tokens). Alternatives that
-    match several or no labels are *non-label mass*: it is dropped and the
-    label probabilities are renormalised over the matched mass, i.e. they are
-    the token probabilities conditional on the answer being a label. The
-    matched mass is returned too, so callers can distrust rows where it is low.
-    A label outside the top alternatives gets probability 0.
-
-    Parameters
-    ----------
-    top_logprobs : sequence of mappings with "token" and "logprob"
-        The alternatives at the answer position (OpenAI's ``top_logprobs``).
-    labels : sequence of str
-        The class labels, in column order.
-
-    Returns
-    -------
-    probabilities : dict of str to float, or None
-        One entry per label, summing to 1; None when no alternative matched.
-    label_mass : float
-        Total probability of the matched alternatives.
-
-    Examples
-    --------
-    >>> alts = [{"token": " Positive", "logprob": math.log(0.6)},
-    ...         {"token": "neg", "logprob": math.log(0.2)},
-    ...         {"token": "The", "logprob": math.log(0.2)}]
-    >>> probs, mass = label_probabilities_from_logprobs(alts, ["positive", "negative"])
-    >>> {k: round(v, 6) for k, v in probs.items()}, round(mass, 6)
-    ({'positive': 0.75, 'negative': 0.25}, 0.8)
-    """
-    mass = [0.0] * len(labels)
-    for alternative in top_logprobs:
-        index = _match_label(str(alternative.get("token", "")), labels)
-        if index is not None:
-            mass[index] += math.exp(float(alternative["logprob"]))
-    total = sum(mass)
-    if total <= 0:
-        return None, 0.0
-    return {label: m / total for label, m in zip(labels, mass, strict=True)}, total
-
-
-#: Where the value of a JSON answer's ``"Answer"`` field starts (after an opening quote).
-_ANSWER_VALUE = re.compile(r'"Answer"\s*:\s*"?\s*(?=\w)')
-
-
-def _answer_position(
-    positions: Sequence[Mapping[str, Any]], labels: Sequence[str]
-) -> Mapping[str, Any] | None:
-    """The token position that states the answer label, or None when there is none.
-
-    In a JSON answer (the shipped templates), it is the token where the value
-    of the ``"Answer"`` field starts; a JSON answer without that field has no
-    answer token (its first label-like tokens are keys). In any other text, it
-    is the first token that matches a label (see :func:`label_probabilities_from_logprobs`);
-    when no token does (``"The movie review"``), the first token with a word
-    character: where an answer that starts with the label would have started.
-    """
-    tokens = [str(position.get("token", "")) for position in positions]
-    text = "".join(tokens)
-    match = _ANSWER_VALUE.search(text)
-    if match is not None:
-        end = 0
-        for position, token in zip(positions, tokens, strict=True):
-            end += len(token)
-            if end > match.end():
-                return position
-    if text.lstrip().startswith("{"):
-        return None
-    for position, token in zip(positions, tokens, strict=True):
-        if _match_label(token, labels) is not None:
-            return position
-    return next((p for p, t in zip(positions, tokens, strict=True) if _normalise_token(t)), None)
-
-
-def _answer_logprobs(response: Mapping[str, Any], labels: Sequence[str]):
-    """Label probabilities at the answer token (see :func:`_answer_position`)."""
-    logprobs = response["choices"][0].get("logprobs") or {}
-    position = _answer_position(logprobs.get("content") or [], labels)
-    if position is None:
-        return None, None
-    return label_probabilities_from_logprobs(position.get("top_logprobs") or [], labels)
 
 
 # ---------------------------------------------------------------- the backend
@@ -636,10 +253,8 @@ class OpenAIBackend:
         self.token_limiter = (
             RateLimiter(tokens_per_minute, rate_window) if tokens_per_minute else None
         )
-        #: Prompt tokens per byte assumed by the tokens-per-minute estimate; 1 (a strict
-        #: bound) until the server reports usage, then 1.25 x the largest ratio seen.
-        self.tokens_per_byte = 1.0
-        self._largest_tokens_per_byte = 0.0
+        #: Token estimates of the tokens-per-minute limit, tightened by reported usage.
+        self.token_estimator = TokenEstimator()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._unsaved: list[tuple[tuple[str, str, str], asyncio.Future]] = []
         self._unsaved_lock = threading.Lock()  # shared with the writer thread
@@ -778,46 +393,31 @@ class OpenAIBackend:
 
         return list(await asyncio.gather(*(one(m) for m in conversations)))
 
-    def _retrying(self) -> AsyncRetrying:
-        """A retry controller for one request; its strategies are shared by every request."""
-        return _retry_template(self.retry).copy()
-
     async def _send_with_retries(
         self, body: dict[str, Any], key: str, request_text: str
     ) -> tuple[dict, int, tuple[str, ...]]:
-        failures: list[_AttemptError] = []
+        failures: list[AttemptError] = []
 
         async def attempt() -> dict:
             try:
                 return await self._send_once(body, key, request_text)
-            except _AttemptError as error:
+            except AttemptError as error:
                 failures.append(error)
                 raise
 
-        retrying = self._retrying()
         try:
-            # Called, not iterated: iterating keeps the call state on the object, another cycle.
-            response = await retrying(attempt)
-        except _AttemptError as error:
+            response = await call_with_retries(self.retry, attempt)
+        except AttemptError as error:
             self.stats.retries_by_reason.update(f.kind for f in failures[:-1])
             self.stats.failures_by_status[error.kind] += 1
             self.stats.failed += 1
-            reasons = [f.reason for f in failures]
-            if not error.retryable:
-                verdict = "not retryable"
-            elif len(failures) >= self.retry.max_attempts:
-                verdict = "retries exhausted"
-            else:
-                verdict = f"the next retry would pass max_elapsed={self.retry.max_elapsed:g} s"
             raise RequestFailedError(
                 f"{self.base_url} request failed after {len(failures)} attempt(s), "
-                f"{verdict}: {error.reason}",
+                f"{self.retry.why_stopped(error, len(failures))}: {error.reason}",
                 kind=error.kind,
                 attempts=len(failures),
-                reasons=reasons,
+                reasons=[f.reason for f in failures],
             ) from None
-        finally:
-            _forget_actions(retrying)
         self.stats.retries_by_reason.update(f.kind for f in failures)
         return response, len(failures) + 1, tuple(f.reason for f in failures)
 
@@ -827,36 +427,34 @@ class OpenAIBackend:
         The answer is stored before the concurrency slot is released, so at most
         ``max_concurrency`` paid-for answers are ever not yet on disk.
         """
-        estimate = None
-        if self.token_limiter is not None:
-            estimate = estimate_tokens(
-                body["messages"],
-                body.get("max_tokens"),
-                body.get("n", 1),
-                tokens_per_byte=self.tokens_per_byte,
+        requests, tokens = self.request_limiter, self.token_limiter
+        estimate = 0
+        if tokens is not None:
+            estimate = self.token_estimator.estimate(
+                body["messages"], body.get("max_tokens"), body.get("n", 1)
             )
         async with self._semaphore:
             request_ticket = token_ticket = None
             used: float | None = 0  # tokens the attempt used; None = unknown, keep the estimate
             try:
-                if self.token_limiter is not None:
-                    token_ticket = await self.token_limiter.acquire(estimate)
-                if self.request_limiter is not None:
-                    request_ticket = await self.request_limiter.acquire(1)
+                if tokens is not None:
+                    token_ticket = await tokens.acquire(estimate)
+                if requests is not None:
+                    request_ticket = await requests.acquire(1)
                 used = None
                 used, response, response_text = await self._post(body)
                 if self.cache is not None:
                     await self._store((key, request_text, response_text))
                 return response
-            except _AttemptError as error:
+            except AttemptError as error:
                 if error.kind not in ("timeout", "connection", "malformed"):
                     used = 0  # the server answered with an error: no tokens were spent
                 raise
             finally:
-                if request_ticket is not None:
-                    self.request_limiter.settle(request_ticket)
-                if token_ticket is not None:
-                    self.token_limiter.settle(token_ticket, used)
+                if requests is not None and request_ticket is not None:
+                    requests.settle(request_ticket)
+                if tokens is not None and token_ticket is not None:
+                    tokens.settle(token_ticket, used)
 
     async def _store(self, row: tuple[str, str, str]) -> None:
         """Return once ``row`` (key, request JSON, response JSON) is committed to the cache.
@@ -904,7 +502,7 @@ class OpenAIBackend:
         try:
             text = await self._client.post("/chat/completions", body=body, cast_to=str)
         except openai.APIError as exc:
-            raise _classify(exc) from exc
+            raise classify_error(exc) from exc
         response = _parse_body(text)
         usage = response.get("usage") or {}
         prompt, completion = (
@@ -913,53 +511,8 @@ class OpenAIBackend:
         )
         self.stats.prompt_tokens += prompt
         self.stats.completion_tokens += completion
-        self._learn_tokens_per_byte(body["messages"], prompt)
+        self.token_estimator.learn(body["messages"], prompt)
         return (prompt + completion if usage else None), response, text
-
-    def _learn_tokens_per_byte(self, messages: Sequence[Mapping[str, Any]], prompt: int) -> None:
-        """Tighten the token estimate with the prompt size the server reported."""
-        nbytes = prompt_bytes(messages)
-        if not (prompt and nbytes):
-            return
-        markup = _TOKENS_PER_MESSAGE * len(messages) + _TOKENS_PER_REPLY
-        seen = max(0, prompt - markup) / nbytes
-        self._largest_tokens_per_byte = max(self._largest_tokens_per_byte, seen)
-        # A margin for prompts that tokenise worse than those seen; never below 1 token
-        # per 8 bytes (no tokenizer packs more) and never above the strict bound.
-        self.tokens_per_byte = min(1.0, max(0.125, 1.25 * self._largest_tokens_per_byte))
-
-
-@functools.lru_cache(maxsize=16)
-def _retry_template(policy: RetryPolicy) -> AsyncRetrying:
-    """Tenacity's stop, wait and retry strategies for ``policy`` (copied for each request)."""
-    backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
-
-    def wait(state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _AttemptError) and error.retry_after is not None:
-            # At least what the server asked for, plus a little jitter against herds.
-            return error.retry_after + random.uniform(0, min(1.0, 0.1 * error.retry_after))
-        return backoff(state)
-
-    return AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
-        wait=wait,
-        retry=retry_if_exception(lambda e: isinstance(e, _AttemptError) and e.retryable),
-        reraise=True,
-    )
-
-
-def _forget_actions(retrying: AsyncRetrying) -> None:
-    """Drop the actions tenacity keeps after its last attempt.
-
-    They are bound methods of ``retrying`` that ``retrying`` keeps (in the
-    ``iter_state`` of tenacity 9): a reference cycle per request that only the
-    garbage collector frees. At hundreds of requests a second these cycles fill
-    the older generations and cost full collections of the heap.
-    """
-    iter_state = getattr(retrying, "iter_state", None)
-    if iter_state is not None:
-        iter_state.reset()
 
 
 def _settle(waiters: Sequence[asyncio.Future], error: Exception | None) -> None:
@@ -984,7 +537,7 @@ def _make_result(
 ) -> CompletionResult:
     choices = response["choices"]
     usage = response.get("usage") or {}
-    probabilities, mass = _answer_logprobs(response, labels) if labels else (None, None)
+    probabilities, mass = answer_label_probabilities(response, labels) if labels else (None, None)
     return CompletionResult(
         text=choices[0]["message"]["content"],
         texts=tuple(c["message"]["content"] for c in choices),

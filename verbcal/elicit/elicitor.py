@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from verbcal.calibrators.logits import invert_softmax, softmax
-from verbcal.elicit.backend import CompletionResult, OpenAIBackend, RequestFailedError
+from verbcal.elicit.backend import CompletionResult, OpenAIBackend
 from verbcal.elicit.parse import FAILED, OK, REPAIRED, check_label_names, parse_verbalized
+from verbcal.elicit.retry import RequestFailedError
 from verbcal.elicit.templates import Template, content_free_inputs, load_template, response_format
 from verbcal.errors import BackendError, ConfigurationError
 from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction
