@@ -31,6 +31,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.guarantee import check_guarantee, precision_threshold, recall_threshold
 from verbcal.metrics.intervals import clopper_pearson
 from verbcal.validation import check_labels, check_probabilities
 
@@ -81,6 +82,16 @@ class OperatingPoint:
         makes them somewhat optimistic.
     confidence : float
         Level of the intervals.
+    guarantee : float or None
+        When set, ``met`` means the target holds on new rows with at least this
+        probability over the calibration rows (see :mod:`verbcal.guarantee`);
+        the threshold is then the guaranteed one.
+    bound : float or None
+        With a guarantee: the one-sided Clopper–Pearson lower bound (level
+        ``guarantee``) on the target quantity that the test used.
+    rows_needed : int or None
+        With a guarantee that could not be given: the labelled rows in all that
+        would let one threshold pass at the rates observed (None when none would).
     """
 
     positive: int
@@ -97,9 +108,23 @@ class OperatingPoint:
     precision_ci: tuple[float, float]
     recall_ci: tuple[float, float]
     confidence: float
+    guarantee: float | None = None
+    bound: float | None = None
+    rows_needed: int | None = None
 
     def __str__(self) -> str:
         verdict = "meets" if self.met else "CANNOT MEET (best achievable shown)"
+        if self.guarantee is not None:
+            verdict = (
+                f"guarantees (probability {self.guarantee:g}, lower bound {self.bound:.4f})"
+                if self.met
+                else f"CANNOT GUARANTEE at {self.guarantee:g} (unguaranteed choice shown; "
+                + (
+                    f"about {self.rows_needed} labelled rows would be needed)"
+                    if self.rows_needed is not None
+                    else "more rows at these rates would not help)"
+                )
+            )
         level = f"{self.confidence:.0%}"
         return (
             f"class {self.positive}: threshold {self.threshold:.6g} {verdict} "
@@ -313,6 +338,7 @@ def _operating_point(
     target: str,
     value: float,
     confidence: float,
+    guarantee: float | None = None,
 ) -> OperatingPoint:
     sweep = _sweep(scores, is_positive)
     n_positive = int(sweep.n_true_positive[-1])
@@ -320,6 +346,33 @@ def _operating_point(
     recall = sweep.n_true_positive / n_positive
     i, met = _select(target, value, precision, recall)
     tp, pp = int(sweep.n_true_positive[i]), int(sweep.n_predicted[i])
+    if guarantee is not None:
+        test = (precision_threshold if target == "precision" else recall_threshold)(
+            scores, is_positive, value, guarantee
+        )
+        if test.met:
+            t = float(test.threshold)
+            predicted = scores >= t
+            tp, pp = int((predicted & is_positive).sum()), int(predicted.sum())
+            return OperatingPoint(
+                positive=column,
+                target=target,
+                target_value=value,
+                met=True,
+                threshold=t,
+                precision=tp / pp if pp else float("nan"),
+                recall=tp / n_positive,
+                n_predicted=pp,
+                n_true_positive=tp,
+                n_positive=n_positive,
+                n_rows=int(scores.size),
+                precision_ci=clopper_pearson(tp, pp, confidence) if pp else (0.0, 1.0),
+                recall_ci=clopper_pearson(tp, n_positive, confidence),
+                confidence=confidence,
+                guarantee=test.guarantee,
+                bound=test.bound,
+            )
+        met = False
     return OperatingPoint(
         positive=column,
         target=target,
@@ -335,6 +388,9 @@ def _operating_point(
         precision_ci=clopper_pearson(tp, pp, confidence),
         recall_ci=clopper_pearson(tp, n_positive, confidence),
         confidence=confidence,
+        guarantee=None if guarantee is None else test.guarantee,
+        bound=None if guarantee is None else test.bound,
+        rows_needed=None if guarantee is None else test.rows_needed,
     )
 
 
@@ -350,6 +406,7 @@ def operating_point(
     target_recall: float | None = None,
     confidence: float = 0.95,
     renormalize: bool = False,
+    guarantee: float | None = None,
 ) -> OperatingPoint:
     """The threshold that meets a precision or recall target on labelled rows.
 
@@ -374,6 +431,14 @@ def operating_point(
         Level of the Clopper–Pearson intervals on precision and recall.
     renormalize : bool, default False
         Divide rows by their sums first instead of requiring them to sum to 1.
+    guarantee : float in (0.5, 1), optional
+        Promise the target on *new* rows with at least this probability over
+        the draw of these rows, instead of reaching it on these rows (which
+        falls short on new rows about half the time). The threshold is chosen
+        by fixed-sequence testing with one-sided Clopper–Pearson bounds
+        (Learn-then-Test; :mod:`verbcal.guarantee`). When no threshold can be
+        guaranteed, ``met`` is False, the fields describe the unguaranteed
+        choice and ``rows_needed`` says how many labelled rows would do.
 
     Returns
     -------
@@ -388,11 +453,19 @@ def operating_point(
     (True, 0.6, 0.6, 1.0, 5)
     >>> operating_point(p_yes, y, positive=1, target_precision=0.7).met
     False
+    >>> p_yes, y = [0.9] * 30 + [0.6] * 30, [1] * 30 + [1] * 10 + [0] * 20
+    >>> op = operating_point(p_yes, y, positive=1, target_precision=0.9, guarantee=0.9)
+    >>> op.met, op.threshold, round(op.bound, 4)
+    (True, 0.601, 0.9261)
+    >>> operating_point(p_yes[25:], y[25:], 1, target_precision=0.9, guarantee=0.9).rows_needed
+    153
     """
     target, value = _check_target(target_precision, target_recall)
     level = _check_confidence(confidence)
+    if guarantee is not None:
+        guarantee = check_guarantee(guarantee)
     scores, is_positive, column = _labelled(P, y, positive, renormalize)
-    return _operating_point(scores, is_positive, column, target, value, level)
+    return _operating_point(scores, is_positive, column, target, value, level, guarantee)
 
 
 def operating_points(
