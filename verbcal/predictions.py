@@ -16,9 +16,9 @@ the input had one.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from verbcal.errors import InvalidInputError
+from verbcal.outputs import atomic_write
 
 ITEM = "item"
 CONTENT_FREE = "content_free"
@@ -71,6 +72,7 @@ class PredictionArrays:
     P: np.ndarray  # (n, K) probabilities of the parsed rows
     y: np.ndarray | None  # (n,) gold class indices, or None when no row has a gold label
     n_failed: int  # rows left out because the answer could not be parsed
+    n_unlabelled: int = 0  # parsed rows left out because others are labelled and they are not
 
 
 def _fail(path: os.PathLike | str, line: int | None, message: str) -> InvalidInputError:
@@ -85,6 +87,7 @@ def read_items(
     label_field: str | None = "label",
     id_field: str = "id",
     labels: Sequence[str] | None = None,
+    encoding: str = "utf-8",
 ) -> list[Item]:
     """Read items to classify from a ``.csv`` or ``.jsonl`` file.
 
@@ -101,26 +104,43 @@ def read_items(
         Column holding a unique id; rows without one are numbered from 1.
     labels : sequence of str, optional
         When given, every gold label must be one of these.
+    encoding : str, default "utf-8"
+        Text encoding of the file. A UTF-8 byte-order mark (as spreadsheet
+        exports write) is dropped.
 
     Returns
     -------
     list of Item
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the file and line: undecodable bytes (and which byte), a record
+        without the text field, a duplicate id, an unknown gold label.
+
+    Notes
+    -----
+    Ids are text: a JSON number id ``2`` is read as ``"2"``, so ``2`` and
+    ``"2"`` in one file are the same id and refused as a duplicate.
     """
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file")
-    rows = list(_read_rows(path))
+    rows = list(_read_rows(path, encoding))
     if not rows:
         raise InvalidInputError(f"{path}: the file has no items")
-    items, seen = [], set()
+    items: list[Item] = []
+    seen: dict[str, int] = {}
     for line, row in rows:
         text = row.get(text_field)
         if not isinstance(text, str):
-            raise _fail(path, line, f"no text field {text_field!r} (fields: {sorted(row)})")
-        item_id = str(row.get(id_field) or len(items) + 1)
+            fields = sorted(str(k) for k in row if k is not None)
+            raise _fail(path, line, f"no text field {text_field!r} (fields: {fields})")
+        raw_id = row.get(id_field)
+        item_id = str(len(items) + 1) if raw_id in (None, "") else _id_text(path, line, raw_id)
         if item_id in seen:
-            raise _fail(path, line, f"duplicate id {item_id!r}")
-        seen.add(item_id)
+            raise _fail(path, line, f"duplicate id {item_id!r} (also on line {seen[item_id]})")
+        seen[item_id] = line
         gold = row.get(label_field) if label_field else None
         gold = None if gold in (None, "") else str(gold)
         if gold is not None and labels is not None and gold not in labels:
@@ -130,20 +150,88 @@ def read_items(
     return items
 
 
-def _read_rows(path: Path) -> Iterable[tuple[int, dict]]:
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            yield from enumerate(csv.DictReader(handle), start=2)
-        return
-    yield from _read_jsonl(path)
+def _id_text(path: Path, line: int, value: object) -> str:
+    """An id as text: strings as they are, integers in decimal; anything else is refused."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _fail(path, line, f"'id' must be a string or an integer, got {value!r}")
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[int, dict]]:
+def decode_text(path: Path, encoding: str = "utf-8") -> str:
+    """The text of a file, a UTF-8 byte-order mark dropped.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the file, the line and the first byte that is not valid in
+        ``encoding`` (or an unknown encoding).
+    """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+    skip = 3 if utf8 and data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        text = data[skip:].decode(encoding)
+    except LookupError:
+        raise InvalidInputError(f"unknown text encoding {encoding!r}") from None
     except UnicodeDecodeError as exc:
-        raise _fail(path, None, f"not UTF-8 text ({exc.reason})") from None
-    for number, text in enumerate(lines, start=1):
+        offset = skip + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise _fail(
+            path,
+            line,
+            f"byte 0x{data[offset]:02x} (column {column}, offset {offset}) is not valid "
+            f"{encoding}: give the file's encoding (--encoding latin-1, for example)",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _read_rows(path: Path, encoding: str = "utf-8") -> Iterable[tuple[int, dict]]:
+    if path.suffix.lower() == ".csv":
+        yield from _read_csv(path, encoding)
+        return
+    yield from read_jsonl(path, encoding)
+
+
+def _read_csv(path: Path, encoding: str) -> Iterable[tuple[int, dict]]:
+    """CSV records with the physical line each starts on (quoted fields may span lines)."""
+    reader = csv.DictReader(io.StringIO(decode_text(path, encoding), newline=""), strict=True)
+    start = 2  # the header is line 1 (a multi-line header is read before the first record)
+    try:
+        if reader.fieldnames is not None:
+            start = reader.line_num + 1
+        for row in reader:
+            if None in row:
+                raise _fail(
+                    path, start, f"the record has more fields than the header ({row[None]})"
+                )
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        line = reader.reader.line_num  # DictReader's own line_num is set only after a record
+        where = f" (in the record that starts on line {start})" if line > start else ""
+        raise _fail(path, line, f"not valid CSV: {exc}{where}") from None
+
+
+def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8") -> Iterable[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSON Lines file.
+
+    Lines end at ``\\n`` only (a raw U+2028 inside a JSON string is text, not
+    a line break).
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the file and line of undecodable bytes, invalid JSON or a value
+        that is not an object.
+    """
+    path = Path(path)
+    for number, text in enumerate(decode_text(path, encoding).split("\n"), start=1):
         if not text.strip():
             continue
         try:
@@ -156,40 +244,52 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, dict]]:
 
 
 def write_predictions(path: str | os.PathLike, predictions: Iterable[Prediction]) -> None:
-    """Write predictions as JSONL, atomically: a reader never sees half a file."""
+    """Write predictions as JSONL, atomically: a reader never sees half a file.
+
+    The file gets the permissions the umask gives any new file (0644 usually).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for prediction in predictions:
-                handle.write(json.dumps(prediction.to_json(), ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(handle) -> None:
+        for prediction in predictions:
+            handle.write(json.dumps(prediction.to_json(), ensure_ascii=False) + "\n")
+
+    atomic_write(path, write)
 
 
-def read_predictions(path: str | os.PathLike) -> list[Prediction]:
+def read_predictions(path: str | os.PathLike, *, encoding: str = "utf-8") -> list[Prediction]:
     """Read a predictions JSONL file, checking every line.
+
+    Ids are text (a number id ``2`` is read as ``"2"``) and must be unique
+    among the rows of one kind: ``2`` and ``"2"`` are the same id.
 
     Raises
     ------
     InvalidInputError
-        Naming the file and line of the first malformed prediction.
+        Naming the file and line of the first malformed prediction (and both
+        lines of a duplicate id).
     """
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file")
     predictions: list[Prediction] = []
-    for number, row in _read_jsonl(path):
+    seen: dict[tuple[str, str], int] = {}
+    for number, row in read_jsonl(path, encoding):
         prediction = _prediction_from_json(path, number, row)
         if predictions and prediction.labels != predictions[0].labels:
             raise _fail(
                 path, number, f"labels {prediction.labels} differ from {predictions[0].labels}"
             )
+        key = (prediction.kind, prediction.id)
+        if key in seen:
+            raise _fail(
+                path,
+                number,
+                f"duplicate id {prediction.id!r} (also on line {seen[key]}; ids are compared "
+                'as text, so 2 and "2" are the same id): every row needs its own id',
+            )
+        seen[key] = number
         predictions.append(prediction)
     if not predictions:
         raise InvalidInputError(f"{path}: the file has no predictions")
@@ -210,7 +310,7 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
         if not isinstance(probs, dict) or set(probs) != set(labels):
             raise _fail(path, line, f"'probs' must map exactly the labels {labels} to numbers")
         values = [probs[label] for label in labels]
-        if not all(isinstance(v, int | float) and 0 <= v <= 1 for v in values):
+        if not all(_is_number(v) and 0 <= v <= 1 for v in values):
             raise _fail(path, line, f"'probs' values must be numbers in [0, 1], got {values}")
     gold = row.get("label")
     if gold is not None and gold not in labels:
@@ -218,8 +318,11 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
     kind = row.get("kind", ITEM)
     if kind not in (ITEM, CONTENT_FREE):
         raise _fail(path, line, f"'kind' must be {ITEM!r} or {CONTENT_FREE!r}, got {kind!r}")
+    calibrated_by = row.get("calibrated_by")
+    if calibrated_by is not None and not isinstance(calibrated_by, str):
+        raise _fail(path, line, f"'calibrated_by' must be a method name, got {calibrated_by!r}")
     return Prediction(
-        id=str(row["id"]),
+        id=_id_text(path, line, row["id"]),
         labels=labels,
         probs=probs,
         status=str(row["status"]),
@@ -229,16 +332,26 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
         label=gold,
         kind=kind,
         token_probs=row.get("token_probs"),
-        calibrated_by=row.get("calibrated_by"),
+        calibrated_by=calibrated_by,
     )
 
 
-def to_arrays(predictions: Sequence[Prediction], *, kind: str = ITEM) -> PredictionArrays:
+def _is_number(value: object) -> bool:
+    """A JSON number: int or float, not ``true``/``false`` (bool is an int in Python)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def to_arrays(
+    predictions: Sequence[Prediction], *, kind: str = ITEM, prefer_labelled: bool = True
+) -> PredictionArrays:
     """The parsed rows of one kind as arrays (rows renormalised to sum to 1).
 
     Rows whose answer failed to parse are left out and counted in ``n_failed``.
-    ``y`` holds gold class indices when every kept row has a gold label, and is
-    None when none has; a mix of labelled and unlabelled rows is an error.
+    When some parsed rows have a gold label and some do not, ``prefer_labelled``
+    keeps only the labelled ones (for fitting and evaluating; the others are
+    counted in ``n_unlabelled``); without it every row is kept and ``y`` is
+    None. ``y`` holds gold class indices when every kept row has a gold label,
+    and is None otherwise.
     """
     chosen = [p for p in predictions if p.kind == kind]
     if not chosen:
@@ -247,21 +360,23 @@ def to_arrays(predictions: Sequence[Prediction], *, kind: str = ITEM) -> Predict
     kept = [p for p in chosen if p.probs is not None]
     if not kept:
         raise InvalidInputError(f"none of the {len(chosen)} {kind} predictions could be parsed")
+    labelled = [p for p in kept if p.label is not None]
+    n_unlabelled = 0
+    if prefer_labelled and 0 < len(labelled) < len(kept):
+        kept, n_unlabelled = labelled, len(kept) - len(labelled)
     P = np.array([[p.probs[label] for label in labels] for p in kept], dtype=np.float64)
     sums = P.sum(axis=1, keepdims=True)
     if (sums <= 0).any():
         bad = kept[int(np.flatnonzero(sums[:, 0] <= 0)[0])].id
         raise InvalidInputError(f"prediction {bad!r} has probabilities that sum to 0")
-    has_gold = [p.label is not None for p in kept]
-    if all(has_gold):
+    y = None
+    if all(p.label is not None for p in kept):
         y = np.array([labels.index(p.label) for p in kept], dtype=np.int64)
-    elif not any(has_gold):
-        y = None
-    else:
-        missing = kept[has_gold.index(False)].id
-        raise InvalidInputError(
-            f"some predictions have gold labels and some do not (first without: {missing!r})"
-        )
     return PredictionArrays(
-        labels=labels, ids=[p.id for p in kept], P=P / sums, y=y, n_failed=len(chosen) - len(kept)
+        labels=labels,
+        ids=[p.id for p in kept],
+        P=P / sums,
+        y=y,
+        n_failed=sum(p.probs is None for p in chosen),
+        n_unlabelled=n_unlabelled,
     )
