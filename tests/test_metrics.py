@@ -330,7 +330,7 @@ def test_brier_and_nll_match_sklearn(k):
 
 def test_clopper_pearson_matches_scipy_binomtest():
     P, y = verbalized(600, seed=8)
-    table = reliability_table(P, y, n_bins=10, alpha=0.1)
+    table = reliability_table(P, y, n_bins=10, confidence=0.9)
     for b in np.flatnonzero(table.count):
         hits = round(table.accuracy[b] * table.count[b])
         ci = stats.binomtest(hits, int(table.count[b])).proportion_ci(0.9, method="exact")
@@ -341,7 +341,7 @@ def test_clopper_pearson_matches_scipy_binomtest():
 @pytest.mark.parametrize("metric", [accuracy, ece, brier])
 def test_bootstrap_matches_scipy(metric):
     P, y = dirichlet(120, 3, seed=9)
-    result = bootstrap_ci(metric, P, y, n_boot=200, alpha=0.1, random_state=11)
+    result = bootstrap_ci(metric, P, y, n_boot=200, confidence=0.9, random_state=11)
     # scipy resamples one axis of 1-D samples: resample row numbers and index with them.
     expected = stats.bootstrap(
         (np.arange(len(y)),),
@@ -435,15 +435,16 @@ def test_bad_input_errors(P, y, match):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda P, y: ece(P, y, n_bins=0), "n_bins must be a positive integer, got 0"),
-        (lambda P, y: ece(P, y, n_bins=2.5), "n_bins must be a positive integer"),
-        (lambda P, y: mce(P, y, n_bins=True), "n_bins must be a positive integer"),
+        (lambda P, y: ece(P, y, n_bins=0), "n_bins must be an integer >= 1, got 0"),
+        (lambda P, y: ece(P, y, n_bins=2.5), "n_bins must be an integer >= 1"),
+        (lambda P, y: mce(P, y, n_bins=True), "n_bins must be an integer >= 1, got True"),
         (lambda P, y: ece(P, y, strategy="equal"), "strategy must be one of"),
-        (lambda P, y: reliability_table(P, y, alpha=1.5), "alpha must be a number strictly"),
-        (lambda P, y: reliability_table(P, y, class_index=2), r"class_index must be None or in"),
+        (lambda P, y: reliability_table(P, y, confidence=1.5), r"confidence must be .*\(0, 1\)"),
+        (lambda P, y: reliability_table(P, y, class_index=2), r"class_index must be None or an"),
         (lambda P, y: nll(P, y, eps=0), r"eps must be a number in \(0, 0.5\)"),
-        (lambda P, y: bootstrap_ci(ece, P, y, n_boot=0), "n_boot must be a positive integer"),
+        (lambda P, y: bootstrap_ci(ece, P, y, n_boot=0), "n_boot must be an integer >= 1"),
         (lambda P, y: bootstrap_ci("ece", P, y), "metric must be callable"),
+        (lambda P, y: bootstrap_ci(ece, P, y, confidence=0.0), "confidence must be"),
     ],
 )
 def test_bad_parameters(call, match):

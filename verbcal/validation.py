@@ -2,13 +2,166 @@
 
 Every public function that takes probabilities or labels calls these; nothing
 below them re-checks.
+
+Parameters (numbers of bins, smoothings, levels, modes) are checked
+declaratively, as scikit-learn does with ``_parameter_constraints``: each
+parameter has a list of constraints (:class:`Interval`, :class:`Options`,
+``None``, ``bool``, ``callable``) and :func:`check_params` raises one
+:class:`~verbcal.errors.ConfigurationError` naming the parameter, what it may
+be and what it got. Integer intervals refuse ``True`` and ``False``.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
 import numpy as np
 
-from verbcal.errors import InvalidInputError
+from verbcal.errors import ConfigurationError, InvalidInputError
+
+__all__ = [
+    "SUM_TOLERANCE",
+    "Constraint",
+    "Interval",
+    "Options",
+    "check_labels",
+    "check_param",
+    "check_params",
+    "check_probabilities",
+]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Numbers of one kind between two bounds.
+
+    Parameters
+    ----------
+    kind : {"integer", "real"}
+        ``"integer"`` accepts Python and numpy integers but never a bool;
+        ``"real"`` accepts any real number but a bool, and never NaN or infinity.
+    low, high : float or None
+        Bounds; None leaves that side open.
+    closed : {"both", "left", "right", "neither"}, default "both"
+        Which bounds belong to the interval.
+
+    Examples
+    --------
+    >>> Interval("real", 0, 0.5, closed="left").accepts(0.5), str(Interval("integer", 1, None))
+    (False, 'an integer >= 1')
+    """
+
+    kind: Literal["integer", "real"]
+    low: float | None
+    high: float | None
+    closed: Literal["both", "left", "right", "neither"] = "both"
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is a number of this kind inside the bounds."""
+        if isinstance(value, (bool, np.bool_)):
+            return False
+        kind = numbers.Integral if self.kind == "integer" else numbers.Real
+        if not isinstance(value, kind):
+            return False
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number):
+            return False
+        if self.low is not None:
+            below = number < self.low if self.closed in ("both", "left") else number <= self.low
+            if below:
+                return False
+        if self.high is not None:
+            above = number > self.high if self.closed in ("both", "right") else number >= self.high
+            if above:
+                return False
+        return True
+
+    def __str__(self) -> str:
+        noun = "an integer" if self.kind == "integer" else "a number"
+        if self.low is not None and self.high is not None:
+            left = "[" if self.closed in ("both", "left") else "("
+            right = "]" if self.closed in ("both", "right") else ")"
+            return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
+        if self.kind == "real":
+            noun = "a finite number"
+        if self.low is not None:
+            return f"{noun} {'>=' if self.closed in ('both', 'left') else '>'} {self.low:g}"
+        if self.high is not None:
+            return f"{noun} {'<=' if self.closed in ('both', 'right') else '<'} {self.high:g}"
+        return noun
+
+
+@dataclass(frozen=True)
+class Options:
+    """One of a fixed set of strings."""
+
+    values: tuple[str, ...]
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, str) and value in self.values
+
+    def __str__(self) -> str:
+        quoted = [f'"{v}"' for v in self.values]
+        if len(quoted) <= 2:
+            return " or ".join(quoted)
+        return "one of " + ", ".join(quoted)
+
+
+#: A constraint: an Interval, Options, ``None`` (the value None), ``bool`` (True or
+#: False) or ``callable`` (anything callable).
+Constraint: TypeAlias = Interval | Options | None | type[bool] | Callable[[object], bool]
+
+
+def _accepts(constraint: Constraint, value: object) -> bool:
+    if constraint is None:
+        return value is None
+    if constraint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if constraint is callable:
+        return callable(value)
+    if isinstance(constraint, (Interval, Options)):
+        return constraint.accepts(value)
+    raise TypeError(f"unknown parameter constraint {constraint!r}")
+
+
+def _describe(constraint: Constraint) -> str:
+    if constraint is None:
+        return "None"
+    if constraint is bool:
+        return "True or False"
+    if constraint is callable:
+        return "callable"
+    return str(constraint)
+
+
+def check_param(name: str, value: object, constraints: Sequence[Constraint]) -> None:
+    """Raise a ConfigurationError unless ``value`` satisfies one of ``constraints``.
+
+    Examples
+    --------
+    >>> check_param("eps", "auto", [Options(("auto",)), Interval("real", 0, None)])
+    >>> check_param("n_bins", True, [Interval("integer", 1, None)])
+    Traceback (most recent call last):
+    ...
+    verbcal.errors.ConfigurationError: n_bins must be an integer >= 1, got True
+    """
+    if any(_accepts(c, value) for c in constraints):
+        return
+    allowed = " or ".join(_describe(c) for c in constraints)
+    raise ConfigurationError(f"{name} must be {allowed}, got {value!r}")
+
+
+def check_params(
+    values: Mapping[str, object], constraints: Mapping[str, Sequence[Constraint]]
+) -> None:
+    """:func:`check_param` for every name of ``constraints`` (in their order)."""
+    for name, allowed in constraints.items():
+        check_param(name, values[name], allowed)
+
 
 #: Rows of a probability array may miss summing to 1 by this much before they are refused.
 SUM_TOLERANCE = 1e-6

@@ -26,9 +26,13 @@ Conventions shared by every function here:
 
 * Empty bins are kept in tables (NaN accuracy and confidence) and contribute
   nothing to the errors.
+* Interval levels are given as ``confidence`` (0.95 for 95% intervals), here
+  and everywhere in verbcal.
 """
 
 from verbcal.metrics.scores import (
+    HIGHER_IS_BETTER,
+    METRIC_NAMES,
     BootstrapCI,
     ReliabilityTable,
     accuracy,
@@ -40,9 +44,12 @@ from verbcal.metrics.scores import (
     mce,
     nll,
     reliability_table,
+    standard_metrics,
 )
 
 __all__ = [
+    "HIGHER_IS_BETTER",
+    "METRIC_NAMES",
     "BootstrapCI",
     "ReliabilityTable",
     "accuracy",
@@ -54,4 +61,5 @@ __all__ = [
     "mce",
     "nll",
     "reliability_table",
+    "standard_metrics",
 ]

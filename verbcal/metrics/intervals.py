@@ -10,16 +10,12 @@ import numpy as np
 from scipy.stats import beta
 
 from verbcal.errors import InvalidInputError
+from verbcal.validation import Interval, check_param
 
-__all__ = ["binomial_intervals", "clopper_pearson"]
+__all__ = ["CONFIDENCE", "binomial_intervals", "clopper_pearson"]
 
-
-def _check_confidence(confidence: float) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
-        raise InvalidInputError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    if not 0.0 < confidence < 1.0:
-        raise InvalidInputError(f"confidence must be in (0, 1), got {confidence!r}")
-    return float(confidence)
+#: What a ``confidence`` (level of an interval) may be.
+CONFIDENCE = [Interval("real", 0, 1, closed="neither")]
 
 
 def binomial_intervals(
@@ -40,7 +36,8 @@ def binomial_intervals(
         Lower and upper bounds: 0 where ``successes == 0``, 1 where
         ``successes == trials``, NaN where ``trials == 0``.
     """
-    alpha = 1.0 - _check_confidence(confidence)
+    check_param("confidence", confidence, CONFIDENCE)
+    alpha = 1.0 - confidence
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):

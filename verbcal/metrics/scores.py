@@ -5,16 +5,16 @@ The conventions are in the package docstring (:mod:`verbcal.metrics`).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 
-from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.errors import InvalidInputError
 from verbcal.metrics.binning import (
     STRATEGIES,
     BinSums,
@@ -23,11 +23,13 @@ from verbcal.metrics.binning import (
     uniform_edges,
     uniform_floor_is_exact,
 )
-from verbcal.metrics.intervals import binomial_intervals
+from verbcal.metrics.intervals import CONFIDENCE, binomial_intervals
 from verbcal.metrics.toplabel import iter_top_label
-from verbcal.validation import check_labels, check_probabilities
+from verbcal.validation import Interval, Options, check_labels, check_params, check_probabilities
 
 __all__ = [
+    "HIGHER_IS_BETTER",
+    "METRIC_NAMES",
     "BootstrapCI",
     "ReliabilityTable",
     "accuracy",
@@ -39,6 +41,7 @@ __all__ = [
     "mce",
     "nll",
     "reliability_table",
+    "standard_metrics",
 ]
 
 #: Default clipping of the gold-class probability in ``nll``: scikit-learn's (float64 eps).
@@ -61,15 +64,15 @@ class ReliabilityTable:
     confidence : ndarray of shape (B,)
         Mean score per bin; NaN for an empty bin.
     ci_low, ci_high : ndarray of shape (B,)
-        Clopper–Pearson (exact binomial) ``1 - alpha`` interval of the
-        accuracy; NaN for an empty bin.
+        Clopper–Pearson (exact binomial) interval of the accuracy at level
+        ``ci_confidence``; NaN for an empty bin.
     n_distinct : int
         Number of distinct scores. Verbalized probabilities are coarse: a
         value far below ``n`` says that bins hold a few stated values each.
     strategy : str
         Binning strategy used.
-    alpha : float
-        One minus the confidence level of the intervals.
+    ci_confidence : float
+        Level of the intervals ``ci_low``, ``ci_high`` (0.95 for 95% intervals).
     class_index : int or None
         None for the top-label table, else the class whose probability is binned.
     """
@@ -82,7 +85,7 @@ class ReliabilityTable:
     ci_high: np.ndarray
     n_distinct: int
     strategy: str
-    alpha: float
+    ci_confidence: float
     class_index: int | None
 
     @property
@@ -142,20 +145,19 @@ def _checked_for_pass(P, y) -> tuple[np.ndarray, np.ndarray]:
     return P, check_labels(y, P.shape[0], P.shape[1])
 
 
-def _check_positive_int(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+#: What each parameter of the metrics may be (checked by ``check_params``).
+PARAMETER_CONSTRAINTS = {
+    "n_bins": [Interval("integer", 1, None)],
+    "strategy": [Options(STRATEGIES)],
+    "confidence": CONFIDENCE,
+    "n_boot": [Interval("integer", 1, None)],
+    "eps": [Interval("real", 0, 0.5, closed="neither")],
+    "metric": [callable],
+}
 
 
-def _check_binning(n_bins, strategy) -> None:
-    _check_positive_int(n_bins, "n_bins")
-    if strategy not in STRATEGIES:
-        raise ConfigurationError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-
-
-def _check_alpha(alpha) -> None:
-    if not isinstance(alpha, numbers.Real) or not 0.0 < alpha < 1.0:
-        raise ConfigurationError(f"alpha must be a number strictly between 0 and 1, got {alpha!r}")
+def _check(**values) -> None:
+    check_params(values, {name: PARAMETER_CONSTRAINTS[name] for name in values})
 
 
 # ---------------------------------------------------------------- binned sums
@@ -172,7 +174,7 @@ def _top_label(P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _top_label_sums(P, y, n_bins: int, strategy: str) -> BinSums:
-    _check_binning(n_bins, strategy)
+    _check(n_bins=n_bins, strategy=strategy)
     P, y = _checked_for_pass(P, y)
     if strategy != "uniform":
         confidence, correct = _top_label(P, y)
@@ -312,7 +314,7 @@ def classwise_ece(P, y, n_bins: int = 15, strategy: str = "uniform") -> float:
     >>> round(classwise_ece([[0.8, 0.2], [0.8, 0.2]], [0, 1], n_bins=10), 6)
     0.3
     """
-    _check_binning(n_bins, strategy)
+    _check(n_bins=n_bins, strategy=strategy)
     P, y = _checked(P, y)
     errors = []
     for k in range(P.shape[1]):
@@ -380,8 +382,7 @@ def nll(P, y, eps: float = NLL_EPS) -> float:
     >>> round(nll([[0.5, 0.5], [0.2, 0.8]], [0, 1]), 6)  # -(log 0.5 + log 0.8) / 2
     0.458145
     """
-    if not isinstance(eps, numbers.Real) or not 0.0 < eps < 0.5:
-        raise ConfigurationError(f"eps must be a number in (0, 0.5), got {eps!r}")
+    _check(eps=eps)
     P, y = _checked(P, y)
     gold = np.clip(P[np.arange(P.shape[0]), y], eps, 1.0 - eps)
     return float(-np.mean(np.log(gold)))
@@ -417,7 +418,7 @@ def reliability_table(
     y,
     n_bins: int = 15,
     strategy: str = "uniform",
-    alpha: float = 0.05,
+    confidence: float = 0.95,
     *,
     class_index: int | None = None,
 ) -> ReliabilityTable:
@@ -435,9 +436,8 @@ def reliability_table(
     strategy : {"uniform", "quantile", "distinct"}, default "uniform"
         See the module docstring; bins are ``[a, b)``, the last ``[a, 1]``,
         and equal scores are never split between bins.
-    alpha : float, default 0.05
-        The intervals have confidence level ``1 - alpha`` (Clopper–Pearson,
-        from ``scipy.stats.beta``).
+    confidence : float, default 0.95
+        Level of the per-bin intervals (Clopper–Pearson, from ``scipy.stats.beta``).
     class_index : int or None, default None
         None bins the top-label confidence against correctness. An integer
         ``k`` bins ``P[:, k]`` against ``y == k`` (for a binary problem,
@@ -453,22 +453,19 @@ def reliability_table(
     >>> table.count.tolist(), table.accuracy.tolist()[3:], table.n_distinct
     ([0, 0, 0, 1, 2], [1.0, 0.5], 2)
     """
-    _check_binning(n_bins, strategy)
-    _check_alpha(alpha)
+    _check(n_bins=n_bins, strategy=strategy, confidence=confidence)
     if class_index is None:
         scores, outcomes = _top_label(*_checked_for_pass(P, y))
     else:
         P, y = _checked(P, y)
-        k = P.shape[1]
-        valid = isinstance(class_index, numbers.Integral) and not isinstance(class_index, bool)
-        if not valid or not 0 <= class_index < k:
-            raise ConfigurationError(
-                f"class_index must be None or in 0..{k - 1}, got {class_index!r}"
-            )
+        check_params(
+            {"class_index": class_index},
+            {"class_index": [None, Interval("integer", 0, P.shape[1] - 1)]},
+        )
         scores, outcomes = np.ascontiguousarray(P[:, class_index]), y == class_index
     sums = BinSums.of(scores, outcomes, bin_edges(scores, n_bins, strategy))
     acc, conf = sums.means()
-    low, high = binomial_intervals(sums.positive, sums.count, 1.0 - alpha)
+    low, high = binomial_intervals(sums.positive, sums.count, confidence)
     return ReliabilityTable(
         edges=sums.edges,
         count=sums.count,
@@ -478,7 +475,7 @@ def reliability_table(
         ci_high=high,
         n_distinct=int(np.unique(scores).shape[0]),
         strategy=strategy,
-        alpha=float(alpha),
+        ci_confidence=float(confidence),
         class_index=class_index,
     )
 
@@ -488,7 +485,7 @@ def bootstrap_ci(
     P,
     y,
     n_boot: int = 1000,
-    alpha: float = 0.05,
+    confidence: float = 0.95,
     random_state: int | np.random.Generator | None = None,
 ) -> BootstrapCI:
     """Percentile bootstrap interval of any metric ``metric(P, y) -> float``.
@@ -497,7 +494,8 @@ def bootstrap_ci(
     uses the indices ``rng.integers(0, n, n)`` drawn in turn from
     ``rng = np.random.default_rng(random_state)``, and the bounds are the
     ``alpha / 2`` and ``1 - alpha / 2`` percentiles (linear interpolation) of
-    the resampled values: the same numbers as ``scipy.stats.bootstrap`` of the
+    the resampled values, ``alpha = 1 - confidence``: the same numbers as
+    ``scipy.stats.bootstrap`` of the
     row numbers with ``method="percentile", batch=1`` and the same generator.
     Pass extra metric arguments with ``functools.partial``.
 
@@ -511,8 +509,8 @@ def bootstrap_ci(
         Gold class indices.
     n_boot : int, default 1000
         Number of resamples.
-    alpha : float, default 0.05
-        The interval has confidence level ``1 - alpha``.
+    confidence : float, default 0.95
+        Level of the interval.
     random_state : int, numpy.random.Generator or None
         Seed or generator, for reproducible intervals.
 
@@ -528,10 +526,7 @@ def bootstrap_ci(
     >>> est, bool(0 <= low <= est <= high <= 1)
     (0.75, True)
     """
-    if not callable(metric):
-        raise ConfigurationError(f"metric must be callable as metric(P, y), got {metric!r}")
-    _check_positive_int(n_boot, "n_boot")
-    _check_alpha(alpha)
+    _check(metric=metric, n_boot=n_boot, confidence=confidence)
     P, y = _checked(P, y)
     rng = np.random.default_rng(random_state)
     n = P.shape[0]
@@ -541,5 +536,36 @@ def bootstrap_ci(
         values[b] = metric(P[rows], y[rows])
     if not np.isfinite(values).all():
         raise InvalidInputError(f"metric {metric!r} returned a non-finite value on a resample")
+    return percentile_interval(metric(P, y), values, confidence)
+
+
+def percentile_interval(estimate: float, values: np.ndarray, confidence: float) -> BootstrapCI:
+    """``estimate`` with the central ``confidence`` percentile range of resampled ``values``."""
+    alpha = 1.0 - confidence
     low, high = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return BootstrapCI(float(metric(P, y)), float(low), float(high))
+    return BootstrapCI(float(estimate), float(low), float(high))
+
+
+#: The metrics ``verbcal evaluate`` and the report show, in display order.
+METRIC_NAMES = ("accuracy", "ece", "mce", "classwise_ece", "brier", "nll")
+#: Those better when higher (all others are better when lower).
+HIGHER_IS_BETTER = frozenset({"accuracy"})
+
+
+def standard_metrics(n_bins: int = 15) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """The metrics of :data:`METRIC_NAMES` as ``metric(P, y)`` functions, binned ones on ``n_bins``.
+
+    Examples
+    --------
+    >>> list(standard_metrics())
+    ['accuracy', 'ece', 'mce', 'classwise_ece', 'brier', 'nll']
+    """
+    _check(n_bins=n_bins)
+    return {
+        "accuracy": accuracy,
+        "ece": partial(ece, n_bins=n_bins),
+        "mce": partial(mce, n_bins=n_bins),
+        "classwise_ece": partial(classwise_ece, n_bins=n_bins),
+        "brier": brier,
+        "nll": nll,
+    }

@@ -189,7 +189,8 @@ def _reliability_section(data: ReportData) -> str:
         if table is not None:
             body = (
                 f"Accuracy against mean confidence in {int((table.count > 0).sum())} non-empty "
-                f"bins of {table.n_bins}, with {1 - table.alpha:.0%} Clopper-Pearson intervals; "
+                f"bins of {table.n_bins}, with {table.ci_confidence:.0%} Clopper-Pearson "
+                "intervals; "
                 "point area grows with the rows in the bin. Empty bins are not drawn."
             )
             draw = partial(_svg.reliability_diagram, table)

@@ -162,7 +162,7 @@ def reliability_diagram(table, key: str, title: str, desc: str, color: str) -> s
             frame,
             [
                 (diagonal, "perfect calibration"),
-                (whisker, f"bin accuracy, {1 - table.alpha:.0%} CI"),
+                (whisker, f"bin accuracy, {table.ci_confidence:.0%} CI"),
             ],
             top=True,
         )
