@@ -15,16 +15,14 @@ from hypothesis import strategies as st
 import verbcal
 from verbcal import ConfigurationError, InvalidInputError
 from verbcal.elicit.parse import parse_verbalized
+from verbcal.elicit.probes import CONTENT_FREE_PROBES, content_free_inputs, sample_in_domain_words
 from verbcal.elicit.templates import (
-    CONTENT_FREE_PROBES,
     FENCE_BEGIN,
     FENCE_END,
-    content_free_inputs,
     fence,
     list_templates,
     load_template,
     response_format,
-    sample_in_domain_words,
 )
 
 BINARY = ["True", "False"]
@@ -282,7 +280,7 @@ def test_templates_are_found_in_an_installed_package_layout(tmp_path):
     assert out[2] == str(site / "verbcal" / "prompts" / "mc_top1.json")
 
 
-# --------------------------------------------------------------------------- content-free inputs
+# ------------------------------------------------------------ content-free probes (probes.py)
 
 REVIEWS = ["a thin plot and a great cast", "great fun", "the cast was thin"]
 

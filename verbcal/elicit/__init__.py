@@ -22,7 +22,8 @@ import importlib
 from typing import Any
 
 from verbcal.elicit.parse import ParseResult, check_label_names, parse_many, parse_verbalized
-from verbcal.elicit.templates import Template, content_free_inputs, list_templates, load_template
+from verbcal.elicit.probes import content_free_inputs
+from verbcal.elicit.templates import Template, list_templates, load_template
 
 _LAZY = {
     "Elicitor": "verbcal.elicit.elicitor",

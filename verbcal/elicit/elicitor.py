@@ -22,8 +22,9 @@ import numpy as np
 from verbcal.calibrators.logits import invert_softmax, softmax
 from verbcal.elicit.backend import CompletionResult, OpenAIBackend
 from verbcal.elicit.parse import FAILED, OK, REPAIRED, check_label_names, parse_verbalized
+from verbcal.elicit.probes import content_free_inputs
 from verbcal.elicit.retry import RequestFailedError
-from verbcal.elicit.templates import Template, content_free_inputs, load_template, response_format
+from verbcal.elicit.templates import Template, load_template, response_format
 from verbcal.errors import BackendError, ConfigurationError
 from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction
 
@@ -194,7 +195,7 @@ class Elicitor:
     def probe_items(self, in_domain_texts: Sequence[str] | None = None, **kwargs) -> list[Item]:
         """Content-free probe items ("N/A", "", "[MASK]", random in-domain words).
 
-        Keyword arguments go to :func:`verbcal.elicit.templates.content_free_inputs`.
+        Keyword arguments go to :func:`verbcal.elicit.probes.content_free_inputs`.
         Run them with ``arun(items, kind="content_free")`` (or ``run_probes``).
         """
         texts = content_free_inputs(in_domain_texts, **kwargs)
@@ -209,10 +210,30 @@ class Elicitor:
 
     # ------------------------------------------------------------------ one item
 
-    async def _predict(self, item: Item, kind: str) -> Prediction:
+    def requests(self, item: Item) -> list[tuple[list[dict], dict[str, Any]]]:
+        """The requests an item needs: one ``(messages, keyword arguments)`` per sample.
+
+        What :meth:`arun` passes to ``backend.complete`` (and the batch path to
+        ``backend.prepare``), so both ask for exactly the same requests.
+        """
         messages = self.template.render(item.text, self.labels, item.options)
+        return [
+            (
+                messages,
+                {
+                    "temperature": self.temperature,
+                    "max_tokens": self.max_tokens,
+                    "response_format": self.response_format,
+                    "seed": self.seed + j,
+                    "logprob_labels": self.labels if self.logprobs else None,
+                },
+            )
+            for j in range(self.samples)
+        ]
+
+    async def _predict(self, item: Item, kind: str) -> Prediction:
         answers = await asyncio.gather(
-            *(self._ask(messages, self.seed + j) for j in range(self.samples))
+            *(self._ask(messages, kwargs) for messages, kwargs in self.requests(item))
         )
         base = Prediction(id=item.id, labels=list(self.labels), probs=None, status=FAILED)
         base.label, base.kind = item.label, kind
@@ -253,16 +274,11 @@ class Elicitor:
         base.detail = "; ".join(dict.fromkeys(notes))
         return base
 
-    async def _ask(self, messages: list[dict], seed: int) -> CompletionResult | RequestFailedError:
+    async def _ask(
+        self, messages: list[dict], kwargs: dict[str, Any]
+    ) -> CompletionResult | RequestFailedError:
         try:
-            return await self.backend.complete(
-                messages,
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                response_format=self.response_format,
-                seed=seed,
-                logprob_labels=self.labels if self.logprobs else None,
-            )
+            return await self.backend.complete(messages, **kwargs)
         except RequestFailedError as exc:
             if exc.kind in RUN_STOPPING_FAILURES:
                 raise BackendError(f"stopping the run: {exc}") from None

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from verbcal.elicit.lenient_json import MAX_DEPTH, NUMBER, NUMBER_RE, json_objects
 from verbcal.errors import ConfigurationError
 
 OK = "ok"
@@ -58,12 +59,6 @@ SUM_TOLERANCE = 0.01
 _ANSWER_KEYS = frozenset({"answer", "final answer", "label", "prediction", "choice"})
 _CONFIDENCE_KEYS = frozenset({"confidence", "confidence level", "probability", "certainty"})
 
-# At most this many "{" positions are tried, so pathological texts stay fast.
-_MAX_OBJECT_STARTS = 200
-_MAX_DEPTH = 64
-
-_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_NUMBER_RE = re.compile(_NUMBER)
 _QUOTE = "[\"'*]*"  # quotes or markdown bold around a key or value in plain text
 
 
@@ -166,189 +161,6 @@ def check_label_names(labels: Sequence[str], aliases: Mapping[str, str] | None =
     return _LabelIndex(labels, aliases).labels
 
 
-# --------------------------------------------------------------------------- lenient JSON
-
-
-class _JsonishError(Exception):
-    def __init__(self, message: str, truncated: bool = False):
-        super().__init__(message)
-        self.truncated = truncated
-
-
-# A quote ends a string only when what follows looks like JSON structure: this lets
-# `"at 6'0", Allen"` stay inside the string while `"x",\n "B": 1` closes it.
-_CLOSES_STRING = re.compile(r"\s*(?:$|[:}\]]|,\s*(?:$|[\"'}\]]|[\w -]+\s*:))")
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-_LITERALS = {
-    "true": True,
-    "false": False,
-    "null": None,
-    "NaN": float("nan"),
-    "Infinity": float("inf"),
-    "-Infinity": float("-inf"),
-}
-_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
-
-
-class _LenientReader:
-    """Recursive-descent reader for JSON as models write it; records each leniency used."""
-
-    def __init__(self, text: str, pos: int):
-        self.text = text
-        self.pos = pos
-        self.leniencies: list[str] = []
-
-    def _note(self, what: str) -> None:
-        if what not in self.leniencies:
-            self.leniencies.append(what)
-
-    def _skip_space(self) -> str:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
-        if self.pos >= len(self.text):
-            raise _JsonishError("text ends inside a JSON value", truncated=True)
-        return self.text[self.pos]
-
-    def value(self, depth: int = 0) -> object:
-        if depth > _MAX_DEPTH:
-            raise _JsonishError("nested too deeply")
-        ch = self._skip_space()
-        if ch == "{":
-            return self._object(depth)
-        if ch == "[":
-            return self._array(depth)
-        if ch in "\"'":
-            return self._string()
-        return self._bare(stop=",}]\n")
-
-    def _object(self, depth: int) -> dict:
-        self.pos += 1
-        result: dict = {}
-        while self._skip_space() != "}":
-            ch = self.text[self.pos]
-            if ch in "\"'":
-                key = self._string()
-            else:
-                key = self._word(stop=":,}\n")
-                self._note("unquoted keys")
-            if self._skip_space() not in ":=":
-                raise _JsonishError("missing ':' after an object key")
-            self.pos += 1
-            result[key] = self.value(depth + 1)
-            self._after_item("}")
-        self.pos += 1
-        return result
-
-    def _array(self, depth: int) -> list:
-        self.pos += 1
-        result = []
-        while self._skip_space() != "]":
-            result.append(self.value(depth + 1))
-            self._after_item("]")
-        self.pos += 1
-        return result
-
-    def _after_item(self, closer: str) -> None:
-        ch = self._skip_space()
-        if ch == ",":
-            self.pos += 1
-            if self._skip_space() == closer:
-                self._note("trailing commas")
-        elif ch != closer:
-            raise _JsonishError(f"expected ',' or {closer!r}, found {ch!r}")
-
-    def _string(self) -> str:
-        quote = self.text[self.pos]
-        if quote == "'":
-            self._note("single-quoted strings")
-        self.pos += 1
-        out = []
-        while self.pos < len(self.text):
-            ch = self.text[self.pos]
-            self.pos += 1
-            if ch == "\\":
-                out.append(self._escape())
-            elif ch == quote and _CLOSES_STRING.match(self.text, self.pos):
-                return "".join(out)
-            else:
-                if ch == quote:
-                    self._note("unescaped quotes inside strings")
-                elif ch in "\n\r":
-                    self._note("line breaks inside strings")
-                out.append(ch)
-        raise _JsonishError("text ends inside a string", truncated=True)
-
-    def _escape(self) -> str:
-        ch = self.text[self.pos : self.pos + 1]
-        if ch in _ESCAPES:
-            self.pos += 1
-            return _ESCAPES[ch]
-        digits = self.text[self.pos + 1 : self.pos + 5]
-        if ch == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", digits):
-            self.pos += 5
-            return chr(int(digits, 16))
-        self._note("invalid backslash escapes")
-        return "\\"
-
-    def _word(self, stop: str) -> str:
-        """The unquoted text up to the next character in ``stop``, stripped."""
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in stop:
-            self.pos += 1
-        if self.pos >= len(self.text):
-            raise _JsonishError("text ends inside a value", truncated=True)
-        word = self.text[start : self.pos].strip()
-        if not word:
-            raise _JsonishError(f"expected a name or value at position {start}")
-        return word
-
-    def _bare(self, stop: str) -> object:
-        """A number, literal or unquoted string value."""
-        word = self._word(stop)
-        if re.fullmatch(r"[+-]?\d{1,300}", word):
-            return int(word)
-        if _NUMBER_RE.fullmatch(word):
-            return float(word)
-        if word in _LITERALS:
-            return _LITERALS[word]
-        if word in _PYTHON_LITERALS:
-            self._note("Python literals")
-            return _PYTHON_LITERALS[word]
-        if word[0] in "{[\"'":
-            raise _JsonishError(f"malformed value {word[:20]!r}")
-        self._note("unquoted string values")
-        return word
-
-
-def _json_objects(text: str) -> tuple[list[tuple[dict, list[str]]], bool]:
-    """Every top-level JSON object in ``text`` with the leniencies needed to read it.
-
-    Also returns whether some object is cut off by the end of the text.
-    """
-    decoder = json.JSONDecoder()
-    objects: list[tuple[dict, list[str]]] = []
-    truncated = False
-    pos = 0
-    for _ in range(_MAX_OBJECT_STARTS):
-        start = text.find("{", pos)
-        if start < 0:
-            break
-        try:
-            obj, pos = decoder.raw_decode(text, start)
-            leniencies: list[str] = []
-        except (ValueError, RecursionError):
-            reader = _LenientReader(text, start)
-            try:
-                obj = reader.value()
-            except _JsonishError as exc:
-                truncated = truncated or exc.truncated
-                pos = start + 1
-                continue
-            pos, leniencies = reader.pos, reader.leniencies
-        objects.append((obj, leniencies))
-    return objects, truncated
-
-
 # --------------------------------------------------------------------------- numbers
 
 
@@ -364,7 +176,7 @@ def _number(value: object, where: str, repairs: list[str]) -> tuple[float, bool]
     percent = text.endswith("%")
     if percent:
         text = text[:-1].strip()
-    if not _NUMBER_RE.fullmatch(text):
+    if not NUMBER_RE.fullmatch(text):
         raise _Rejected(f"{where} is {value!r}, not a number")
     _add(repairs, "percent signs" if percent else "numbers in quotes")
     return float(text), percent
@@ -481,7 +293,7 @@ def _read_object_or_reject(
         reading.repairs[:0] = repairs
         return reading
     nested_objects = [value for value in obj.values() if isinstance(value, dict)]
-    for value in nested_objects if depth < _MAX_DEPTH else []:
+    for value in nested_objects if depth < MAX_DEPTH else []:
         if nested := _read_object(value, index, tolerance, depth + 1):
             return nested
     if "answer" in roles:
@@ -495,7 +307,7 @@ def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Readin
     """``A: 0.7, B: 0.3`` or ``Answer: B, confidence 90%`` in text that has no usable JSON."""
     labels = index.pattern()
     pairs = re.finditer(
-        rf"(?<![\w]){_QUOTE}({labels}){_QUOTE}\s*[:=]\s*{_QUOTE}({_NUMBER})\s*(%?)",
+        rf"(?<![\w]){_QUOTE}({labels}){_QUOTE}\s*[:=]\s*{_QUOTE}({NUMBER})\s*(%?)",
         text,
         flags=re.IGNORECASE,
     )
@@ -511,7 +323,7 @@ def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Readin
     )
     confidences = re.findall(
         rf"\b(?:confidence|probability|certainty)(?:\s+level)?\b{_QUOTE}\s*(?:[:=]|is|of)?\s*"
-        rf"{_QUOTE}({_NUMBER}\s*%?)",
+        rf"{_QUOTE}({NUMBER}\s*%?)",
         text,
         flags=re.IGNORECASE,
     )
@@ -534,7 +346,7 @@ def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Readin
 
 
 def _read(text: str, index: _LabelIndex, tolerance: float) -> _Reading:
-    objects, truncated = _json_objects(text)
+    objects, truncated = json_objects(text)
     readings = []
     for obj, leniencies in objects:
         reading = _read_object(obj, index, tolerance) if isinstance(obj, dict) else None
