@@ -135,7 +135,7 @@ class ProviderProfile:
 
     def describe(self) -> str:
         """One line for the start of a run: the profile and what it sends."""
-        sends = [self.max_tokens_field]
+        sends: list[str] = [self.max_tokens_field]
         sends.append("temperature" if self.temperature == "any" else "no temperature (fixed 1)")
         sends += [name for name, on in (("seed", self.seed), ("logprobs", self.logprobs)) if on]
         if self.n:
@@ -578,16 +578,20 @@ def make_client(profile: ProviderProfile, base_url: str, api_key: str, *, timeou
     if profile.url_shape == "azure" and not azure_is_v1(base_url):
         parts = urllib.parse.urlsplit(base_url)
         query = urllib.parse.parse_qs(parts.query)
-        version = (query.get("api-version") or [None])[0] or os.environ.get(
+        version = (query.get("api-version") or [""])[0] or os.environ.get(
             "OPENAI_API_VERSION", DEFAULT_AZURE_API_VERSION
         )
         root = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         if "/openai/deployments/" in parts.path:
-            where: dict[str, str] = {"base_url": root}
-        else:
-            where = {"azure_endpoint": root.split("/openai")[0]}
+            return openai.AsyncAzureOpenAI(
+                base_url=root, api_key=api_key, api_version=version, timeout=timeout, max_retries=0
+            )
         return openai.AsyncAzureOpenAI(
-            **where, api_key=api_key, api_version=version, timeout=timeout, max_retries=0
+            azure_endpoint=root.split("/openai")[0],
+            api_key=api_key,
+            api_version=version,
+            timeout=timeout,
+            max_retries=0,
         )
     headers = {"api-key": api_key} if profile.auth_header == "api-key" else None
     return openai.AsyncOpenAI(
