@@ -311,6 +311,19 @@ class OpenAIBackend:
         body.update(params)
         return body
 
+    def prepare(
+        self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> tuple[dict[str, Any], str, str]:
+        """The body :meth:`complete` would send, its cache key and its canonical JSON text.
+
+        The one place a request and its key are made: :meth:`complete` and the
+        batch path (:mod:`verbcal.elicit.batch`) both call it, so a request sent
+        either way is the same cache entry. Keyword arguments as for :meth:`complete`.
+        """
+        body = self.build_request(messages, **kwargs)
+        key, request_text = encode_request({"base_url": self.base_url, **body})
+        return body, key, request_text
+
     async def complete(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -351,7 +364,7 @@ class OpenAIBackend:
             When the endpoint refused the request or retries ran out; its
             ``kind``, ``attempts`` and ``reasons`` say what happened.
         """
-        body = self.build_request(
+        body, key, request_text = self.prepare(
             messages,
             temperature=temperature,
             max_tokens=max_tokens,
@@ -361,7 +374,6 @@ class OpenAIBackend:
             top_logprobs=top_logprobs,
             **params,
         )
-        key, request_text = encode_request({"base_url": self.base_url, **body})
         if self.cache is not None:
             # A point lookup on the cache's reading connection takes a few microseconds
             # (in WAL mode it does not wait for a commit); a hop to a thread costs ten times that.

@@ -41,7 +41,7 @@ from typing import Any
 
 from verbcal.errors import ConfigurationError, InvalidInputError
 
-__all__ = ["ResponseCache", "encode_request", "request_key"]
+__all__ = ["SCHEMA_VERSION", "ResponseCache", "encode_request", "request_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -51,6 +51,53 @@ CREATE TABLE IF NOT EXISTS responses (
     created REAL NOT NULL
 )
 """
+
+#: Tables of batch jobs (:mod:`verbcal.elicit.batch`), in the same file as the responses
+#: so that a batch is recorded, and its answers stored, in one place. ``batch_files``:
+#: one row per request file (its local path, provider file id, batch id and state,
+#: recorded before anything waits on it). ``batch_requests``: one row per request
+#: sent, keyed by its cache key, naming the file it went out in. Created when a cache
+#: is opened, so caches written before they existed open unchanged (version 1 -> 2).
+_BATCH_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS batch_files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    base_url TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    path TEXT,
+    n_requests INTEGER NOT NULL,
+    n_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    file_id TEXT,
+    batch_id TEXT,
+    status TEXT,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    output_path TEXT,
+    error_path TEXT,
+    note TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+)
+""",
+    """
+CREATE TABLE IF NOT EXISTS batch_requests (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    file INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    error TEXT
+)
+""",
+    "CREATE INDEX IF NOT EXISTS batch_requests_by_file ON batch_requests (file, state)",
+)
+
+#: ``PRAGMA user_version`` of a cache with every table above.
+SCHEMA_VERSION = 2
 
 _EXACT_INT = 2**53
 
@@ -192,6 +239,10 @@ class ResponseCache:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute(_SCHEMA)
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    for statement in _BATCH_SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 return conn
             except sqlite3.OperationalError as exc:
                 conn.close()
