@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from recorded import find_recorded_data
 
 from verbcal.elicit.local_server import LocalLlamaServer, check_llama_cpp_server, find_smollm2_model
@@ -20,6 +21,18 @@ from verbcal.errors import ConfigurationError
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# Hypothesis profiles. "ci" (chosen when CI is set): the same examples on every run, few
+# enough that the property suites stay within about two minutes on 2 cores. "dev" (the
+# default elsewhere): as many examples, drawn afresh each run. "thorough", by hand:
+# HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_properties_*.py
+settings.register_profile(
+    "ci", derandomize=True, max_examples=30, deadline=None, database=None, print_blob=True
+)
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev"))
 
 
 def skip_or_fail(reason: str) -> None:
