@@ -218,15 +218,21 @@ def check_probabilities(
         raise InvalidInputError(f"{name} has no rows")
     if k < min_classes:
         raise InvalidInputError(f"{name} must have at least {min_classes} columns, got {k}")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        row = _first_bad_row(~finite)
-        raise InvalidInputError(f"{name} row {row} contains NaN or infinity: {arr[row].tolist()}")
-    negative = (arr < 0).any(axis=1)
-    if negative.any():
-        row = _first_bad_row(negative)
-        raise InvalidInputError(f"{name} row {row} has a negative value: {arr[row].tolist()}")
-    sums = arr.sum(axis=1)
+    # Two whole-array passes (row sums, minimum) prove most arrays valid; a NaN or an
+    # infinity makes its row's sum non-finite, a negative value the minimum negative.
+    # Only then are rows looked at one by one, to name the first bad one.
+    sums = np.einsum("nk->n", arr)
+    if not (np.isfinite(sums).all() and arr.min() >= 0):
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            row = _first_bad_row(~finite)
+            raise InvalidInputError(
+                f"{name} row {row} contains NaN or infinity: {arr[row].tolist()}"
+            )
+        negative = (arr < 0).any(axis=1)
+        if negative.any():
+            row = _first_bad_row(negative)
+            raise InvalidInputError(f"{name} row {row} has a negative value: {arr[row].tolist()}")
     if renormalize:
         empty = sums <= 0
         if empty.any():
