@@ -1,0 +1,348 @@
+"""Provider profiles against loopback emulators of each provider, through the real openai SDK.
+
+The emulators (``tests/provider_servers.py``) enforce each provider's documented
+request rules; their module docstring quotes where each rule comes from
+(openai-python ``types/chat/completion_create_params.py`` and ``lib/azure.py``,
+DESIGN.md "Provider facts" and the issue threads it summarises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import openai
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from provider_servers import PROVIDERS, ProviderServer, serving
+
+from verbcal.elicit.providers import (
+    PROFILES,
+    build_body,
+    error_message,
+    get_profile,
+    infer_profile,
+    make_client,
+    parse_param,
+    quota_exhausted,
+    retry_delay,
+)
+from verbcal.elicit.replies import read_choice, usage_counts
+from verbcal.elicit.templates import load_template, response_format
+from verbcal.errors import ConfigurationError
+
+LABELS = ["positive", "negative"]
+MESSAGES = [
+    {"role": "system", "content": "Reply with JSON."},
+    {"role": "user", "content": "Review: a fine film."},
+]
+
+
+def send(server: ProviderServer, body: dict) -> dict | openai.APIStatusError:
+    """POST ``body`` with the client verbcal builds for the server's profile."""
+
+    async def go():
+        client = make_client(
+            get_profile(server.profile), server.base_url, server.api_key, timeout=5.0
+        )
+        try:
+            text = await client.post("/chat/completions", body=body, cast_to=str)
+            return json.loads(text)
+        except openai.APIStatusError as exc:
+            return exc
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def naive_body(model: str, json_mode: str = "json_object") -> dict:
+    """What verbcal sent to every endpoint before profiles existed."""
+    return {
+        "model": model,
+        "messages": MESSAGES,
+        "temperature": 0.0,
+        "max_tokens": 256,
+        "seed": 0,
+        "logprobs": True,
+        "top_logprobs": 5,
+        "response_format": response_format("distribution", LABELS, json_mode),
+    }
+
+
+# ---------------------------------------------------------------- the emulators enforce the rules
+
+
+@pytest.mark.parametrize(
+    ("provider", "json_mode", "status", "match"),
+    [
+        # openai-python completion_create_params.py: max_tokens "is not compatible with o-series
+        # models"; issue threads: 400 unsupported_parameter "Use 'max_completion_tokens' instead."
+        ("openai-reasoning", "none", 400, "Use 'max_completion_tokens' instead"),
+        # DESIGN.md: json_object's schema is a llama.cpp extension OpenAI rejects.
+        ("openai", "json_object", 400, r"Unknown parameter: 'response_format.schema'"),
+        ("azure", "json_object", 400, r"Unknown parameter: 'response_format.schema'"),
+        # DESIGN.md / issue threads: Gemini rejects seed with a JSON-list error body.
+        ("gemini-compat", "none", 400, 'Unknown name "seed"'),
+        # DESIGN.md: LM Studio accepts only json_schema or text.
+        ("lmstudio", "json_object", 400, "must be 'json_schema' or 'text'"),
+        # DESIGN.md (measured): llama-cpp-python answers json_schema with HTTP 500.
+        ("llamacpp", "json_schema", 500, "Internal Server Error"),
+    ],
+)
+def test_emulators_reject_what_the_provider_rejects(provider, json_mode, status, match):
+    """The naive pre-profile body fails on each emulator as it does on the real provider."""
+    with serving(provider) as server:
+        outcome = send(server, naive_body(server.model, json_mode))
+    assert isinstance(outcome, openai.APIStatusError), outcome
+    assert outcome.status_code == status
+    assert match in error_message(outcome.body, outcome.message) or match in str(outcome.body)
+
+
+def test_reasoning_emulator_rejects_temperature_and_logprobs():
+    """Issue threads (DESIGN.md): temperature but 1 → 400 unsupported_value; logprobs → 403."""
+    with serving("openai-reasoning") as server:
+        body = {"model": "o3", "messages": MESSAGES, "max_completion_tokens": 500}
+        hot = send(server, {**body, "temperature": 0.0})
+        logprobs = send(server, {**body, "logprobs": True, "top_logprobs": 5})
+        ok = send(server, body)
+    assert hot.status_code == 400 and hot.code == "unsupported_value"
+    assert logprobs.status_code == 403
+    assert "not allowed to request logprobs" in logprobs.message
+    assert ok["choices"][0]["message"]["content"]
+
+
+def test_azure_legacy_emulator_needs_deployment_path_version_and_api_key():
+    """openai-python lib/azure.py: /openai/deployments/{model}, ?api-version=, api-key header.
+
+    The plain client (what verbcal used) reaches a broken URL; the profile's client works.
+    """
+    with serving("azure") as server:
+        body = {"model": server.deployment, "messages": MESSAGES, "max_tokens": 50}
+        ok = send(server, body)
+        path, headers = server.record.paths[-1], server.record.headers[-1]
+
+        async def plain():
+            client = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+            try:
+                return await client.post("/chat/completions", body=body, cast_to=str)
+            except openai.APIStatusError as exc:
+                return exc
+            finally:
+                await client.close()
+
+        broken = asyncio.run(plain())
+    assert ok["choices"][0]["message"]["content"]
+    assert (
+        path == f"/openai/deployments/{server.deployment}/chat/completions?api-version=2024-10-21"
+    )
+    assert headers["api-key"] == "sk-test"
+    assert isinstance(broken, openai.NotFoundError)
+
+
+# ---------------------------------------------------------------- bodies built by the profiles
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("json_mode", ["none", "json_object", "json_schema"])
+def test_profile_bodies_are_accepted(provider, json_mode):
+    """Every profile turns the same neutral request into a body its provider accepts."""
+    with serving(provider) as server:
+        profile = get_profile(server.profile)
+        built = build_body(
+            profile,
+            server.model,
+            MESSAGES,
+            temperature=0.0,
+            response_format=response_format("distribution", LABELS, json_mode),
+            seed=0,
+            logprobs=True,
+            n=3 if profile.n else 1,
+        )
+        outcome = send(server, built.body)
+    assert not isinstance(outcome, openai.APIStatusError), (built.body, outcome.body)
+    assert server.record.rejected == []
+    assert len(outcome["choices"]) == (3 if profile.n else 1)
+    if not profile.logprobs:
+        assert any("logprobs left out" in note for note in built.notes)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    profile_name=st.sampled_from(sorted(PROFILES)),
+    temperature=st.one_of(st.none(), st.floats(0, 2)),
+    max_tokens=st.one_of(st.none(), st.integers(1, 4000)),
+    json_mode=st.sampled_from(["none", "json_object", "json_schema"]),
+    seed=st.one_of(st.none(), st.integers(0, 2**31)),
+    logprobs=st.booleans(),
+    top=st.integers(0, 40),
+    effort=st.one_of(st.none(), st.sampled_from(["low", "medium", "high"])),
+)
+def test_any_request_is_accepted_by_its_provider(
+    emulators, profile_name, temperature, max_tokens, json_mode, seed, logprobs, top, effort
+):
+    """Property: whatever the neutral request, the profile's body passes its provider's rules."""
+    server = emulators["azure-v1" if profile_name == "azure" else profile_name]
+    built = build_body(
+        PROFILES[profile_name],
+        server.model,
+        MESSAGES,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        response_format=response_format("distribution", LABELS, json_mode),
+        seed=seed,
+        logprobs=logprobs,
+        top_logprobs=top,
+        reasoning_effort=effort,
+    )
+    if profile_name == "generic":
+        return  # generic sends what it is given: it is the profile that adapts nothing
+    outcome = send(server, built.body)
+    assert not isinstance(outcome, openai.APIStatusError), (built.body, outcome.body)
+
+
+@pytest.fixture(scope="module")
+def emulators():
+    servers = {p: ProviderServer(p).start() for p in PROVIDERS}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def test_reasoning_body_and_its_notes():
+    built = build_body(
+        PROFILES["openai-reasoning"],
+        "o4-mini",
+        MESSAGES,
+        temperature=0.0,
+        logprobs=True,
+        seed=1,
+        reasoning_effort="low",
+    )
+    assert built.body["max_completion_tokens"] == PROFILES["openai-reasoning"].default_max_tokens
+    assert "max_tokens" not in built.body and "temperature" not in built.body
+    assert "logprobs" not in built.body and built.body["reasoning_effort"] == "low"
+    assert len(built.notes) == 2
+
+
+@pytest.mark.parametrize(
+    ("profile", "json_mode", "expected_type", "has_schema"),
+    [
+        ("openai", "json_object", "json_object", False),
+        ("vllm", "json_object", "json_object", False),
+        ("ollama", "json_object", "json_object", False),
+        ("lmstudio", "json_object", "json_schema", True),
+        ("llamacpp", "json_schema", "json_object", True),
+        ("llamacpp", "json_object", "json_object", True),
+        ("gemini-compat", "json_object", "json_schema", True),
+        ("anthropic-compat", "json_schema", None, False),
+        ("generic", "json_object", "json_object", True),
+    ],
+)
+def test_response_format_adapted(profile, json_mode, expected_type, has_schema):
+    fmt = response_format("distribution", LABELS, json_mode)
+    body = build_body(PROFILES[profile], "m", MESSAGES, response_format=fmt).body
+    got = body.get("response_format")
+    assert (got or {}).get("type") == expected_type
+    if got:
+        schema = got.get("schema") or (got.get("json_schema") or {}).get("schema")
+        assert (schema == load_template("distribution").json_schema(LABELS)) == has_schema
+
+
+def test_n_on_a_profile_without_n_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="one choice per request"):
+        build_body(PROFILES["ollama"], "m", MESSAGES, n=3)
+    with pytest.raises(ConfigurationError, match="reasoning_effort must be one of"):
+        build_body(PROFILES["openai-reasoning"], "m", MESSAGES, reasoning_effort="extreme")
+    with pytest.raises(ConfigurationError, match="unknown provider 'openia'"):
+        get_profile("openia")
+
+
+def test_temperature_capped_for_anthropic():
+    built = build_body(PROFILES["anthropic-compat"], "claude", MESSAGES, temperature=1.5, seed=3)
+    assert built.body["temperature"] == 1.0 and "seed" not in built.body
+    assert any("lowered to 1" in n for n in built.notes)
+
+
+def test_param_overrides_and_renames():
+    built = build_body(
+        PROFILES["openai-reasoning"], "o3", MESSAGES, params={"max_tokens": 900, "top_p": 0.5}
+    )
+    assert built.body["max_completion_tokens"] == 900 and "max_tokens" not in built.body
+    assert built.body["top_p"] == 0.5
+    assert parse_param('stop=["x"]') == ("stop", ["x"])
+    with pytest.raises(ConfigurationError, match="KEY=VALUE"):
+        parse_param("novalue")
+
+
+@pytest.mark.parametrize(
+    ("url", "model", "expected"),
+    [
+        ("https://api.openai.com/v1", "gpt-4o-mini", "openai"),
+        ("https://api.openai.com/v1", "o3-mini", "openai-reasoning"),
+        ("https://api.openai.com/v1", "gpt-5-mini", "openai-reasoning"),
+        ("https://api.openai.com/v1", "gpt-5-chat-latest", "openai"),
+        ("https://api.openai.com/v1", "o1", "openai-reasoning"),
+        ("https://res.openai.azure.com", "dep", "azure"),
+        ("https://res.openai.azure.com/openai/v1", "dep", "azure"),
+        ("https://api.anthropic.com/v1/", "claude-sonnet-4-5", "anthropic-compat"),
+        ("https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5", "gemini-compat"),
+        ("http://localhost:11434/v1", "llama3", "ollama"),
+        ("http://127.0.0.1:1234/v1", "qwen", "lmstudio"),
+        ("http://127.0.0.1:8080/v1", "o3", "generic"),
+        ("https://proxy.example/openai/deployments/x", "m", "azure"),
+    ],
+)
+def test_infer_profile(url, model, expected):
+    assert infer_profile(url, model).name == expected
+
+
+# ---------------------------------------------------------------- error bodies and replies
+
+
+def test_gemini_errors_read_in_full():
+    """Gemini list bodies: shown in full; per-day quota fails fast; per-minute has a retryDelay."""
+    with serving("gemini-compat", quota_after=0) as server:
+        quota = send(server, {"model": server.model, "messages": MESSAGES, "max_tokens": 9})
+    assert quota.status_code == 429 and isinstance(quota.body, list)
+    assert quota.message == "Error code: 429"  # what users saw before
+    shown = error_message(quota.body, quota.message)
+    assert "GenerateRequestsPerDayPerProjectPerModel-FreeTier" in shown
+    assert quota_exhausted(quota.body).startswith("RESOURCE_EXHAUSTED")
+    with serving("gemini-compat", throttle_first=0.25) as server:
+        limited = send(server, {"model": server.model, "messages": MESSAGES, "max_tokens": 9})
+    assert quota_exhausted(limited.body) is None
+    assert retry_delay(limited.body) == 0.25
+
+
+def test_openai_quota_and_reply_kinds():
+    with serving("openai", quota_after=0) as server:
+        quota = send(server, {"model": server.model, "messages": MESSAGES})
+    assert quota_exhausted(quota.body) == "insufficient_quota"
+    refusal = read_choice({"message": {"content": None, "refusal": "No."}, "finish_reason": "stop"})
+    filtered = read_choice(
+        {
+            "message": {"content": None},
+            "finish_reason": "content_filter",
+            "content_filter_results": {"violence": {"filtered": True}},
+        }
+    )
+    cut = read_choice(
+        {"message": {"content": ""}, "finish_reason": "length"},
+        usage={"completion_tokens": 64, "completion_tokens_details": {"reasoning_tokens": 64}},
+    )
+    thinking = read_choice({"message": {"content": None, "reasoning_content": "hmm"}})
+    assert (refusal.kind, filtered.kind, cut.kind, thinking.kind) == (
+        "refusal",
+        "content_filter",
+        "length",
+        "reasoning_only",
+    )
+    assert "violence" in filtered.reason and "raise --max-tokens" in cut.reason
+    assert usage_counts({"prompt_tokens": True}) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "reasoning_tokens": 0,
+        "cached_tokens": 0,
+    }
