@@ -101,7 +101,7 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[TextIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[TextIO], object]) -> Path:
     """Write a UTF-8 text file through ``write(handle)``, atomically, with umask permissions.
 
     The text goes to a temporary file beside ``path`` that replaces ``path``

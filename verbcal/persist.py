@@ -15,6 +15,7 @@ cannot make verbcal run arbitrary code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from sklearn.frozen import FrozenEstimator
 
 from verbcal import calibrators
 from verbcal.errors import InvalidInputError
+from verbcal.outputs import atomic_write
+from verbcal.schema import check_fitted, check_predicts_probabilities, fail, int_at_least
 
 FORMAT = "verbcal-calibrator"
 FORMAT_VERSION = 1
@@ -54,20 +57,35 @@ def _encode(value: Any) -> Any:
     raise InvalidInputError(f"cannot save a value of type {type(value).__name__} as JSON")
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any, where: str, fitted: bool) -> Any:
+    """Rebuild a JSON value written by :func:`_encode`; ``where`` names it in errors.
+
+    ``fitted``: estimators in it must be fitted (fitted attributes); estimators
+    among parameters (a chain's unfitted steps) are checked only when they
+    carry fitted attributes.
+    """
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, f"{where}[{i}]", fitted) for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
     if "__ndarray__" in value:
-        return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
+        try:
+            return np.array(value["__ndarray__"], dtype=np.dtype(value.get("dtype")))
+        except (TypeError, ValueError) as exc:
+            raise fail(where, f"not a readable array ({exc})") from None
     if "__float__" in value:
-        return float(value["__float__"])
+        try:
+            return float(value["__float__"])
+        except (TypeError, ValueError):
+            raise fail(where, f"not a number: {value['__float__']!r}") from None
     if "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
+        items = value["__tuple__"]
+        if not isinstance(items, list):
+            raise fail(where, f"'__tuple__' must be a list, got {items!r}")
+        return tuple(_decode(v, f"{where}[{i}]", fitted) for i, v in enumerate(items))
     if "__estimator__" in value:
-        return estimator_from_dict(value["__estimator__"])
-    return {k: _decode(v) for k, v in value.items()}
+        return estimator_from_dict(value["__estimator__"], where=where, fitted=fitted)
+    return {k: _decode(v, f"{where}.{k}", fitted) for k, v in value.items()}
 
 
 def estimator_to_dict(estimator) -> dict:
@@ -81,14 +99,42 @@ def estimator_to_dict(estimator) -> dict:
     return {"class": type(estimator).__name__, "params": params, "fitted": fitted}
 
 
-def estimator_from_dict(data: dict):
-    """Rebuild a calibrator written by :func:`estimator_to_dict`."""
-    if not isinstance(data, dict) or data.get("class") not in _CLASSES:
+def estimator_from_dict(data: Any, *, where: str = "calibrator", fitted: bool = True):
+    """Rebuild a calibrator written by :func:`estimator_to_dict`.
+
+    ``where`` names the document in error messages; with ``fitted`` the
+    fitted attributes the class needs must be present and valid (else only
+    when the document has any).
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the field (``calibrator.fitted.temperature_``…) that is missing,
+        of the wrong type or out of range.
+    """
+    if not isinstance(data, dict):
+        raise fail(where, f"must be an object with 'class', 'params' and 'fitted', got {data!r}")
+    name = data.get("class")
+    if name not in _CLASSES:
         known = ", ".join(sorted(_CLASSES))
-        raise InvalidInputError(f"unknown calibrator class {data.get('class')!r}; known: {known}")
-    estimator = _CLASSES[data["class"]](**_decode(data.get("params", {})))
-    for name, value in _decode(data.get("fitted", {})).items():
-        setattr(estimator, name, value)
+        raise fail(f"{where}.class", f"unknown calibrator class {name!r}; known: {known}")
+    for key in ("params", "fitted"):
+        if not isinstance(data.get(key, {}), dict):
+            raise fail(f"{where}.{key}", f"must be an object, got {data[key]!r}")
+    params = _decode(data.get("params", {}), f"{where}.params", fitted=False)
+    accepted = set(inspect.signature(_CLASSES[name]).parameters)
+    for key in params:
+        if key not in accepted:
+            raise fail(f"{where}.params.{key}", f"{name} has no parameter {key!r}")
+    try:
+        estimator = _CLASSES[name](**params)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"{where}.params", f"{name} cannot take these parameters ({exc})") from None
+    attributes = _decode(data.get("fitted", {}), f"{where}.fitted", fitted=True)
+    if fitted or attributes:
+        check_fitted(name, attributes, f"{where}.fitted")
+    for key, value in attributes.items():
+        setattr(estimator, key, value)
     return estimator
 
 
@@ -148,7 +194,8 @@ def save_calibrator(path: str | os.PathLike, record: CalibratorRecord) -> None:
         "n_probes": record.n_probes,
         "calibrator": estimator_to_dict(record.calibrator),
     }
-    Path(path).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    text = json.dumps(document, indent=1) + "\n"
+    atomic_write(path, lambda handle: handle.write(text))
 
 
 def load_calibrator(path: str | os.PathLike) -> CalibratorRecord:
@@ -157,7 +204,10 @@ def load_calibrator(path: str | os.PathLike) -> CalibratorRecord:
     Raises
     ------
     InvalidInputError
-        When the file is missing, not JSON, or not a verbcal calibrator file.
+        When the file is missing, not JSON, or not a verbcal calibrator file,
+        or a field is missing, of the wrong type or out of range (the message
+        names the field, e.g. ``calibrator.fitted.temperature_``), or the
+        rebuilt calibrator does not turn probability rows into probability rows.
     """
     path = Path(path)
     if not path.is_file():
@@ -166,24 +216,55 @@ def load_calibrator(path: str | os.PathLike) -> CalibratorRecord:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"{path}: not a JSON file ({exc})") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InvalidInputError(f"{path}: not a verbcal calibrator file")
-    if document.get("format_version") != FORMAT_VERSION:
+    version = document.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
         raise InvalidInputError(
             f"{path}: calibrator format version {document.get('format_version')!r}; "
             f"this verbcal reads version {FORMAT_VERSION}"
         )
+    return _record_from_document(document, path)
+
+
+def _record_from_document(document: dict, path: Path) -> CalibratorRecord:
+    """Check every field of a calibrator document, naming the first that is wrong."""
+
+    def where(field: str) -> str:
+        return f"{path}: {field}"
+
     labels = document.get("labels")
-    if not (isinstance(labels, list) and len(labels) >= 2):
-        raise InvalidInputError(f"{path}: 'labels' must list at least two labels")
-    try:
-        calibrator = estimator_from_dict(document.get("calibrator"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{path}: cannot rebuild the calibrator ({exc})") from None
+    if not (
+        isinstance(labels, list)
+        and len(labels) >= 2
+        and all(isinstance(x, str) and x for x in labels)
+        and len(set(labels)) == len(labels)
+    ):
+        raise fail(where("labels"), f"must list at least two distinct label names, got {labels!r}")
+    calibrator = estimator_from_dict(document.get("calibrator"), where=where("calibrator"))
+    n_features = getattr(calibrator, "n_features_in_", None)
+    if n_features != len(labels):
+        raise fail(
+            where("calibrator.fitted.n_features_in_"),
+            f"the calibrator has {n_features} class columns but 'labels' lists {len(labels)}",
+        )
+    method = document.get("method")
+    if not isinstance(method, str) or not method:
+        raise fail(where("method"), f"must be a method name, got {method!r}")
+    fitted_ids = document.get("fitted_ids", [])
+    if not isinstance(fitted_ids, list) or not all(
+        isinstance(i, str | int) and not isinstance(i, bool) for i in fitted_ids
+    ):
+        raise fail(where("fitted_ids"), "must be a list of row ids (strings or integers)")
+    n_probes = document.get("n_probes", 0)
+    int_at_least(0)(n_probes, where("n_probes"))
+    check_predicts_probabilities(calibrator, len(labels), where("calibrator"))
     return CalibratorRecord(
-        method=str(document.get("method")),
+        method=method,
         calibrator=calibrator,
         labels=labels,
-        fitted_ids=[str(i) for i in document.get("fitted_ids", [])],
-        n_probes=int(document.get("n_probes", 0)),
+        fitted_ids=[str(i) for i in fitted_ids],
+        n_probes=n_probes,
     )

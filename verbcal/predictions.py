@@ -364,14 +364,16 @@ def to_arrays(
     n_unlabelled = 0
     if prefer_labelled and 0 < len(labelled) < len(kept):
         kept, n_unlabelled = labelled, len(kept) - len(labelled)
-    P = np.array([[p.probs[label] for label in labels] for p in kept], dtype=np.float64)
+    rows = [p.probs for p in kept if p.probs is not None]  # every kept row (typed for mypy)
+    P = np.array([[row[label] for label in labels] for row in rows], dtype=np.float64)
     sums = P.sum(axis=1, keepdims=True)
     if (sums <= 0).any():
         bad = kept[int(np.flatnonzero(sums[:, 0] <= 0)[0])].id
         raise InvalidInputError(f"prediction {bad!r} has probabilities that sum to 0")
+    golds = [p.label for p in kept if p.label is not None]
     y = None
-    if all(p.label is not None for p in kept):
-        y = np.array([labels.index(p.label) for p in kept], dtype=np.int64)
+    if len(golds) == len(kept):
+        y = np.array([labels.index(gold) for gold in golds], dtype=np.int64)
     return PredictionArrays(
         labels=labels,
         ids=[p.id for p in kept],

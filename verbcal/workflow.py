@@ -12,6 +12,7 @@ whose ids were not fitted on, so their numbers are honest.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -61,14 +62,23 @@ def split_ids(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (fit, held out): a seeded split, stratified when every class allows."""
     n = len(arrays.ids)
-    if not 0 <= holdout < 1:
-        raise ConfigurationError(f"holdout must be in [0, 1), got {holdout!r}")
+    if isinstance(holdout, bool) or not (isinstance(holdout, int | float) and 0 <= holdout < 1):
+        raise ConfigurationError(f"holdout must be a number in [0, 1), got {holdout!r}")
     rows = np.arange(n)
     if holdout == 0:
         return rows, rows[:0]
+    n_held = math.ceil(holdout * n)  # as train_test_split rounds
+    if n - n_held < 2 or n_held < 1:
+        raise InvalidInputError(
+            f"holdout {holdout:g} of {n} rows leaves {n - n_held} to fit on and {n_held} to "
+            "evaluate on: both need rows (fitting at least 2); choose another holdout"
+        )
     stratify = arrays.y
-    if stratify is None or np.bincount(stratify).min(initial=n) < 2:
-        stratify = None
+    if stratify is not None:
+        counts = np.bincount(stratify)
+        classes = int((counts > 0).sum())
+        if counts[counts > 0].min() < 2 or min(n - n_held, n_held) < classes:
+            stratify = None
     fit, held = train_test_split(rows, test_size=holdout, random_state=seed, stratify=stratify)
     return np.sort(fit), np.sort(held)
 
@@ -85,7 +95,9 @@ def fit_calibrator(
     if method not in METHODS:
         raise ConfigurationError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     needs = METHODS[method][0]
-    items = to_arrays(predictions, kind=ITEM)
+    # Labelled methods fit on the labelled rows of a file that mixes labelled and unlabelled
+    # ones (those stay unfitted, usable by threshold and apply); batch uses every row.
+    items = to_arrays(predictions, kind=ITEM, prefer_labelled=needs != "unlabelled")
     fit_rows, _ = split_ids(items, holdout, seed)
     if needs in ("labels", "both") and items.y is None:
         raise InvalidInputError(f"method {method!r} needs predictions with gold labels")
@@ -119,15 +131,29 @@ def _probe_rows(predictions: list[Prediction]) -> PredictionArrays:
     return to_arrays(predictions, kind=CONTENT_FREE)
 
 
-def held_out(
-    predictions: list[Prediction], fitted_ids: list[str], labels: list[str]
-) -> PredictionArrays:
-    """The parsed item rows whose ids the calibrator was not fitted on."""
-    items = to_arrays(predictions, kind=ITEM)
-    if items.labels != list(labels):
+def check_same_labels(predictions: list[Prediction], labels: list[str]) -> None:
+    """Raise unless the predictions' label set is the calibrator's, in the same order."""
+    if predictions and predictions[0].labels != list(labels):
         raise InvalidInputError(
-            f"the predictions' labels {items.labels} are not the calibrator's labels {labels}"
+            f"the predictions' labels {predictions[0].labels} are not the calibrator's "
+            f"labels {list(labels)}"
         )
+
+
+def held_out(
+    predictions: list[Prediction],
+    fitted_ids: list[str],
+    labels: list[str],
+    *,
+    prefer_labelled: bool = True,
+) -> PredictionArrays:
+    """The parsed item rows whose ids the calibrator was not fitted on.
+
+    With ``prefer_labelled`` (for metrics), a file that mixes labelled and
+    unlabelled rows gives its labelled rows (see :func:`~verbcal.predictions.to_arrays`).
+    """
+    check_same_labels(predictions, labels)
+    items = to_arrays(predictions, kind=ITEM, prefer_labelled=prefer_labelled)
     seen = set(fitted_ids)
     keep = np.array([i not in seen for i in items.ids], dtype=bool)
     if not keep.any():
@@ -167,11 +193,8 @@ def evaluate(P: np.ndarray, y: np.ndarray, *, n_boot: int = 200, seed: int = 0) 
 
 def apply_calibrator(record: CalibratorRecord, predictions: list[Prediction]) -> list[Prediction]:
     """Copies of ``predictions`` with calibrated ``probs`` (unparsed rows unchanged)."""
+    check_same_labels(predictions, record.labels)
     labels = predictions[0].labels
-    if labels != record.labels:
-        raise InvalidInputError(
-            f"the predictions' labels {labels} are not the calibrator's labels {record.labels}"
-        )
     parsed = [p for p in predictions if p.probs is not None]
     if not parsed:
         return list(predictions)
@@ -210,16 +233,25 @@ def choose_threshold(
     rows it reports the precision predicted without labels and, when they are
     labelled, the precision and recall realised, with Clopper–Pearson intervals.
     """
-    items = to_arrays(predictions, kind=ITEM)
+    # The checks evaluate makes: the same label set, and rows the calibrator was not fitted on.
+    held_out(predictions, record.fitted_ids, record.labels, prefer_labelled=False)
+    items = to_arrays(predictions, kind=ITEM, prefer_labelled=False)
+    index = {
+        p.id: items.labels.index(p.label)
+        for p in predictions
+        if p.kind == ITEM and p.label is not None
+    }
+    gold = np.array([index.get(i, -1) for i in items.ids], dtype=np.int64)  # -1: no gold label
     column = record.labels.index(positive)
     Q = record.calibrator.predict_proba(items.P)
     fitted = set(record.fitted_ids)
     fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
-    other = ~fit_rows if (~fit_rows).any() else fit_rows
+    other = ~fit_rows
+    choose_on = fit_rows & (gold >= 0)
     targets = {"target_precision": target_precision, "target_recall": target_recall}
-    if fit_rows.any() and items.y is not None:
-        point = thresholds.operating_point(Q[fit_rows], items.y[fit_rows], column, **targets)
-        chosen_on = f"{int(fit_rows.sum())} labelled calibration rows"
+    if choose_on.any():
+        point = thresholds.operating_point(Q[choose_on], gold[choose_on], column, **targets)
+        chosen_on = f"{int(choose_on.sum())} labelled calibration rows"
     else:
         point = thresholds.operating_point_from_probabilities(Q[other], column, **targets)
         chosen_on = f"calibrated probabilities of {int(other.sum())} rows (no labels)"
@@ -235,9 +267,12 @@ def choose_threshold(
         "predicted_precision": thresholds.predicted_precision(Q[other], column, t),
         "predicted_recall": thresholds.predicted_recall(Q[other], column, t),
     }
-    if items.y is not None:
-        flagged = Q[other, column] >= t
-        is_positive = items.y[other] == column
+    realise_on = other & (gold >= 0)
+    if realise_on.any():
+        if not realise_on[other].all():
+            result["realised_on_labelled_rows"] = int(realise_on.sum())
+        flagged = Q[realise_on, column] >= t
+        is_positive = gold[realise_on] == column
         tp, n_flagged, n_pos = (
             int((flagged & is_positive).sum()),
             int(flagged.sum()),
