@@ -14,6 +14,7 @@ from verbcal.thresholds import (
     operating_point,
     operating_point_from_probabilities,
     operating_points,
+    precision_recall_at,
     precision_recall_curve,
     predicted_precision,
     predicted_recall,
@@ -254,6 +255,77 @@ def test_curve_agrees_with_sklearn_one_vs_rest(seed, positive):
     np.testing.assert_array_equal(curve.thresholds, thresholds)
     np.testing.assert_allclose(curve.precision, precision[:-1], rtol=0, atol=1e-12)
     np.testing.assert_allclose(curve.recall, recall[:-1], rtol=0, atol=1e-12)
+
+
+NAMES = ["cat", "dog", "eel"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_positive_is_a_label_of_labels_or_a_column_without_them(seed):
+    P, y = random_multiclass(seed)
+    by_name = operating_point(P, y, "eel", labels=NAMES, target_precision=0.6)
+    by_index = operating_point(P, y, 2, target_precision=0.6)
+    assert by_name.positive == "eel" and by_index.positive == 2
+    assert (by_name.threshold, by_name.n_predicted) == (by_index.threshold, by_index.n_predicted)
+    for call in (
+        lambda pos, **kw: precision_recall_curve(P, y, pos, **kw).thresholds,
+        lambda pos, **kw: predicted_precision(P, pos, 0.5, **kw),
+        lambda pos, **kw: predicted_recall(P, pos, 0.5, **kw),
+        lambda pos, **kw: (
+            operating_point_from_probabilities(P, pos, target_recall=0.5, **kw).threshold
+        ),
+        lambda pos, **kw: precision_recall_at(P, y, pos, 0.5, **kw).precision,
+    ):
+        np.testing.assert_array_equal(call("dog", labels=NAMES), call(1))
+    named = operating_points(P, y, target_precision=0.6, labels=NAMES)
+    assert [op.positive for op in named] == NAMES
+
+
+@pytest.mark.parametrize(
+    ("positive", "labels", "match"),
+    [
+        ("fox", NAMES, r"positive label 'fox' is not one of \['cat', 'dog', 'eel'\]"),
+        (1, NAMES, "positive label 1 is not one of"),
+        ("dog", ["cat", "dog"], "labels has 2 names but P has 3 columns"),
+        ("dog", None, "positive must be a label of labels"),
+    ],
+)
+def test_unknown_positive_label(positive, labels, match):
+    with pytest.raises(ConfigurationError, match=match):
+        operating_point(P3, Y3, positive, labels=labels, target_precision=0.9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_precision_recall_at_counts_and_intervals(seed):
+    P, y = random_multiclass(seed)
+    threshold = 0.4
+    rates = precision_recall_at(P, y, "dog", threshold, labels=NAMES, confidence=0.9)
+    flagged, positive = P[:, 1] >= threshold, y == 1
+    tp = int((flagged & positive).sum())
+    assert (rates.n_predicted, rates.n_true_positive, rates.n_positive) == (
+        flagged.sum(),
+        tp,
+        positive.sum(),
+    )
+    assert rates.precision == tp / flagged.sum() and rates.recall == tp / positive.sum()
+    assert rates.precision_ci == clopper_pearson(tp, int(flagged.sum()), 0.9)
+    assert rates.recall_ci == clopper_pearson(tp, int(positive.sum()), 0.9)
+
+
+def test_precision_recall_at_with_nothing_flagged_has_no_precision():
+    rates = precision_recall_at(P3, Y3, 0, 0.99)
+    assert rates.n_predicted == 0 and rates.precision is None and rates.precision_ci is None
+    assert rates.recall == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_curve_without_labels_is_the_predicted_half_of_the_labelled_curve(seed):
+    P, y = random_multiclass(seed)
+    labelled, unlabelled = precision_recall_curve(P, y, 0), precision_recall_curve(P, None, 0)
+    assert unlabelled.precision is None and unlabelled.n_positive is None
+    np.testing.assert_array_equal(unlabelled.thresholds, labelled.thresholds)
+    np.testing.assert_array_equal(unlabelled.predicted_precision, labelled.predicted_precision)
+    np.testing.assert_array_equal(unlabelled.predicted_recall, labelled.predicted_recall)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -5,11 +5,17 @@ delivers it. This module finds it, one class at a time, one-vs-rest: the
 *score* of a row is its probability of the ``positive`` class, and a row is
 predicted positive when ``score >= threshold``.
 
+``positive`` is the *label* of the positive class, as everywhere in verbcal:
+one of ``labels`` when the columns of ``P`` are named (``labels=["neg",
+"pos"]``, ``positive="pos"``). Without ``labels`` the classes are named by
+their column indices, the values ``y`` holds, so ``positive=1`` is column 1
+(scikit-learn's ``pos_label``). Result objects carry the label given.
+
 Two situations are covered:
 
 * **Labelled rows** (``operating_point``, ``operating_points``,
-  ``precision_recall_curve``): precision and recall are counted, with exact
-  Clopper–Pearson intervals.
+  ``precision_recall_curve``, ``precision_recall_at``): precision and recall
+  are counted, with exact Clopper–Pearson intervals.
 * **Unlabelled rows** (``predicted_precision``, ``predicted_recall``,
   ``operating_point_from_probabilities``): if the probabilities are
   calibrated, a row with score ``p`` is positive with probability ``p``, so
@@ -25,24 +31,28 @@ the same rows as the higher of the two.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
+from typing import Literal
 
 import numpy as np
 
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.guarantee import check_guarantee, precision_threshold, recall_threshold
-from verbcal.metrics.intervals import clopper_pearson
-from verbcal.validation import check_labels, check_probabilities
+from verbcal.metrics.intervals import CONFIDENCE, clopper_pearson
+from verbcal.validation import Interval, check_labels, check_param, check_probabilities
 
 __all__ = [
     "OperatingPoint",
     "PrecisionRecallCurve",
     "PredictedOperatingPoint",
+    "ThresholdRates",
     "clopper_pearson",
     "operating_point",
     "operating_point_from_probabilities",
     "operating_points",
+    "precision_recall_at",
     "precision_recall_curve",
     "predicted_precision",
     "predicted_recall",
@@ -58,10 +68,11 @@ class OperatingPoint:
 
     Attributes
     ----------
-    positive : int
-        Column of the class treated as positive (the others are negative).
+    positive : str or int
+        Label of the class treated as positive (the others are negative): one
+        of ``labels``, or a column index when no labels were given.
     target : {"precision", "recall"}
-        Which quantity was asked for.
+        Which quantity was asked for (a :data:`Target`).
     target_value : float
         The value asked for.
     met : bool
@@ -94,8 +105,8 @@ class OperatingPoint:
         would let one threshold pass at the rates observed (None when none would).
     """
 
-    positive: int
-    target: str
+    positive: str | int
+    target: Target
     target_value: float
     met: bool
     threshold: float
@@ -143,10 +154,10 @@ class PredictedOperatingPoint:
 
     Attributes
     ----------
-    positive : int
-        Column of the class treated as positive.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
     target : {"precision", "recall"}
-        Which quantity was asked for.
+        Which quantity was asked for (a :data:`Target`).
     target_value : float
         The value asked for.
     met : bool
@@ -160,8 +171,8 @@ class PredictedOperatingPoint:
         Rows predicted positive, and all rows.
     """
 
-    positive: int
-    target: str
+    positive: str | int
+    target: Target
     target_value: float
     met: bool
     threshold: float
@@ -181,93 +192,170 @@ class PrecisionRecallCurve:
 
     Attributes
     ----------
-    positive : int
-        Column of the class treated as positive.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
     thresholds : numpy.ndarray of float
         The distinct positive-class probabilities, increasing.
-    precision, recall : numpy.ndarray of float
-        Counted on the labelled rows.
+    precision, recall : numpy.ndarray of float, or None
+        Counted on the labelled rows (None without gold labels).
     predicted_precision, predicted_recall : numpy.ndarray of float
         Expected from the probabilities alone, assuming they are calibrated.
-    n_predicted, n_true_positive : numpy.ndarray of int
-        Rows predicted positive, and how many of them are positive.
-    n_positive : int
-        Positive rows.
+    n_predicted : numpy.ndarray of int
+        Rows predicted positive.
+    n_true_positive : numpy.ndarray of int, or None
+        How many of them are positive (None without gold labels).
+    n_positive : int or None
+        Positive rows (None without gold labels).
     """
 
-    positive: int
+    positive: str | int
     thresholds: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
+    precision: np.ndarray | None
+    recall: np.ndarray | None
     predicted_precision: np.ndarray
     predicted_recall: np.ndarray
     n_predicted: np.ndarray
-    n_true_positive: np.ndarray
+    n_true_positive: np.ndarray | None
+    n_positive: int | None
+
+
+@dataclass(frozen=True)
+class ThresholdRates:
+    """What a fixed threshold achieves on labelled rows, with exact intervals.
+
+    Attributes
+    ----------
+    positive : str or int
+        Label of the class treated as positive.
+    threshold : float
+        Rows whose positive-class probability is ``>= threshold`` are flagged.
+    n_predicted, n_true_positive, n_positive, n_rows : int
+        Rows flagged, flagged rows that are positive, positive rows, all rows.
+    precision, recall : float or None
+        ``n_true_positive / n_predicted`` and ``n_true_positive / n_positive``;
+        None when the denominator is 0.
+    precision_ci, recall_ci : tuple of float, or None
+        Clopper–Pearson intervals at level ``confidence`` (None with the rate).
+    confidence : float
+        Level of the intervals.
+    """
+
+    positive: str | int
+    threshold: float
+    n_predicted: int
+    n_true_positive: int
     n_positive: int
+    n_rows: int
+    precision: float | None
+    precision_ci: tuple[float, float] | None
+    recall: float | None
+    recall_ci: tuple[float, float] | None
+    confidence: float
+
+
+def rates_from_counts(
+    positive: str | int,
+    threshold: float,
+    tp: int,
+    n_predicted: int,
+    n_positive: int,
+    n_rows: int,
+    confidence: float = 0.95,
+) -> ThresholdRates:
+    """:class:`ThresholdRates` from counts: the one place a realised rate gets its interval."""
+
+    def rate(k: int, n: int) -> tuple[float | None, tuple[float, float] | None]:
+        return (k / n, clopper_pearson(k, n, confidence)) if n else (None, None)
+
+    precision, precision_ci = rate(tp, n_predicted)
+    recall, recall_ci = rate(tp, n_positive)
+    return ThresholdRates(
+        positive=positive,
+        threshold=float(threshold),
+        n_predicted=n_predicted,
+        n_true_positive=tp,
+        n_positive=n_positive,
+        n_rows=n_rows,
+        precision=precision,
+        precision_ci=precision_ci,
+        recall=recall,
+        recall_ci=recall_ci,
+        confidence=confidence,
+    )
 
 
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_positive(positive, n_classes: int) -> int:
+#: What an operating point aims at.
+Target = Literal["precision", "recall"]
+
+#: What the numbers of this module may be (checked by ``check_param``).
+TARGET = [Interval("real", 0, 1, closed="right")]
+THRESHOLD = [Interval("real", 0, 1)]
+
+
+def _class(positive, labels: Sequence[str] | None, n_classes: int) -> tuple[int, str | int]:
+    """The column of the class labelled ``positive``, and that label."""
+    if labels is not None:
+        names = list(labels)
+        if len(names) != n_classes:
+            raise ConfigurationError(
+                f"labels has {len(names)} names but P has {n_classes} columns: {names}"
+            )
+        if not isinstance(positive, str) or positive not in names:
+            raise ConfigurationError(f"positive label {positive!r} is not one of {names}")
+        return names.index(positive), positive
     if isinstance(positive, bool) or not isinstance(positive, Integral):
         raise ConfigurationError(
-            f"positive must be a class index (an int column of P), got {positive!r}"
+            "positive must be a label of labels=[...] or, without labels, a class index "
+            f"(a column of P), got {positive!r}"
         )
     if not 0 <= positive < n_classes:
         raise ConfigurationError(
             f"positive class {positive} is unknown: P has columns 0..{n_classes - 1}"
         )
-    return int(positive)
+    return int(positive), int(positive)
 
 
-def _check_fraction(value, name: str, *, closed_low: bool) -> float:
-    """``value`` as a float in (0, 1], or [0, 1] when ``closed_low``."""
-    low = "[0, 1]" if closed_low else "(0, 1]"
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
-        raise ConfigurationError(f"{name} must be a number in {low}, got {value!r}")
-    if not (0.0 <= value <= 1.0) or (value == 0.0 and not closed_low):
-        raise ConfigurationError(f"{name} must be in {low}, got {value!r}")
-    return float(value)
-
-
-def _check_target(target_precision, target_recall) -> tuple[str, float]:
+def _check_target(target_precision, target_recall) -> tuple[Target, float]:
     if (target_precision is None) == (target_recall is None):
         raise ConfigurationError(
             "give exactly one of target_precision and target_recall, "
             f"got target_precision={target_precision!r}, target_recall={target_recall!r}"
         )
     if target_precision is not None:
-        return "precision", _check_fraction(target_precision, "target_precision", closed_low=False)
-    return "recall", _check_fraction(target_recall, "target_recall", closed_low=False)
+        check_param("target_precision", target_precision, TARGET)
+        return "precision", float(target_precision)
+    check_param("target_recall", target_recall, TARGET)
+    return "recall", float(target_recall)
 
 
 def _check_confidence(confidence) -> float:
-    level = _check_fraction(confidence, "confidence", closed_low=True)
-    if level in (0.0, 1.0):
-        raise ConfigurationError(f"confidence must be strictly between 0 and 1, got {level!r}")
-    return level
+    check_param("confidence", confidence, CONFIDENCE)
+    return float(confidence)
 
 
-def _scores(P, positive, renormalize: bool) -> tuple[np.ndarray, int]:
+def _scores(P, positive, labels, renormalize: bool) -> tuple[np.ndarray, int, str | int]:
+    """Positive-class scores, the column and the positive label."""
     arr = check_probabilities(P, renormalize=renormalize)
-    column = _check_positive(positive, arr.shape[1])
-    return arr[:, column], column
+    column, name = _class(positive, labels, arr.shape[1])
+    return arr[:, column], column, name
 
 
-def _labelled(P, y, positive, renormalize: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    """Positive-class scores, a boolean "is positive" vector, and the checked column."""
+def _labelled(P, y, positive, labels, renormalize: bool):
+    """Positive-class scores, a boolean "is positive" vector, and the positive label."""
     arr = check_probabilities(P, renormalize=renormalize)
-    labels = check_labels(y, arr.shape[0], arr.shape[1])
-    column = _check_positive(positive, arr.shape[1])
-    return arr[:, column], _positives_of(labels, column), column
+    gold = check_labels(y, arr.shape[0], arr.shape[1])
+    column, name = _class(positive, labels, arr.shape[1])
+    return arr[:, column], _positives_of(gold, column, name), name
 
 
-def _positives_of(labels: np.ndarray, column: int) -> np.ndarray:
-    is_positive = labels == column
+def _positives_of(gold: np.ndarray, column: int, name: str | int) -> np.ndarray:
+    is_positive = gold == column
     if not is_positive.any():
         raise InvalidInputError(
-            f"y has no row of class {column}, so recall against it is undefined"
+            f"y has no row of class {name!r}, so recall against it is undefined"
         )
     return is_positive
 
@@ -334,8 +422,8 @@ def _select(
 def _operating_point(
     scores: np.ndarray,
     is_positive: np.ndarray,
-    column: int,
-    target: str,
+    positive: str | int,
+    target: Target,
     value: float,
     confidence: float,
     guarantee: float | None = None,
@@ -355,7 +443,7 @@ def _operating_point(
             predicted = scores >= t
             tp, pp = int((predicted & is_positive).sum()), int(predicted.sum())
             return OperatingPoint(
-                positive=column,
+                positive=positive,
                 target=target,
                 target_value=value,
                 met=True,
@@ -374,7 +462,7 @@ def _operating_point(
             )
         met = False
     return OperatingPoint(
-        positive=column,
+        positive=positive,
         target=target,
         target_value=value,
         met=met,
@@ -400,13 +488,14 @@ def _operating_point(
 def operating_point(
     P,
     y,
-    positive: int,
+    positive: str | int,
     *,
     target_precision: float | None = None,
     target_recall: float | None = None,
     confidence: float = 0.95,
     renormalize: bool = False,
     guarantee: float | None = None,
+    labels: Sequence[str] | None = None,
 ) -> OperatingPoint:
     """The threshold that meets a precision or recall target on labelled rows.
 
@@ -423,8 +512,8 @@ def operating_point(
         of class 1 of a binary problem.
     y : array-like of shape (n,)
         Gold class indices (columns of ``P``).
-    positive : int
-        Column of the class treated as positive.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
     target_precision, target_recall : float in (0, 1]
         Give exactly one.
     confidence : float, default 0.95
@@ -439,6 +528,8 @@ def operating_point(
         (Learn-then-Test; :mod:`verbcal.guarantee`). When no threshold can be
         guaranteed, ``met`` is False, the fields describe the unguaranteed
         choice and ``rows_needed`` says how many labelled rows would do.
+    labels : sequence of str, optional
+        Names of the columns of ``P``; ``positive`` is then one of them.
 
     Returns
     -------
@@ -453,19 +544,23 @@ def operating_point(
     (True, 0.6, 0.6, 1.0, 5)
     >>> operating_point(p_yes, y, positive=1, target_precision=0.7).met
     False
+    >>> operating_point(p_yes, y, "yes", labels=["no", "yes"], target_precision=0.6).threshold
+    0.6
     >>> p_yes, y = [0.9] * 30 + [0.6] * 30, [1] * 30 + [1] * 10 + [0] * 20
     >>> op = operating_point(p_yes, y, positive=1, target_precision=0.9, guarantee=0.9)
     >>> op.met, op.threshold, round(op.bound, 4)
     (True, 0.601, 0.9261)
-    >>> operating_point(p_yes[25:], y[25:], 1, target_precision=0.9, guarantee=0.9).rows_needed
-    153
+    >>> p_yes, y = [0.9] * 25 + [0.6] * 10, [1] * 24 + [0] * 11  # 24/25 right: too few rows
+    >>> op = operating_point(p_yes, y, positive=1, target_precision=0.9, guarantee=0.9)
+    >>> op.met, op.precision, op.rows_needed
+    (False, 0.96, 75)
     """
     target, value = _check_target(target_precision, target_recall)
     level = _check_confidence(confidence)
     if guarantee is not None:
         guarantee = check_guarantee(guarantee)
-    scores, is_positive, column = _labelled(P, y, positive, renormalize)
-    return _operating_point(scores, is_positive, column, target, value, level, guarantee)
+    scores, is_positive, name = _labelled(P, y, positive, labels, renormalize)
+    return _operating_point(scores, is_positive, name, target, value, level, guarantee)
 
 
 def operating_points(
@@ -476,6 +571,7 @@ def operating_points(
     target_recall: float | None = None,
     confidence: float = 0.95,
     renormalize: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> list[OperatingPoint]:
     """One-vs-rest operating points for every class, in column order.
 
@@ -495,6 +591,8 @@ def operating_points(
         Level of the Clopper–Pearson intervals.
     renormalize : bool, default False
         Divide rows by their sums first instead of requiring them to sum to 1.
+    labels : sequence of str, optional
+        Names of the columns of ``P``, used as the ``positive`` of each point.
 
     Returns
     -------
@@ -511,32 +609,43 @@ def operating_points(
     target, value = _check_target(target_precision, target_recall)
     level = _check_confidence(confidence)
     arr = check_probabilities(P, renormalize=renormalize)
-    labels = check_labels(y, arr.shape[0], arr.shape[1])
+    gold = check_labels(y, arr.shape[0], arr.shape[1])
+    names = [_class(k, None, arr.shape[1])[1] for k in range(arr.shape[1])]
+    if labels is not None:
+        names = [_class(label, labels, arr.shape[1])[1] for label in labels]
     return [
-        _operating_point(arr[:, k], _positives_of(labels, k), k, target, value, level)
-        for k in range(arr.shape[1])
+        _operating_point(arr[:, k], _positives_of(gold, k, name), name, target, value, level)
+        for k, name in enumerate(names)
     ]
 
 
 def precision_recall_curve(
-    P, y, positive: int, *, renormalize: bool = False
+    P,
+    y,
+    positive: str | int,
+    *,
+    renormalize: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> PrecisionRecallCurve:
     """Realised and predicted precision/recall at every distinct score.
 
     The counted precision and recall equal
     :func:`sklearn.metrics.precision_recall_curve` on ``(y == positive,
-    P[:, positive])`` without its end point.
+    P[:, positive])`` without its end point. The predicted ones are
+    :func:`predicted_precision` and :func:`predicted_recall` at each threshold.
 
     Parameters
     ----------
     P : array-like of shape (n, K) or (n,)
         Probability rows.
-    y : array-like of shape (n,)
-        Gold class indices.
-    positive : int
-        Column of the class treated as positive.
+    y : array-like of shape (n,), or None
+        Gold class indices; None gives the predicted curves only.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
     renormalize : bool, default False
         Divide rows by their sums first instead of requiring them to sum to 1.
+    labels : sequence of str, optional
+        Names of the columns of ``P``; ``positive`` is then one of them.
 
     Returns
     -------
@@ -549,32 +658,102 @@ def precision_recall_curve(
     ([0.3, 0.8, 0.9], [0.5, 0.6666666666666666, 0.5], [1.0, 1.0, 0.5])
     >>> curve.predicted_precision.round(4).tolist()
     [0.725, 0.8667, 0.9]
+    >>> precision_recall_curve([0.9, 0.8, 0.6, 0.3], None, 1).predicted_recall.round(4).tolist()
+    [1.0, 0.8846, 0.6538, 0.3462]
     """
-    scores, is_positive, column = _labelled(P, y, positive, renormalize)
+    if y is None:
+        scores, _, name = _scores(P, positive, labels, renormalize)
+        is_positive = None
+    else:
+        scores, is_positive, name = _labelled(P, y, positive, labels, renormalize)
     sweep = _sweep(scores, is_positive)
     tp = sweep.n_true_positive
     increasing = slice(None, None, -1)
     return PrecisionRecallCurve(
-        positive=column,
+        positive=name,
         thresholds=sweep.thresholds[increasing],
-        precision=(tp / sweep.n_predicted)[increasing],
-        recall=(tp / tp[-1])[increasing],
+        precision=None if tp is None else (tp / sweep.n_predicted)[increasing],
+        recall=None if tp is None else (tp / tp[-1])[increasing],
         predicted_precision=sweep.predicted_precision[increasing],
         predicted_recall=sweep.predicted_recall[increasing],
         n_predicted=sweep.n_predicted[increasing],
-        n_true_positive=tp[increasing],
-        n_positive=int(tp[-1]),
+        n_true_positive=None if tp is None else tp[increasing],
+        n_positive=None if tp is None else int(tp[-1]),
+    )
+
+
+def precision_recall_at(
+    P,
+    y,
+    positive: str | int,
+    threshold: float,
+    *,
+    confidence: float = 0.95,
+    renormalize: bool = False,
+    labels: Sequence[str] | None = None,
+) -> ThresholdRates:
+    """Precision and recall that a threshold fixed in advance achieves on labelled rows.
+
+    Unlike :func:`operating_point`, the threshold is not chosen on these rows,
+    so the Clopper–Pearson intervals are honest for them (held-out rows).
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows.
+    y : array-like of shape (n,)
+        Gold class indices.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
+    threshold : float in [0, 1]
+        Rows whose positive-class probability is ``>= threshold`` are flagged.
+    confidence : float, default 0.95
+        Level of the intervals.
+    renormalize : bool, default False
+        Divide rows by their sums first instead of requiring them to sum to 1.
+    labels : sequence of str, optional
+        Names of the columns of ``P``; ``positive`` is then one of them.
+
+    Returns
+    -------
+    ThresholdRates
+        Precision (recall) is None when no row is flagged (positive).
+
+    Examples
+    --------
+    >>> rates = precision_recall_at([0.9, 0.9, 0.8, 0.3], [1, 0, 1, 0], 1, 0.8)
+    >>> rates.precision, rates.recall, round(rates.precision_ci[0], 4)
+    (0.6666666666666666, 1.0, 0.0943)
+    """
+    check_param("threshold", threshold, THRESHOLD)
+    level = _check_confidence(confidence)
+    arr = check_probabilities(P, renormalize=renormalize)
+    gold = check_labels(y, arr.shape[0], arr.shape[1])
+    column, name = _class(positive, labels, arr.shape[1])
+    flagged = arr[:, column] >= threshold
+    is_positive = gold == column
+    return rates_from_counts(
+        name,
+        threshold,
+        int((flagged & is_positive).sum()),
+        int(flagged.sum()),
+        int(is_positive.sum()),
+        int(arr.shape[0]),
+        level,
     )
 
 
 # ----------------------------------------------------------------------------- unlabelled rows
 
 
-def _check_threshold(threshold) -> float:
-    return _check_fraction(threshold, "threshold", closed_low=True)
-
-
-def predicted_precision(P, positive: int, threshold: float, *, renormalize: bool = False) -> float:
+def predicted_precision(
+    P,
+    positive: str | int,
+    threshold: float,
+    *,
+    renormalize: bool = False,
+    labels: Sequence[str] | None = None,
+) -> float:
     """Precision expected at ``threshold`` on unlabelled rows, if ``P`` is calibrated.
 
     Calibration means a row with positive-class probability ``p`` is positive
@@ -588,12 +767,14 @@ def predicted_precision(P, positive: int, threshold: float, *, renormalize: bool
     ----------
     P : array-like of shape (n, K) or (n,)
         Probability rows.
-    positive : int
-        Column of the class treated as positive.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
     threshold : float in [0, 1]
         Predict positive when the positive-class probability is ``>= threshold``.
     renormalize : bool, default False
         Divide rows by their sums first instead of requiring them to sum to 1.
+    labels : sequence of str, optional
+        Names of the columns of ``P``; ``positive`` is then one of them.
 
     Returns
     -------
@@ -605,14 +786,22 @@ def predicted_precision(P, positive: int, threshold: float, *, renormalize: bool
     >>> round(predicted_precision([0.9, 0.8, 0.6, 0.3], positive=1, threshold=0.6), 4)
     0.7667
     """
-    scores, _ = _scores(P, positive, renormalize)
-    chosen = scores >= _check_threshold(threshold)
+    check_param("threshold", threshold, THRESHOLD)
+    scores, _, _ = _scores(P, positive, labels, renormalize)
+    chosen = scores >= threshold
     if not chosen.any():
         return float("nan")
     return float(scores[chosen].sum() / chosen.sum())
 
 
-def predicted_recall(P, positive: int, threshold: float, *, renormalize: bool = False) -> float:
+def predicted_recall(
+    P,
+    positive: str | int,
+    threshold: float,
+    *,
+    renormalize: bool = False,
+    labels: Sequence[str] | None = None,
+) -> float:
     """Recall expected at ``threshold`` on unlabelled rows, if ``P`` is calibrated.
 
     Under calibration (see :func:`predicted_precision`) the expected number
@@ -624,12 +813,14 @@ def predicted_recall(P, positive: int, threshold: float, *, renormalize: bool = 
     ----------
     P : array-like of shape (n, K) or (n,)
         Probability rows.
-    positive : int
-        Column of the class treated as positive.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
     threshold : float in [0, 1]
         Predict positive when the positive-class probability is ``>= threshold``.
     renormalize : bool, default False
         Divide rows by their sums first instead of requiring them to sum to 1.
+    labels : sequence of str, optional
+        Names of the columns of ``P``; ``positive`` is then one of them.
 
     Returns
     -------
@@ -641,20 +832,22 @@ def predicted_recall(P, positive: int, threshold: float, *, renormalize: bool = 
     >>> round(predicted_recall([0.9, 0.8, 0.6, 0.3], positive=1, threshold=0.8), 4)
     0.6538
     """
-    scores, _ = _scores(P, positive, renormalize)
+    check_param("threshold", threshold, THRESHOLD)
+    scores, _, _ = _scores(P, positive, labels, renormalize)
     total = scores.sum()
     if total == 0:
         return float("nan")
-    return float(scores[scores >= _check_threshold(threshold)].sum() / total)
+    return float(scores[scores >= threshold].sum() / total)
 
 
 def operating_point_from_probabilities(
     P,
-    positive: int,
+    positive: str | int,
     *,
     target_precision: float | None = None,
     target_recall: float | None = None,
     renormalize: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> PredictedOperatingPoint:
     """Choose a threshold on unlabelled rows by their predicted precision/recall.
 
@@ -666,12 +859,14 @@ def operating_point_from_probabilities(
     ----------
     P : array-like of shape (n, K) or (n,)
         Calibrated probability rows.
-    positive : int
-        Column of the class treated as positive.
+    positive : str or int
+        Label of the class treated as positive (a column index without ``labels``).
     target_precision, target_recall : float in (0, 1]
         Give exactly one.
     renormalize : bool, default False
         Divide rows by their sums first instead of requiring them to sum to 1.
+    labels : sequence of str, optional
+        Names of the columns of ``P``; ``positive`` is then one of them.
 
     Returns
     -------
@@ -686,16 +881,16 @@ def operating_point_from_probabilities(
     (True, 0.8, 3, 0.8833)
     """
     target, value = _check_target(target_precision, target_recall)
-    scores, column = _scores(P, positive, renormalize)
+    scores, _, name = _scores(P, positive, labels, renormalize)
     if target == "recall" and not scores.any():
         raise InvalidInputError(
-            f"every probability of class {column} is 0, so its predicted recall is undefined"
+            f"every probability of class {name!r} is 0, so its predicted recall is undefined"
         )
     sweep = _sweep(scores)
     precision, recall = sweep.predicted_precision, sweep.predicted_recall
     i, met = _select(target, value, precision, recall)
     return PredictedOperatingPoint(
-        positive=column,
+        positive=name,
         target=target,
         target_value=value,
         met=met,
