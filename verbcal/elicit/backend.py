@@ -54,6 +54,7 @@ __all__ = [
     "CompletionResult",
     "OpenAIBackend",
     "RetryPolicy",
+    "check_reply",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -152,6 +153,16 @@ def _parse_body(text: str) -> dict:
     except json.JSONDecodeError as exc:
         reason = f"malformed body: invalid JSON ({exc})"
         raise AttemptError("malformed", reason, retryable=True) from None
+    return check_reply(data)
+
+
+def check_reply(data: object) -> dict:
+    """``data``, a decoded chat response, when it is an answer to keep; else an AttemptError.
+
+    The one test of what the cache stores, for answers received interactively
+    and for those a batch returns (:mod:`verbcal.elicit.batch`). The error is
+    retryable: a malformed body may come out right next time.
+    """
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
         raise AttemptError("malformed", "malformed body: no choices", retryable=True)
