@@ -21,10 +21,14 @@ Method (Angelopoulos et al. 2021, "Learn then Test", fixed-sequence testing):
 * The candidates are tested in a fixed order and testing stops at the first
   that fails; every candidate before it is guaranteed at once (fixed-sequence
   testing controls the family-wise error at ``1 - guarantee`` without a
-  Bonferroni correction). Precision: strict to loose, from the strictest
-  threshold some calibration row reaches (a threshold no row reaches carries
-  no evidence; this start depends on the data only through the largest
-  score). Recall falls as the threshold rises, so it is tested loose to
+  Bonferroni correction). Precision: strict to loose, starting at the
+  strictest threshold that *could* pass: one that selects at least
+  :func:`min_trials` rows, the fewest whose bound can clear the target even
+  if all are successes. Stricter thresholds select fewer rows and would fail
+  whatever the labels, and a first failure would end the sequence at once
+  (a coarse model's handful of "100 %" answers would block every threshold).
+  The start depends on how many scores lie above each candidate, never on
+  the labels. Recall falls as the threshold rises, so it is tested loose to
   strict, and the guaranteed thresholds are exactly those whose bound passes.
 * Every candidate that passed is guaranteed; the loosest is returned for a
   precision (or accuracy) target, as it selects the most new rows, and the
@@ -52,6 +56,7 @@ __all__ = [
     "GuaranteedThreshold",
     "check_guarantee",
     "lower_bound",
+    "min_trials",
     "precision_threshold",
     "recall_threshold",
     "rows_for_bound",
@@ -148,6 +153,11 @@ def check_guarantee(guarantee) -> float:
 def _check_target(target) -> float:
     if isinstance(target, bool) or not isinstance(target, Real) or not 0 < target <= 1:
         raise ConfigurationError(f"target must be a number in (0, 1], got {target!r}")
+    if target == 1:
+        raise ConfigurationError(
+            "a target of 1 can never be guaranteed from a finite sample (no lower bound "
+            "reaches 1): ask for less than 1, or drop the guarantee"
+        )
     return float(target)
 
 
@@ -198,6 +208,21 @@ def lower_bound(successes, trials, guarantee: float) -> np.ndarray:
         2.0 * level - 1.0,
     )
     return low
+
+
+def min_trials(target: float, guarantee: float) -> int:
+    """Fewest trials whose lower bound can reach ``target``: all successes, ``(1-g)^(1/n) >= t``.
+
+    Examples
+    --------
+    >>> min_trials(0.9, 0.95)
+    29
+    """
+    value, level = _check_target(target), check_guarantee(guarantee)
+    n = max(1, math.ceil(math.log(1.0 - level) / math.log(value)))
+    while lower_bound(n, n, level)[0] < value:  # float rounding at the edge
+        n += 1
+    return n
 
 
 def rows_for_bound(rate: float, trials: int, target: float, guarantee: float) -> float:
@@ -253,7 +278,7 @@ def precision_threshold(
     success : array-like of bool, shape (n,)
         Whether the row counts as a success when selected (is positive; is
         answered correctly).
-    target : float in (0, 1]
+    target : float in (0, 1)
         Precision (share of successes among rows with ``score >= threshold``).
     guarantee : float in (0.5, 1)
         Probability over the calibration sample that the promise holds.
@@ -277,12 +302,14 @@ def precision_threshold(
     order = np.argsort(-s, kind="stable")
     n_sel = _count_at_or_above(s[order], grid_[::-1])  # strict -> loose
     hits = np.r_[0, np.cumsum(ok[order])][n_sel]
-    reached = np.flatnonzero(n_sel > 0)
-    if reached.size == 0:
+    testable = np.flatnonzero(n_sel >= min_trials(value, level))
+    # Too few rows for any threshold to pass: the loosest one stands for the estimate below.
+    start = int(testable[0]) if testable.size else n_sel.size - 1
+    if n_sel[start] == 0:
         raise InvalidInputError(
-            f"no score reaches the grid's largest threshold {grid_[-1]:g}: nothing to test"
+            f"no score reaches the grid's smallest threshold {grid_[0]:g}: nothing to test"
         )
-    seq = reached[0] + np.arange(n_sel.size - reached[0])
+    seq = start + np.arange(n_sel.size - start)
     bounds = lower_bound(hits[seq], n_sel[seq], level)
     failed = np.flatnonzero(bounds < value)
     n_passed = int(failed[0]) if failed.size else int(seq.size)
@@ -339,7 +366,7 @@ def recall_threshold(
         Positive-class score per labelled calibration row.
     positive : array-like of bool, shape (n,)
         Whether the row is positive.
-    target : float in (0, 1]
+    target : float in (0, 1)
         Recall asked for.
     guarantee : float in (0.5, 1)
         Probability over the calibration sample that the promise holds.
