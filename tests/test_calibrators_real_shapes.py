@@ -101,6 +101,24 @@ def test_stated_values_that_differ_by_float_rounding_are_one_value():
     assert Q[0, 0] == pytest.approx(0.5, abs=0.01)
 
 
+@pytest.mark.parametrize("cls", [HistogramBinning, IsotonicCalibration, ShrinkageBinning])
+def test_float_noise_of_renormalising_is_the_same_stated_value(cls):
+    # 0.6 sits on a bin edge (6 / 10); renormalised it may come out an ulp below.
+    below, above = np.nextafter(0.6, 0.0), np.nextafter(0.6, 1.0)
+    rows = np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
+    P, y = np.tile(rows, (30, 1)), np.tile([0, 1, 1], 30)
+    noisy = P.copy()
+    noisy[::6] = [below, 1.0 - below]
+    noisy[3::6] = [above, 1.0 - above]
+    clean_fit, noisy_fit = cls().fit(P, y), cls().fit(noisy, y)
+    probe = np.array([[0.6, 0.4], [below, 1.0 - below], [above, 1.0 - above]])
+    expected = clean_fit.predict_proba(probe[:1])
+    for fitted in (clean_fit, noisy_fit):
+        np.testing.assert_allclose(
+            fitted.predict_proba(probe), np.repeat(expected, 3, 0), atol=1e-12
+        )
+
+
 # -- AutoCalibrator goes on when a candidate cannot ----------------------------------------
 
 

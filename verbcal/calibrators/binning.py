@@ -13,6 +13,16 @@ from verbcal.metrics.binning import assign_bins, uniform_edges
 #: Prior strengths tried by ``ShrinkageBinning(prior_strength="auto")``.
 PRIOR_STRENGTH_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0)
 
+#: Stated values equal to this many decimals are one value: renormalising a row leaves
+#: float noise (0.6 becomes 0.6000000000000001 or 0.5999999999999999), which is not a
+#: different statement and must not land in a different bin.
+STATED_DECIMALS = 9
+
+
+def _as_stated(P: np.ndarray) -> np.ndarray:
+    """``P`` rounded to ``STATED_DECIMALS``: the values the binning calibrators compare."""
+    return np.round(P, STATED_DECIMALS)
+
 
 def _check_min_probability(value) -> None:
     if isinstance(value, bool) or not 0 <= value < 0.5:
@@ -38,6 +48,8 @@ class IsotonicCalibration(BaseCalibrator):
     raised to at least ``min_probability`` before the row is renormalised. A
     calibrated probability is then never 0, and never 1 either (the other
     classes keep at least ``min_probability`` each before renormalising).
+    Probabilities are compared rounded to 9 decimals, so float noise left by
+    renormalising (0.6 and 0.6000000000000001) is one stated value.
 
     Parameters
     ----------
@@ -66,6 +78,7 @@ class IsotonicCalibration(BaseCalibrator):
 
     def _fit(self, P, y):
         _check_min_probability(self.min_probability)
+        P = _as_stated(P)
         fits = [
             IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
                 P[:, k], (y == k).astype(np.float64)
@@ -77,6 +90,7 @@ class IsotonicCalibration(BaseCalibrator):
         self.thresholds_y_ = [fit.y_thresholds_ for fit in fits]
 
     def _predict_proba(self, P):
+        P = _as_stated(P)
         Q = np.column_stack(
             [
                 np.interp(P[:, k], x, y)
@@ -94,7 +108,9 @@ class HistogramBinning(BaseCalibrator):
     ``[0, 1]``: the bins of :mod:`verbcal.metrics`, edges ``i / n_bins``,
     ``[a, b)`` with the last one closed. A bin no calibration row fell in
     keeps its midpoint. Values are floored at ``min_probability`` and rows
-    renormalised, as in :class:`IsotonicCalibration`.
+    renormalised, as in :class:`IsotonicCalibration`. Probabilities are binned
+    rounded to 9 decimals, so a stated 0.6 renormalised to 0.5999999999999999
+    stays in the bin 0.6 opens.
 
     Parameters
     ----------
@@ -122,7 +138,7 @@ class HistogramBinning(BaseCalibrator):
         self.renormalize = renormalize
 
     def _bin(self, p: np.ndarray) -> np.ndarray:
-        return assign_bins(p, self.bin_edges_)
+        return assign_bins(_as_stated(p), self.bin_edges_)
 
     def _fit(self, P, y):
         if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, (int, np.integer)):
@@ -145,10 +161,6 @@ class HistogramBinning(BaseCalibrator):
         Q = np.column_stack([self.bin_values_[k, self._bin(P[:, k])] for k in range(P.shape[1])])
         return _floor_and_renormalise(Q, self.min_probability)
 
-
-#: Stated values equal to this many decimals are one value: renormalising a row leaves
-#: float noise (0.6 becomes 0.6000000000000001), which is not a different statement.
-STATED_DECIMALS = 9
 
 #: The top probability stays this far below 1 and each other class gets at least this
 #: share of the rest: a block that was always right, or a temperature-scaled probability
@@ -281,7 +293,7 @@ class ShrinkageBinning(BaseCalibrator):
         midpoint of 0.6 and 0.6000000000000001 is 0.6000000000000001 itself:
         that value then held no calibration rows and its accuracy was 0 / 0.
         """
-        top = np.round(P.max(axis=1), STATED_DECIMALS)
+        top = _as_stated(P.max(axis=1))
         return top + (2.0 * P.argmax(axis=1) if self.by_class else 0.0)
 
     def _block(self, P: np.ndarray) -> np.ndarray:
