@@ -307,7 +307,11 @@ def _add_threshold(sub) -> None:
         "meets a target precision (or recall). The threshold is chosen on the labelled rows "
         "the calibrator was fitted on when there are any, else from the calibrated "
         "probabilities alone. On the other rows it reports the precision and recall "
-        "realised (when they are labelled) and the precision predicted without labels.",
+        "realised (when they are labelled) and the precision predicted without labels. "
+        "With --guarantee G the target must hold on new rows with probability at least G "
+        "over the labelled calibration rows (Learn-then-Test with Clopper-Pearson bounds); "
+        "when no threshold can be guaranteed it says how many labelled rows would do, and "
+        "exits with 1.",
     )
     p.add_argument("--preds", required=True, type=Path)
     p.add_argument("--calibrator", required=True, type=Path)
@@ -315,6 +319,11 @@ def _add_threshold(sub) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-precision", type=float)
     target.add_argument("--target-recall", type=float)
+    p.add_argument(
+        "--guarantee",
+        type=float,
+        help="probability (0.5-1) that the target holds on new rows, e.g. 0.95",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_run_threshold)
 
@@ -333,6 +342,7 @@ def _run_threshold(args: argparse.Namespace) -> int:
         args.positive,
         target_precision=args.target_precision,
         target_recall=args.target_recall,
+        guarantee=args.guarantee,
     )
     if args.json:
         print(json.dumps(result, indent=1))

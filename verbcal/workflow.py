@@ -224,8 +224,14 @@ def choose_threshold(
     *,
     target_precision: float | None = None,
     target_recall: float | None = None,
+    guarantee: float | None = None,
 ) -> dict:
     """A threshold on calibrated probabilities for a target, and how it does on held-out rows.
+
+    With ``guarantee`` (a probability in (0.5, 1)), the threshold must reach
+    the target on new rows with that probability over the labelled calibration
+    rows (:func:`verbcal.thresholds.operating_point`); the result then says
+    whether it could be guaranteed and, if not, how many labelled rows would do.
 
     The threshold is chosen on the labelled rows the calibrator was fitted on
     (calibrated), or, when there are none, from the calibrated probabilities
@@ -250,8 +256,15 @@ def choose_threshold(
     choose_on = fit_rows & (gold >= 0)
     targets = {"target_precision": target_precision, "target_recall": target_recall}
     if choose_on.any():
-        point = thresholds.operating_point(Q[choose_on], gold[choose_on], column, **targets)
+        point = thresholds.operating_point(
+            Q[choose_on], gold[choose_on], column, guarantee=guarantee, **targets
+        )
         chosen_on = f"{int(choose_on.sum())} labelled calibration rows"
+    elif guarantee is not None:
+        raise ConfigurationError(
+            "a guarantee needs labelled rows the calibrator was fitted on: fit with a "
+            "labelled method (the calibrator file lists no labelled fitted rows)"
+        )
     else:
         point = thresholds.operating_point_from_probabilities(Q[other], column, **targets)
         chosen_on = f"calibrated probabilities of {int(other.sum())} rows (no labels)"
@@ -267,6 +280,12 @@ def choose_threshold(
         "predicted_precision": thresholds.predicted_precision(Q[other], column, t),
         "predicted_recall": thresholds.predicted_recall(Q[other], column, t),
     }
+    if guarantee is not None:
+        result["guarantee"] = guarantee
+        result["lower_bound"] = point.bound
+        if not point.met:
+            result["rows_needed"] = point.rows_needed
+            result["explanation"] = str(point)
     realise_on = other & (gold >= 0)
     if realise_on.any():
         if not realise_on[other].all():
