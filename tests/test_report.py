@@ -29,7 +29,6 @@ from verbcal.report import (
     compare_metrics,
     compute_report,
     describe_calibrator,
-    predicted_curve,
     render_html,
     report_from_predictions,
     summarize_parsing,
@@ -294,13 +293,17 @@ def test_hand_computed_small_report():
     np.testing.assert_allclose(data.before.curve.predicted_precision, [0.35, 0.6, 0.8])
 
 
-def test_predicted_curve_matches_thresholds_functions():
+def test_unlabelled_curve_matches_thresholds_functions():
     scores = np.array([0.9, 0.8, 0.8, 0.6, 0.3, 0.0, 0.3])
-    t, pp, pr = predicted_curve(scores)
     P = np.column_stack([1 - scores, scores])
-    for i, threshold in enumerate(t):
-        assert pp[i] == pytest.approx(thresholds.predicted_precision(P, 1, threshold), abs=1e-12)
-        assert pr[i] == pytest.approx(thresholds.predicted_recall(P, 1, threshold), abs=1e-12)
+    curve = compute_report(["neg", "pos"], P, positive="pos").before.curve
+    assert curve.positive == "pos" and curve.precision is None
+    np.testing.assert_array_equal(curve.thresholds, [0.0, 0.3, 0.6, 0.8, 0.9])
+    for i, threshold in enumerate(curve.thresholds):
+        expected = thresholds.predicted_precision(P, "pos", threshold, labels=["neg", "pos"])
+        assert curve.predicted_precision[i] == pytest.approx(expected, abs=1e-12)
+        expected = thresholds.predicted_recall(P, 1, threshold)
+        assert curve.predicted_recall[i] == pytest.approx(expected, abs=1e-12)
 
 
 def test_summary_says_when_calibration_changed_nothing():
@@ -376,9 +379,9 @@ def test_report_without_positive_label_for_multiclass():
         ({"y": [0, 1]}, InvalidInputError, "2 labels but there are 4 rows"),
         ({"positive": "maybe"}, ConfigurationError, "'maybe' is not one of"),
         ({"target_precision": 0.9, "target_recall": 0.5}, ConfigurationError, "at most one"),
-        ({"target_precision": 1.5}, ConfigurationError, "target_precision must be in"),
-        ({"n_bins": 0}, ConfigurationError, "n_bins must be a positive integer"),
-        ({"n_boot": True}, ConfigurationError, "n_boot must be a positive integer"),
+        ({"target_precision": 1.5}, ConfigurationError, r"target_precision must be .*\(0, 1\]"),
+        ({"n_bins": 0}, ConfigurationError, "n_bins must be an integer >= 1"),
+        ({"n_boot": True}, ConfigurationError, "n_boot must be an integer >= 1, got True"),
         ({"calibrator": "temperature"}, ConfigurationError, "fitted calibrator or a Calibrator"),
     ],
 )

@@ -37,23 +37,31 @@ _CLASSES: dict[str, type] = {name: getattr(calibrators, name) for name in calibr
 _CLASSES["FrozenEstimator"] = FrozenEstimator
 
 
-def _encode(value: Any) -> Any:
+def _encode(value: Any, plain: bool) -> Any:
+    """``value`` as JSON data: tagged so that ``_decode`` restores it, or ``plain`` for reading."""
     if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
+        return (
+            value.tolist() if plain else {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
+        )
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
+    if isinstance(value, float) and not np.isfinite(value) and not plain:
         return {"__float__": repr(value)}
-    if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v) for v in value]}
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
+    if isinstance(value, tuple) and not plain:
+        return {"__tuple__": [_encode(v, plain) for v in value]}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, plain) for v in value]
     if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if type(value).__name__ in _CLASSES and hasattr(value, "get_params"):
-        return {"__estimator__": estimator_to_dict(value)}
+        return {str(k): _encode(v, plain) for k, v in value.items()}
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        if plain:
+            return estimator_to_dict(value, plain=True)
+        if type(value).__name__ in _CLASSES:
+            return {"__estimator__": estimator_to_dict(value)}
     if value is None or isinstance(value, str | bool | int | float):
         return value
+    if plain:
+        return repr(value)
     raise InvalidInputError(f"cannot save a value of type {type(value).__name__} as JSON")
 
 
@@ -88,14 +96,40 @@ def _decode(value: Any, where: str, fitted: bool) -> Any:
     return {k: _decode(v, f"{where}.{k}", fitted) for k, v in value.items()}
 
 
-def estimator_to_dict(estimator) -> dict:
-    """Class, parameters and fitted attributes of a calibrator, as JSON-ready data."""
+def estimator_to_dict(estimator: Any, *, plain: bool = False) -> dict[str, Any]:
+    """Class, parameters and fitted attributes of a calibrator, as JSON-ready data.
+
+    Parameters
+    ----------
+    estimator : calibrator
+        Anything with ``get_params``; fitted attributes are its public ones
+        ending in ``_``.
+    plain : bool, default False
+        False: tagged values (arrays with their dtype, tuples, infinities) that
+        :func:`estimator_from_dict` restores exactly; only verbcal's classes
+        can be nested. True: plain lists and numbers for reading (the report),
+        any nested estimator described the same way, anything else as its repr.
+
+    Returns
+    -------
+    dict
+        ``{"class": name, "params": {...}, "fitted": {...}}``.
+
+    Examples
+    --------
+    >>> from verbcal.calibrators import TemperatureScaling
+    >>> cal = TemperatureScaling(eps=0.01).fit([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]], [0, 1, 1])
+    >>> estimator_to_dict(cal, plain=True)["fitted"]["classes_"]
+    [0, 1]
+    >>> estimator_to_dict(cal)["fitted"]["classes_"]["dtype"]
+    '<i8'
+    """
     fitted = {
-        k: _encode(v)
+        k: _encode(v, plain)
         for k, v in vars(estimator).items()
         if k.endswith("_") and not k.startswith("_")
     }
-    params = {k: _encode(v) for k, v in estimator.get_params(deep=False).items()}
+    params = {k: _encode(v, plain) for k, v in estimator.get_params(deep=False).items()}
     return {"class": type(estimator).__name__, "params": params, "fitted": fitted}
 
 

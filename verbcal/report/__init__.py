@@ -5,9 +5,15 @@ calibration), their gold labels when there are any, the parse statuses of the
 answers and a description of the calibrator into a :class:`ReportData`: metric
 tables with bootstrap intervals, reliability tables, confidence histograms,
 per-class calibration, precision–recall curves, operating points and a
-plain-language summary. Nothing here draws; :func:`render_html` (in
-``verbcal.report.html`` and ``verbcal.report.svg``) draws the data, and tests check
-the numbers here against :mod:`verbcal.metrics` and :mod:`verbcal.thresholds`.
+plain-language summary. The modules, in the order data flows:
+
+* :mod:`verbcal.report.data`: the dataclasses (plain data, no behaviour);
+* :mod:`verbcal.report.compute`: fills them, calling :mod:`verbcal.metrics`
+  and :mod:`verbcal.thresholds` for every number (tests check the numbers
+  against those);
+* :mod:`verbcal.report.summary`: the plain-language sentences;
+* :mod:`verbcal.report.html` and :mod:`verbcal.report.svg`: draw the data
+  (:func:`render_html`, :func:`write_report`).
 
 Conventions:
 
@@ -25,6 +31,13 @@ Conventions:
 """
 
 from verbcal.report.compute import (
+    compare_metrics,
+    compute_report,
+    describe_calibrator,
+    report_from_predictions,
+    summarize_parsing,
+)
+from verbcal.report.data import (
     CalibratorInfo,
     ClassCalibration,
     CurveData,
@@ -34,15 +47,9 @@ from verbcal.report.compute import (
     ParseSummary,
     ProbabilityView,
     ReportData,
-    compare_metrics,
-    compute_report,
-    describe_calibrator,
-    predicted_curve,
-    render_html,
-    report_from_predictions,
-    summarize_parsing,
-    write_report,
 )
+from verbcal.report.html import render_html, write_report
+from verbcal.report.summary import summarize
 
 __all__ = [
     "CalibratorInfo",
@@ -57,9 +64,9 @@ __all__ = [
     "compare_metrics",
     "compute_report",
     "describe_calibrator",
-    "predicted_curve",
     "render_html",
     "report_from_predictions",
+    "summarize",
     "summarize_parsing",
     "write_report",
 ]

@@ -1,28 +1,31 @@
-"""Assemble the report's HTML page from a :class:`verbcal.report.ReportData`.
+"""Draw the report: one self-contained HTML page from a :class:`~verbcal.report.data.ReportData`.
 
-One self-contained file: inline CSS, inline SVG (from :mod:`verbcal.report.svg`), no
-scripts, no external assets. Every string that comes from the data or the
-model goes through :func:`verbcal.report.svg.esc`.
+Inline CSS, inline SVG (from :mod:`verbcal.report.svg`), no scripts, no
+external assets. Every string that comes from the data or the model goes
+through :func:`verbcal.report.svg.esc`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from verbcal.metrics import BootstrapCI
 from verbcal.report import svg as _svg
+from verbcal.report.data import (
+    CalibratorInfo,
+    MetricComparison,
+    OperatingPointCheck,
+    ParseSummary,
+    ProbabilityView,
+    ReportData,
+    Side,
+)
 from verbcal.report.svg import esc
 
-if TYPE_CHECKING:
-    from verbcal.report import (
-        CalibratorInfo,
-        MetricComparison,
-        OperatingPointCheck,
-        ParseSummary,
-        ProbabilityView,
-        ReportData,
-    )
+__all__ = ["format_value", "render_html", "write_report"]
 
 COLORS = {"before": "#c2410c", "after": "#1d4ed8"}
 SIDE_NAMES = {"before": "Before calibration", "after": "After calibration"}
@@ -91,7 +94,7 @@ def _interval(estimate: float | None, bounds: tuple[float, float] | None) -> str
     return f"{_num(estimate)} <small>[{_num(bounds[0])}, {_num(bounds[1])}]</small>"
 
 
-def _ci(ci) -> str:
+def _ci(ci: BootstrapCI | None) -> str:
     return "—" if ci is None else _interval(ci.estimate, (ci.low, ci.high))
 
 
@@ -167,10 +170,6 @@ def _metrics_section(data: ReportData) -> str:
         + _table(caption, header, rows)
         + "</section>"
     )
-
-
-def _figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
 
 
 def _chart_figure(view: ProbabilityView, draw, key: str, chart: str, body: str) -> str:
@@ -277,7 +276,7 @@ def _pr_section(data: ReportData) -> str:
     )
 
 
-def _point_row(name: str, point: OperatingPointCheck, labelled: bool) -> list[str]:
+def _point_row(name: Side, point: OperatingPointCheck, labelled: bool) -> list[str]:
     target = f"{esc(point.target)} ≥ {point.target_value:g}"
     if not point.met:
         target += ' <span class="worse">(not reachable)</span>'
@@ -369,8 +368,18 @@ def _parsing_section(parsing: ParseSummary | None) -> str:
     return "".join(parts)
 
 
-def render(data: ReportData) -> str:
-    """The whole page."""
+def render_html(data: ReportData) -> str:
+    """The report as one self-contained HTML page (inline CSS and SVG, no scripts).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from verbcal.report import compute_report
+    >>> P = np.array([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> page = render_html(compute_report(["neg", "pos"], P, y=[0, 1, 1, 0], n_boot=20))
+    >>> page.startswith("<!DOCTYPE html>"), "<script" in page
+    (True, False)
+    """
     body = "".join(
         [
             _header(data),
@@ -389,3 +398,11 @@ def render(data: ReportData) -> str:
         f"<title>{esc(data.title)}</title><style>{CSS}</style></head>"
         f"<body><main>{body}</main></body></html>\n"
     )
+
+
+def write_report(path: str | os.PathLike, data: ReportData) -> Path:
+    """Write :func:`render_html` of ``data`` to ``path`` (UTF-8) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(data), encoding="utf-8")
+    return path

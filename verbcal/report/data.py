@@ -1,0 +1,203 @@
+"""What the reliability report shows, as plain data: the dataclasses :func:`compute_report` fills.
+
+Nothing here computes or draws; :mod:`verbcal.report.compute` fills these and
+:mod:`verbcal.report.html` draws them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from verbcal.metrics import HIGHER_IS_BETTER, BootstrapCI, ReliabilityTable
+from verbcal.thresholds import PrecisionRecallCurve, Target
+
+__all__ = [
+    "CalibratorInfo",
+    "ClassCalibration",
+    "CurveData",
+    "FailureReason",
+    "MetricComparison",
+    "OperatingPointCheck",
+    "ParseSummary",
+    "ProbabilityView",
+    "ReportData",
+    "Side",
+    "Verdict",
+]
+
+#: Changes of a metric smaller than this are float noise, not a change.
+NEGLIGIBLE = 1e-9
+
+#: Which probabilities a view shows: as stated, or calibrated.
+Side = Literal["before", "after"]
+#: What a metric's paired change says.
+Verdict = Literal["better", "worse", "unclear"]
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric before and after calibration, with 95% bootstrap intervals.
+
+    ``after`` and ``change`` (after − before, paired bootstrap) are None when
+    the report has no calibrated probabilities.
+    """
+
+    name: str
+    before: BootstrapCI
+    after: BootstrapCI | None = None
+    change: BootstrapCI | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.name in HIGHER_IS_BETTER
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """ "better" or "worse" when the change's interval excludes 0, else "unclear".
+
+        Changes within ``NEGLIGIBLE`` of 0 count as 0, so float noise (an
+        identity calibrator that renormalises) is never called a change.
+        None when there is no change to judge.
+        """
+        if self.change is None:
+            return None
+        if self.change.low <= NEGLIGIBLE and self.change.high >= -NEGLIGIBLE:
+            return "unclear"
+        return "better" if (self.change.low > 0) == self.higher_is_better else "worse"
+
+
+@dataclass(frozen=True)
+class ClassCalibration:
+    """How well one class's probability matches how often the class is right.
+
+    ``frequency`` and ``ece`` (the binned calibration error of ``P[:, k]``
+    against ``y == k``; their mean over classes is ``metrics.classwise_ece``)
+    are None without gold labels.
+    """
+
+    label: str
+    mean_probability: float
+    frequency: float | None = None
+    ece: float | None = None
+
+
+#: The precision–recall curve of the positive class, as :mod:`verbcal.thresholds` computes it
+#: (``precision``/``recall`` None without gold labels).
+CurveData = PrecisionRecallCurve
+
+
+@dataclass(frozen=True)
+class OperatingPointCheck:
+    """A threshold chosen from the probabilities alone, and what it did on the gold labels.
+
+    ``met`` says whether the *predicted* quantity reaches the target. The
+    realised ``precision``/``recall`` and their Clopper–Pearson 95% intervals
+    are None without gold labels (``recall`` also when no row is positive).
+    """
+
+    label: str
+    target: Target
+    target_value: float
+    met: bool
+    threshold: float
+    n_predicted: int
+    predicted_precision: float
+    predicted_recall: float
+    precision: float | None = None
+    precision_ci: tuple[float, float] | None = None
+    recall: float | None = None
+    recall_ci: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ProbabilityView:
+    """Everything the report shows about one set of probability rows (before or after).
+
+    Attributes
+    ----------
+    name : {"before", "after"}
+        Stated or calibrated probabilities.
+    edges, histogram : ndarray
+        Uniform bin edges of the top-label confidence and the rows per bin.
+    mean_confidence : float
+        Mean top-label confidence.
+    n_distinct : int
+        Distinct top-label confidences (verbalized ones are few).
+    reliability : ReliabilityTable or None
+        Top-label reliability table on the same bins; None without gold labels.
+    classes : list of ClassCalibration
+    curve : PrecisionRecallCurve or None
+        Precision–recall curve of the positive class (None without one).
+    operating_point : OperatingPointCheck or None
+        Chosen when a target was given.
+    """
+
+    name: Side
+    edges: np.ndarray
+    histogram: np.ndarray
+    mean_confidence: float
+    n_distinct: int
+    reliability: ReliabilityTable | None
+    classes: list[ClassCalibration]
+    curve: PrecisionRecallCurve | None = None
+    operating_point: OperatingPointCheck | None = None
+
+
+@dataclass(frozen=True)
+class FailureReason:
+    """A reason answers were repaired or failed, how often, and one answer as an example."""
+
+    status: str
+    reason: str
+    count: int
+    example_id: str
+    example_raw: str
+
+
+@dataclass(frozen=True)
+class ParseSummary:
+    """How the model's answers were read: rows per status and the commonest problems."""
+
+    n_answers: int
+    status_counts: dict[str, int]
+    reasons: list[FailureReason]
+
+
+@dataclass(frozen=True)
+class CalibratorInfo:
+    """A calibrator as plain data: method, class, parameters, fitted values, explanation."""
+
+    method: str
+    estimator: str = ""
+    params: dict = field(default_factory=dict)
+    fitted: dict = field(default_factory=dict)
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the reliability report shows, computed; see :func:`compute_report`."""
+
+    title: str
+    labels: list[str]
+    n_rows: int
+    labelled: bool
+    n_bins: int
+    n_boot: int
+    positive: str | None
+    before: ProbabilityView
+    after: ProbabilityView | None
+    metrics: list[MetricComparison]
+    parsing: ParseSummary | None
+    calibrator: CalibratorInfo | None
+    summary: list[str]
+
+    def metric(self, name: str) -> MetricComparison:
+        """The row of the metrics table called ``name`` (e.g. ``"ece"``)."""
+        for row in self.metrics:
+            if row.name == name:
+                return row
+        raise KeyError(name)
