@@ -147,6 +147,28 @@ def test_unparseable_answers_are_failed_with_the_parsers_reason():
     assert summary.failure_reasons
 
 
+def test_token_probabilities_use_the_label_aliases_the_parser_uses():
+    """Issue 8: with aliases {"Yes": "True"}, a "Yes" answer token counts for True.
+
+    The server states its answer and its first token's alternatives as "Yes"/"No".
+    """
+    aliases = {"Yes": "True", "No": "False"}
+
+    async def run(server: FaultServer):
+        async with OpenAIBackend("m", base_url=server.base_url, retry=FAST_RETRY) as backend:
+            elicitor = Elicitor(backend, ["True", "False"], aliases=aliases, logprobs=True)
+            return await elicitor.arun(items(4))
+
+    with FaultServer(labels=["Yes", "No"]) as server:
+        predictions, _ = asyncio.run(run(server))
+    for prediction in predictions:
+        assert prediction.status == "ok"
+        # The first token's alternatives carry the stated distribution (95% of the mass,
+        # renormalised), so the token probabilities equal the stated ones.
+        assert prediction.token_probs == pytest.approx(prediction.probs, abs=1e-12)
+        assert list(prediction.token_probs) == ["True", "False"]
+
+
 def write_items(path: Path, n: int) -> Path:
     with path.open("w") as handle:
         for item in items(n):

@@ -10,7 +10,8 @@ from recorded import load_recorded_task, stated_distribution
 
 import verbcal.elicit.parse
 from verbcal import ConfigurationError
-from verbcal.elicit.parse import check_label_names, parse_many, parse_verbalized
+from verbcal.elicit.parse import parse_many, parse_verbalized
+from verbcal.labels import check_label_names
 
 BOOL = ["True", "False"]
 ABCD = ["A", "B", "C", "D"]

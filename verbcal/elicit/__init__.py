@@ -21,9 +21,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from verbcal.elicit.parse import ParseResult, check_label_names, parse_many, parse_verbalized
+from verbcal.elicit.parse import ParseResult, parse_many, parse_verbalized
 from verbcal.elicit.probes import content_free_inputs
 from verbcal.elicit.templates import Template, list_templates, load_template
+from verbcal.labels import check_label_names
 
 _LAZY = {
     "Elicitor": "verbcal.elicit.elicitor",

@@ -46,6 +46,7 @@ from verbcal.elicit.retry import (
 )
 from verbcal.elicit.token_probs import answer_label_probabilities
 from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.labels import LabelSet
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -295,7 +296,7 @@ class OpenAIBackend:
         max_tokens: int | None = 256,
         response_format: Mapping[str, Any] | None = None,
         seed: int | None = None,
-        logprob_labels: Sequence[str] | None = None,
+        logprob_labels: Sequence[str] | LabelSet | None = None,
         top_logprobs: int = 5,
         **params: Any,
     ) -> dict[str, Any]:
@@ -343,7 +344,7 @@ class OpenAIBackend:
         max_tokens: int | None = 256,
         response_format: Mapping[str, Any] | None = None,
         seed: int | None = None,
-        logprob_labels: Sequence[str] | None = None,
+        logprob_labels: Sequence[str] | LabelSet | None = None,
         top_logprobs: int = 5,
         **params: Any,
     ) -> CompletionResult:
@@ -358,10 +359,11 @@ class OpenAIBackend:
         response_format : dict, optional
             Sent as given: ``{"type": "json_schema", ...}`` for OpenAI,
             ``{"type": "json_object", "schema": {...}}`` for llama.cpp.
-        logprob_labels : sequence of str, optional
+        logprob_labels : sequence of str or LabelSet, optional
             Ask for ``logprobs`` with ``top_logprobs`` alternatives and turn the
             answer token's into probabilities of these labels (see ``label_probabilities``
-            of :class:`CompletionResult`).
+            of :class:`CompletionResult`); a :class:`verbcal.labels.LabelSet`
+            also counts the tokens of its aliases for their labels.
         **params
             Any other request parameter (``n``, ``top_p``, ``stop``…), sent as given.
 
@@ -552,7 +554,7 @@ def _settle(waiters: Sequence[asyncio.Future], error: Exception | None) -> None:
 def _make_result(
     response: dict,
     key: str,
-    labels: Sequence[str] | None,
+    labels: Sequence[str] | LabelSet | None,
     *,
     attempts: int,
     from_cache: bool,

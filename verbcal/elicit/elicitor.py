@@ -21,11 +21,12 @@ import numpy as np
 
 from verbcal.calibrators.logits import invert_softmax, softmax
 from verbcal.elicit.backend import CompletionResult, OpenAIBackend
-from verbcal.elicit.parse import FAILED, OK, REPAIRED, check_label_names, parse_verbalized
+from verbcal.elicit.parse import FAILED, OK, REPAIRED, parse_verbalized
 from verbcal.elicit.probes import content_free_inputs
 from verbcal.elicit.retry import RequestFailedError
 from verbcal.elicit.templates import Template, load_template, response_format
 from verbcal.errors import BackendError, ConfigurationError
+from verbcal.labels import LabelSet
 from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction
 
 #: Called after each finished item with (items done, items in all).
@@ -135,7 +136,8 @@ class Elicitor:
                 "samples > 1 needs temperature > 0: at temperature 0 every sample is the same"
             )
         self.backend = backend
-        self.labels = check_label_names(labels, aliases)
+        self.label_set = LabelSet(labels, aliases)
+        self.labels = self.label_set.labels
         self.template = template if isinstance(template, Template) else load_template(template)
         self.response_format = response_format(self.template, self.labels, json_mode)
         self.samples = samples
@@ -225,7 +227,7 @@ class Elicitor:
                     "max_tokens": self.max_tokens,
                     "response_format": self.response_format,
                     "seed": self.seed + j,
-                    "logprob_labels": self.labels if self.logprobs else None,
+                    "logprob_labels": self.label_set if self.logprobs else None,
                 },
             )
             for j in range(self.samples)
@@ -255,16 +257,16 @@ class Elicitor:
     def _combine(
         self, base: Prediction, results: list[CompletionResult], n_failed_requests: int
     ) -> Prediction:
-        parsed = [parse_verbalized(r.text, self.labels, aliases=self.aliases) for r in results]
-        good = [p for p in parsed if p.status != FAILED]
+        parsed = [parse_verbalized(r.text, self.label_set) for r in results]
+        good = [p for p in parsed if p.probs is not None]
         if not good:
             base.detail = "; ".join(parsed[0].detail)
             return base
+        stated = np.array([p.probs for p in good])
         if len(good) == 1:
-            probs = good[0].probs
+            probs = stated[0]
         else:
-            logits = invert_softmax(np.array([p.probs for p in good]), eps=SAMPLE_AVERAGING_EPS)
-            probs = softmax(logits.mean(axis=0))
+            probs = softmax(invert_softmax(stated, eps=SAMPLE_AVERAGING_EPS).mean(axis=0))
         notes = [d for p in good for d in p.detail if p.status == REPAIRED]
         lost = len(parsed) - len(good) + n_failed_requests
         if lost:

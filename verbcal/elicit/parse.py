@@ -42,11 +42,13 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from verbcal.elicit.lenient_json import MAX_DEPTH, NUMBER, NUMBER_RE, json_objects
 from verbcal.errors import ConfigurationError
+from verbcal.labels import LabelSet, normalise_label
 
 OK = "ok"
 REPAIRED = "repaired"
@@ -92,73 +94,6 @@ class _Reading:
     probs: np.ndarray | None
     repairs: list[str]
     reason: str = ""
-
-
-def normalise_label(name: str) -> str:
-    """Case-, whitespace- and punctuation-insensitive form of a label or key."""
-    folded = name.casefold()
-    return " ".join(re.findall(r"[^\W_]+", folded)) or folded.strip()
-
-
-class _LabelIndex:
-    """Maps what a model may write for a label (any case, punctuation, alias) to its index."""
-
-    def __init__(self, labels: Sequence[str], aliases: Mapping[str, str] | None):
-        if isinstance(labels, str) or not isinstance(labels, Iterable):
-            raise ConfigurationError(f"labels must be a list of strings, got {labels!r}")
-        if aliases is not None and not isinstance(aliases, Mapping):
-            raise ConfigurationError(f"aliases must be a mapping alias -> label, got {aliases!r}")
-        self.labels = list(labels)
-        if len(self.labels) < 2:
-            raise ConfigurationError(f"need at least 2 labels, got {self.labels!r}")
-        self.forms: dict[str, int] = {}
-        for i, label in enumerate(self.labels):
-            if not isinstance(label, str) or not label.strip():
-                raise ConfigurationError(f"label {i} must be a non-empty string, got {label!r}")
-            self._add(label, i, f"label {label!r}")
-        for alias, target in (aliases or {}).items():
-            if target not in self.labels:
-                raise ConfigurationError(
-                    f"alias {alias!r} points to {target!r}, which is not one of the labels "
-                    f"{self.labels}"
-                )
-            if not isinstance(alias, str) or not alias.strip():
-                raise ConfigurationError(f"alias must be a non-empty string, got {alias!r}")
-            self._add(alias, self.labels.index(target), f"alias {alias!r}")
-
-    def _add(self, form: str, index: int, what: str) -> None:
-        key = normalise_label(form)
-        if self.forms.get(key, index) != index:
-            other = self.labels[self.forms[key]]
-            raise ConfigurationError(f"{what} cannot be told apart from label {other!r}")
-        self.forms[key] = index
-
-    def match(self, value: object) -> int | None:
-        """Index of the label ``value`` names (a string, or a JSON boolean/int), else None."""
-        if isinstance(value, (bool, int)):
-            value = str(value)
-        if not isinstance(value, str):
-            return None
-        return self.forms.get(normalise_label(value))
-
-    def pattern(self) -> str:
-        """A regex alternation of every written form, longest first."""
-        forms = sorted(self.forms, key=len, reverse=True)
-        return "|".join(re.escape(f).replace(r"\ ", r"[\W_]+") for f in forms)
-
-
-def check_label_names(labels: Sequence[str], aliases: Mapping[str, str] | None = None) -> list[str]:
-    """Return ``labels`` as a list, or raise ConfigurationError if the parser cannot use them.
-
-    Labels must be at least two non-empty strings that stay distinct when case,
-    whitespace and punctuation are ignored; aliases must point to labels.
-
-    Examples
-    --------
-    >>> check_label_names(("A", "B"))
-    ['A', 'B']
-    """
-    return _LabelIndex(labels, aliases).labels
 
 
 # --------------------------------------------------------------------------- numbers
@@ -218,13 +153,13 @@ def _to_fractions(values: dict[str, tuple[float, bool]], repairs: list[str]) -> 
 
 
 def _distribution(
-    stated: dict[int, tuple[float, bool]], index: _LabelIndex, tolerance: float
+    stated: dict[int, tuple[float, bool]], label_set: LabelSet, tolerance: float
 ) -> _Reading:
     """Complete per-label values into a distribution (missing labels, renormalising)."""
     repairs: list[str] = []
-    names = {i: f"the value for {index.labels[i]!r}" for i in stated}
+    names = {i: f"the value for {label_set.labels[i]!r}" for i in stated}
     fractions = _to_fractions({names[i]: v for i, v in stated.items()}, repairs)
-    k = len(index.labels)
+    k = len(label_set.labels)
     probs = np.zeros(k)
     for i in stated:
         probs[i] = fractions[names[i]]
@@ -232,7 +167,7 @@ def _distribution(
     if missing:
         rest = max(0.0, 1.0 - probs.sum())
         probs[missing] = rest / len(missing)
-        labels = ", ".join(repr(index.labels[i]) for i in missing)
+        labels = ", ".join(repr(label_set.labels[i]) for i in missing)
         repairs.append(f"missing labels {labels} given the remainder {rest:.4g}, split evenly")
     total = probs.sum()
     if total <= 0:
@@ -243,41 +178,41 @@ def _distribution(
 
 
 def _answer_with_confidence(
-    answer: object, confidence: object, index: _LabelIndex, *, has_confidence: bool
+    answer: object, confidence: object, label_set: LabelSet, *, has_confidence: bool
 ) -> _Reading:
     """Confidence on the stated answer, the rest spread evenly over the other labels."""
-    label = index.match(answer)
+    label = label_set.match(answer)
     if label is None:
-        raise _Rejected(f"the answer {answer!r} is not one of the labels {index.labels}")
+        raise _Rejected(f"the answer {answer!r} is not one of the labels {label_set.labels}")
     if not has_confidence:
         raise _Rejected(f"the answer {answer!r} comes with no probability or confidence")
     repairs: list[str] = []
     stated = {"the confidence": _number(confidence, "the confidence", repairs)}
     conf = _to_fractions(stated, repairs)["the confidence"]
-    k = len(index.labels)
+    k = len(label_set.labels)
     probs = np.full(k, (1.0 - conf) / (k - 1))
     probs[label] = conf
     return _Reading(probs, repairs)
 
 
 def _read_object(
-    obj: dict, index: _LabelIndex, tolerance: float, depth: int = 0
+    obj: dict, label_set: LabelSet, tolerance: float, depth: int = 0
 ) -> _Reading | None:
     """The distribution one JSON object states, or None when it says nothing about labels."""
     try:
-        return _read_object_or_reject(obj, index, tolerance, depth)
+        return _read_object_or_reject(obj, label_set, tolerance, depth)
     except _Rejected as exc:
         return _Reading(None, [], str(exc))
 
 
 def _read_object_or_reject(
-    obj: dict, index: _LabelIndex, tolerance: float, depth: int
+    obj: dict, label_set: LabelSet, tolerance: float, depth: int
 ) -> _Reading | None:
     stated: dict[int, tuple[float, bool]] = {}
     roles: dict[str, object] = {}
     repairs: list[str] = []
     for key, value in obj.items():
-        label = index.match(key)
+        label = label_set.match(key)
         if label is None:
             role = normalise_label(key)
             if role in _ANSWER_KEYS or role in _CONFIDENCE_KEYS:
@@ -286,36 +221,39 @@ def _read_object_or_reject(
         if value is None:
             continue
         if label in stated:
-            raise _Rejected(f"label {index.labels[label]!r} is given more than once")
-        stated[label] = _number(value, f"the value for {index.labels[label]!r}", repairs)
+            raise _Rejected(f"label {label_set.labels[label]!r} is given more than once")
+        stated[label] = _number(value, f"the value for {label_set.labels[label]!r}", repairs)
     if stated:
-        reading = _distribution(stated, index, tolerance)
+        reading = _distribution(stated, label_set, tolerance)
         reading.repairs[:0] = repairs
         return reading
     nested_objects = [value for value in obj.values() if isinstance(value, dict)]
     for value in nested_objects if depth < MAX_DEPTH else []:
-        if nested := _read_object(value, index, tolerance, depth + 1):
+        if nested := _read_object(value, label_set, tolerance, depth + 1):
             return nested
     if "answer" in roles:
         return _answer_with_confidence(
-            roles["answer"], roles.get("confidence"), index, has_confidence="confidence" in roles
+            roles["answer"],
+            roles.get("confidence"),
+            label_set,
+            has_confidence="confidence" in roles,
         )
     return None
 
 
-def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Reading | None:
+def _read_plain_text(text: str, label_set: LabelSet, tolerance: float) -> _Reading | None:
     """``A: 0.7, B: 0.3`` or ``Answer: B, confidence 90%`` in text that has no usable JSON."""
-    labels = index.pattern()
+    labels = label_set.pattern()
     pairs = re.finditer(
         rf"(?<![\w]){_QUOTE}({labels}){_QUOTE}\s*[:=]\s*{_QUOTE}({NUMBER})\s*(%?)",
         text,
         flags=re.IGNORECASE,
     )
-    stated = {
-        index.match(m.group(1)): (float(m.group(2)), bool(m.group(3)))
-        for m in pairs
-        if index.match(m.group(1)) is not None
-    }
+    stated: dict[int, tuple[float, bool]] = {}
+    for m in pairs:
+        label = label_set.match(m.group(1))
+        if label is not None:
+            stated[label] = (float(m.group(2)), bool(m.group(3)))
     answers = re.findall(
         rf"\b(?:final\s+)?answer\b{_QUOTE}\s*(?:[:=]|is)\s*{_QUOTE}\(?({labels})(?!\w)",
         text,
@@ -329,12 +267,12 @@ def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Readin
     )
     try:
         if stated:
-            reading = _distribution(stated, index, tolerance)
+            reading = _distribution(stated, label_set, tolerance)
         elif answers:
             reading = _answer_with_confidence(
                 answers[-1],
                 confidences[-1] if confidences else None,
-                index,
+                label_set,
                 has_confidence=bool(confidences),
             )
         else:
@@ -345,11 +283,11 @@ def _read_plain_text(text: str, index: _LabelIndex, tolerance: float) -> _Readin
     return reading
 
 
-def _read(text: str, index: _LabelIndex, tolerance: float) -> _Reading:
+def _read(text: str, label_set: LabelSet, tolerance: float) -> _Reading:
     objects, truncated = json_objects(text)
     readings = []
     for obj, leniencies in objects:
-        reading = _read_object(obj, index, tolerance) if isinstance(obj, dict) else None
+        reading = _read_object(obj, label_set, tolerance) if isinstance(obj, dict) else None
         if reading is not None:
             reading.repairs[:0] = [f"invalid JSON: {what}" for what in leniencies]
             readings.append(reading)
@@ -363,7 +301,7 @@ def _read(text: str, index: _LabelIndex, tolerance: float) -> _Reading:
         return _Reading(None, [], "the answer is truncated: a JSON object is never closed")
     if readings:
         return readings[-1]
-    plain = _read_plain_text(text, index, tolerance)
+    plain = _read_plain_text(text, label_set, tolerance)
     if plain is not None:
         return plain
     return _Reading(None, [], "no probabilities and no answer with a confidence found")
@@ -371,7 +309,7 @@ def _read(text: str, index: _LabelIndex, tolerance: float) -> _Reading:
 
 def parse_verbalized(
     text: object,
-    labels: Sequence[str],
+    labels: Sequence[str] | LabelSet,
     *,
     aliases: Mapping[str, str] | None = None,
     tolerance: float = SUM_TOLERANCE,
@@ -386,13 +324,14 @@ def parse_verbalized(
     ----------
     text : str
         The model's raw answer.
-    labels : sequence of str
+    labels : sequence of str or LabelSet
         The label set, in the order of the returned probabilities. Matching is
         insensitive to case, whitespace and punctuation (``" true."`` is
-        ``"True"``); JSON booleans match the labels "True"/"False".
+        ``"True"``); JSON booleans match the labels "True"/"False". A
+        :class:`verbcal.labels.LabelSet` brings its own aliases.
     aliases : mapping of str to str, optional
         Other names a model may use, mapped to a label, e.g.
-        ``{"Yes": "True", "No": "False"}``.
+        ``{"Yes": "True", "No": "False"}`` (with plain labels only).
     tolerance : float
         A stated sum may miss 1 by this much and still count as ``ok``.
 
@@ -420,21 +359,26 @@ def parse_verbalized(
     >>> parse_verbalized('{"Answer": "Unknown", "Confidence": 0.5}', ["True", "False"]).detail
     ("the answer 'Unknown' is not one of the labels ['True', 'False']",)
     """
-    index = _LabelIndex(labels, aliases)
+    if isinstance(labels, LabelSet):
+        if aliases is not None:
+            raise ConfigurationError("pass the aliases inside the LabelSet, not as aliases=")
+        label_set = labels
+    else:
+        label_set = LabelSet(labels, aliases)
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
         raise ConfigurationError(f"tolerance must be a number in [0, 1), got {tolerance!r}")
     if not isinstance(text, str):
         return ParseResult(None, FAILED, (f"the answer is {type(text).__name__}, not text",))
     if not text.strip():
         return ParseResult(None, FAILED, ("the answer is empty",))
-    reading = _read(text, index, tolerance)
+    reading = _read(text, label_set, tolerance)
     if reading.probs is None:
         return ParseResult(None, FAILED, (reading.reason,))
     return ParseResult(reading.probs, REPAIRED if reading.repairs else OK, tuple(reading.repairs))
 
 
 def parse_many(
-    texts: Iterable[object], labels: Sequence[str], **kwargs
+    texts: Iterable[object], labels: Sequence[str] | LabelSet, **kwargs: Any
 ) -> tuple[np.ndarray, list[ParseResult]]:
     """Parse several answers: an (n, K) array with NaN rows where parsing failed, and the results.
 

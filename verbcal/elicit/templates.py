@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from verbcal.elicit.parse import check_label_names, normalise_label
 from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.labels import LabelSet
 
 FENCE_BEGIN = "<<<BEGIN DATA>>>"
 FENCE_END = "<<<END DATA>>>"
@@ -179,16 +179,15 @@ class Template:
         }
 
     def _check_labels(self, labels: Sequence[str]) -> list[str]:
-        labels = check_label_names(labels)
-        reserved = {normalise_label(key): key for key in _RESERVED_KEYS}
-        for label in labels:
-            clash = reserved.get(normalise_label(label))
+        label_set = LabelSet(labels)
+        for key in _RESERVED_KEYS:
+            clash = label_set.match(key)
             if clash is not None:
                 raise ConfigurationError(
-                    f"label {label!r} clashes with the answer key {clash!r} "
+                    f"label {label_set.labels[clash]!r} clashes with the answer key {key!r} "
                     f"of template {self.name!r}; rename the label"
                 )
-        return labels
+        return label_set.labels
 
     def _example(self, labels: list[str]) -> str:
         parts = []

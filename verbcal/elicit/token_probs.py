@@ -14,35 +14,21 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from verbcal.labels import LabelSet
+
 __all__ = ["answer_label_probabilities", "answer_position", "label_probabilities_from_logprobs"]
 
 
-def _normalise_token(text: str) -> str:
-    """Lower-case text without surrounding whitespace, punctuation or quotes."""
-    return re.sub(r"^[\W_]+|[\W_]+$", "", text).casefold()
-
-
-def _match_label(token: str, labels: Sequence[str]) -> int | None:
-    """Index of the label ``token`` stands for: equal, or a prefix of exactly one label."""
-    norm = _normalise_token(token)
-    if not norm:
-        return None
-    names = [_normalise_token(label) for label in labels]
-    if norm in names:
-        return names.index(norm)
-    prefixed = [i for i, name in enumerate(names) if name.startswith(norm)]
-    return prefixed[0] if len(prefixed) == 1 else None
-
-
 def label_probabilities_from_logprobs(
-    top_logprobs: Sequence[Mapping[str, Any]], labels: Sequence[str]
+    top_logprobs: Sequence[Mapping[str, Any]], labels: Sequence[str] | LabelSet
 ) -> tuple[dict[str, float] | None, float]:
     """Label probabilities from one token position's top alternatives.
 
-    Each alternative's token is compared with the labels after lower-casing
-    and stripping whitespace, punctuation and quotes; it counts for a label
-    when equal to it, or when it is a prefix of exactly one label (``"pos"``
-    for ``"positive"``: labels often span several tokens). Alternatives that
+    Each alternative's token is compared with the labels (and their aliases)
+    as :meth:`verbcal.labels.LabelSet.match_token` does, ignoring case,
+    whitespace, punctuation and quotes: it counts for a label when it names
+    it, or when it is a prefix of exactly one label's names (``"pos"`` for
+    ``"positive"``: labels often span several tokens). Alternatives that
     match several or no labels are *non-label mass*: it is dropped and the
     label probabilities are renormalised over the matched mass, i.e. they are
     the token probabilities conditional on the answer being a label. The
@@ -53,8 +39,9 @@ def label_probabilities_from_logprobs(
     ----------
     top_logprobs : sequence of mappings with "token" and "logprob"
         The alternatives at the answer position (OpenAI's ``top_logprobs``).
-    labels : sequence of str
-        The class labels, in column order.
+    labels : sequence of str or LabelSet
+        The class labels, in column order; a LabelSet brings its aliases
+        (with ``{"Yes": "True"}``, a ``"Yes"`` token counts for ``"True"``).
 
     Returns
     -------
@@ -72,23 +59,25 @@ def label_probabilities_from_logprobs(
     >>> {k: round(v, 6) for k, v in probs.items()}, round(mass, 6)
     ({'positive': 0.75, 'negative': 0.25}, 0.8)
     """
-    mass = [0.0] * len(labels)
+    label_set = LabelSet.of(labels)
+    mass = [0.0] * len(label_set)
     for alternative in top_logprobs:
-        index = _match_label(str(alternative.get("token", "")), labels)
+        index = label_set.match_token(str(alternative.get("token", "")))
         if index is not None:
             mass[index] += math.exp(float(alternative["logprob"]))
     total = sum(mass)
     if total <= 0:
         return None, 0.0
-    return {label: m / total for label, m in zip(labels, mass, strict=True)}, total
+    return {label: m / total for label, m in zip(label_set.labels, mass, strict=True)}, total
 
 
 #: Where the value of a JSON answer's ``"Answer"`` field starts (after an opening quote).
 _ANSWER_VALUE = re.compile(r'"Answer"\s*:\s*"?\s*(?=\w)')
+_WORD = re.compile(r"[^\W_]")
 
 
 def answer_position(
-    positions: Sequence[Mapping[str, Any]], labels: Sequence[str]
+    positions: Sequence[Mapping[str, Any]], labels: Sequence[str] | LabelSet
 ) -> Mapping[str, Any] | None:
     """The token position that states the answer label, or None when there is none.
 
@@ -99,6 +88,7 @@ def answer_position(
     when no token does (``"The movie review"``), the first token with a word
     character: where an answer that starts with the label would have started.
     """
+    label_set = LabelSet.of(labels)
     tokens = [str(position.get("token", "")) for position in positions]
     text = "".join(tokens)
     match = _ANSWER_VALUE.search(text)
@@ -111,13 +101,13 @@ def answer_position(
     if text.lstrip().startswith("{"):
         return None
     for position, token in zip(positions, tokens, strict=True):
-        if _match_label(token, labels) is not None:
+        if label_set.match_token(token) is not None:
             return position
-    return next((p for p, t in zip(positions, tokens, strict=True) if _normalise_token(t)), None)
+    return next((p for p, t in zip(positions, tokens, strict=True) if _WORD.search(t)), None)
 
 
 def answer_label_probabilities(
-    response: Mapping[str, Any], labels: Sequence[str]
+    response: Mapping[str, Any], labels: Sequence[str] | LabelSet
 ) -> tuple[dict[str, float] | None, float | None]:
     """Label probabilities at the answer token of a chat completion response.
 
@@ -125,8 +115,9 @@ def answer_label_probabilities(
     logprobs, or a JSON answer without an ``"Answer"`` field); else what
     :func:`label_probabilities_from_logprobs` returns at :func:`answer_position`.
     """
+    label_set = LabelSet.of(labels)
     logprobs = response["choices"][0].get("logprobs") or {}
-    position = answer_position(logprobs.get("content") or [], labels)
+    position = answer_position(logprobs.get("content") or [], label_set)
     if position is None:
         return None, None
-    return label_probabilities_from_logprobs(position.get("top_logprobs") or [], labels)
+    return label_probabilities_from_logprobs(position.get("top_logprobs") or [], label_set)
