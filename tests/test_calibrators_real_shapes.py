@@ -28,6 +28,7 @@ from verbcal.calibrators import (
     TemperatureScaling,
     VectorScaling,
 )
+from verbcal.calibrators.auto import default_candidates
 
 
 def stated_on_a_grid(n_classes, n=1000, seed=0, step=0.05):
@@ -165,3 +166,26 @@ def test_auto_calibrator_raises_naming_every_reason_when_all_candidates_fail():
     assert "every candidate failed" in message
     assert "platt: " in message and "Only binary" in message
     assert "frozen_unfitted: NotFittedError: " in message
+
+
+@pytest.mark.parametrize("random_state", range(10))
+def test_auto_calibrator_spreads_a_rare_class_over_the_folds(random_state):
+    # Two rows of class 1 among 52: plain shuffled folds put both in one fold for half of
+    # these seeds, leaving a training fold with class 0 only, on which every candidate
+    # failed. Stratified folds give each of them a fold of its own.
+    rng = np.random.default_rng(0)
+    confidence = rng.choice([0.6, 0.8, 0.9, 1.0], 52)
+    P = np.column_stack([confidence, 1 - confidence])
+    y = np.r_[np.zeros(50, dtype=int), np.ones(2, dtype=int)]
+    auto = AutoCalibrator(random_state=random_state).fit(P, y)
+    assert not auto.cv_errors_
+    assert_probability_rows(auto.predict_proba(P), 52, 2)
+
+
+def test_auto_calibrator_refuses_a_class_of_one_row_with_every_reason():
+    # With a single row of class 1, the fold that holds it trains on class 0 alone.
+    P = np.tile([[0.9, 0.1], [0.6, 0.4]], (10, 1))
+    y = np.r_[np.zeros(19, dtype=int), [1]]
+    with pytest.raises(InvalidInputError, match="every candidate failed") as raised:
+        AutoCalibrator().fit(P, y)
+    assert str(raised.value).count("one class only") == len(default_candidates(2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -163,7 +165,7 @@ class AutoCalibrator(BaseCalibrator):
         naive temperature, Platt (binary), vector and matrix scaling, isotonic
         regression and histogram binning; see :func:`default_candidates`.
     cv : int, default 5
-        Number of folds (stratified when every class has that many rows).
+        Number of folds (stratified when some class has that many rows).
     random_state : int, default 0
         Seed of the fold shuffle.
     renormalize : bool, default False
@@ -218,9 +220,15 @@ class AutoCalibrator(BaseCalibrator):
                 f"AutoCalibrator needs at least {2 * self.cv} rows for {self.cv}-fold "
                 f"cross-validation, got {len(y)}"
             )
-        counts = np.bincount(y)
-        splitter = StratifiedKFold if counts[counts > 0].min() >= self.cv else KFold
-        return list(splitter(self.cv, shuffle=True, random_state=self.random_state).split(y, y))
+        # Stratified whenever some class can fill every fold: a rare class is then spread
+        # over as many folds as it has rows, so no training fold loses a class of 2+ rows
+        # (plain folds could put all 3 rows of a class in one fold, leaving a training fold
+        # with a single class, on which every supervised candidate fails).
+        splitter = StratifiedKFold if np.bincount(y).max() >= self.cv else KFold
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            split = splitter(self.cv, shuffle=True, random_state=self.random_state).split(y, y)
+            return list(split)
 
     @staticmethod
     def _out_of_fold(estimator, P, y, folds) -> np.ndarray:
