@@ -30,6 +30,7 @@ Conventions shared by every function here:
   and everywhere in verbcal.
 """
 
+from verbcal.metrics.comparison import MetricComparison, compare_metrics
 from verbcal.metrics.scores import (
     HIGHER_IS_BETTER,
     METRIC_NAMES,
@@ -51,11 +52,13 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
     "BootstrapCI",
+    "MetricComparison",
     "ReliabilityTable",
     "accuracy",
     "bootstrap_ci",
     "brier",
     "classwise_ece",
+    "compare_metrics",
     "debiased_ece",
     "ece",
     "mce",

@@ -30,8 +30,8 @@ Conventions:
   actually reaches on the same rows is shown beside the promise.
 """
 
+from verbcal.metrics.comparison import compare_metrics
 from verbcal.report.compute import (
-    compare_metrics,
     compute_report,
     describe_calibrator,
     report_from_predictions,

@@ -15,16 +15,15 @@ import numpy as np
 
 from verbcal import metrics, thresholds
 from verbcal.errors import ConfigurationError, InvalidInputError
-from verbcal.metrics import ReliabilityTable, standard_metrics
+from verbcal.metrics import ReliabilityTable
 from verbcal.metrics.binning import assign_bins, uniform_edges
-from verbcal.metrics.scores import percentile_interval, resampling_checked_rows
+from verbcal.metrics.comparison import compare_metrics
 from verbcal.persist import estimator_to_dict
 from verbcal.predictions import ITEM, Prediction
 from verbcal.report.data import (
     CalibratorInfo,
     ClassCalibration,
     FailureReason,
-    MetricComparison,
     OperatingPointCheck,
     ParseSummary,
     ProbabilityView,
@@ -35,7 +34,6 @@ from verbcal.report.summary import summarize
 from verbcal.validation import Interval, check_labels, check_params, check_probabilities
 
 __all__ = [
-    "compare_metrics",
     "compute_report",
     "describe_calibrator",
     "report_from_predictions",
@@ -269,67 +267,6 @@ def _view(
 # ----------------------------------------------------------------------------- metrics
 
 
-def compare_metrics(
-    P_before: np.ndarray,
-    P_after: np.ndarray | None,
-    y: np.ndarray,
-    *,
-    n_bins: int = 15,
-    n_boot: int = 200,
-    seed: int = 0,
-) -> list[MetricComparison]:
-    """Every metric of the report before and after, with bootstrap and paired-change intervals.
-
-    Resample ``b`` is ``rng.integers(0, n, n)`` from ``np.random.default_rng(seed)``,
-    shared by every metric and both sides, so each interval equals
-    ``metrics.bootstrap_ci(metric, P, y, n_boot, random_state=seed)`` and the
-    change interval is the percentile interval of the per-resample differences.
-
-    Examples
-    --------
-    >>> P = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
-    >>> rows = compare_metrics(P, None, np.array([0, 1, 1, 0]), n_boot=50)
-    >>> rows[0].name, rows[0].before.estimate
-    ('accuracy', 0.75)
-    """
-    P_before = check_probabilities(P_before, name="P_before")
-    y = check_labels(y, P_before.shape[0], P_before.shape[1])
-    if P_after is not None:
-        P_after = check_probabilities(P_after, name="P_after")
-        if P_after.shape != P_before.shape:
-            raise InvalidInputError(
-                f"P_after has shape {P_after.shape}, P_before {P_before.shape}: "
-                "they must hold the same rows"
-            )
-    functions = standard_metrics(n_bins)
-    sides = [P_before] if P_after is None else [P_before, P_after]
-    values = np.empty((len(functions), len(sides), n_boot))
-    rng = np.random.default_rng(seed)
-    n = y.shape[0]
-    with resampling_checked_rows():  # resamples of the rows checked above
-        for b in range(n_boot):
-            rows = rng.integers(0, n, n)
-            y_b = y[rows]
-            for s, P in enumerate(sides):
-                P_b = P[rows]
-                for m, fn in enumerate(functions.values()):
-                    values[m, s, b] = fn(P_b, y_b)
-    out = []
-    for m, (name, fn) in enumerate(functions.items()):
-        estimates = [fn(P, y) for P in sides]
-        cis = [
-            percentile_interval(est, values[m, s], CONFIDENCE) for s, est in enumerate(estimates)
-        ]
-        if P_after is None:
-            out.append(MetricComparison(name, cis[0]))
-            continue
-        change = percentile_interval(
-            estimates[1] - estimates[0], values[m, 1] - values[m, 0], CONFIDENCE
-        )
-        out.append(MetricComparison(name, cis[0], cis[1], change))
-    return out
-
-
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -409,7 +346,9 @@ def compute_report(
     table = (
         []
         if y is None
-        else compare_metrics(before, after, y, n_bins=n_bins, n_boot=n_boot, seed=seed)
+        else compare_metrics(
+            before, after, y, n_bins=n_bins, n_boot=n_boot, seed=seed, confidence=CONFIDENCE
+        )
     )
     data = ReportData(
         title=str(title),

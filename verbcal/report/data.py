@@ -11,7 +11,8 @@ from typing import Literal
 
 import numpy as np
 
-from verbcal.metrics import HIGHER_IS_BETTER, BootstrapCI, ReliabilityTable
+from verbcal.metrics import ReliabilityTable
+from verbcal.metrics.comparison import MetricComparison, Verdict
 from verbcal.thresholds import PrecisionRecallCurve, Target
 
 __all__ = [
@@ -28,45 +29,8 @@ __all__ = [
     "Verdict",
 ]
 
-#: Changes of a metric smaller than this are float noise, not a change.
-NEGLIGIBLE = 1e-9
-
 #: Which probabilities a view shows: as stated, or calibrated.
 Side = Literal["before", "after"]
-#: What a metric's paired change says.
-Verdict = Literal["better", "worse", "unclear"]
-
-
-@dataclass(frozen=True)
-class MetricComparison:
-    """One metric before and after calibration, with 95% bootstrap intervals.
-
-    ``after`` and ``change`` (after − before, paired bootstrap) are None when
-    the report has no calibrated probabilities.
-    """
-
-    name: str
-    before: BootstrapCI
-    after: BootstrapCI | None = None
-    change: BootstrapCI | None = None
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.name in HIGHER_IS_BETTER
-
-    @property
-    def verdict(self) -> Verdict | None:
-        """ "better" or "worse" when the change's interval excludes 0, else "unclear".
-
-        Changes within ``NEGLIGIBLE`` of 0 count as 0, so float noise (an
-        identity calibrator that renormalises) is never called a change.
-        None when there is no change to judge.
-        """
-        if self.change is None:
-            return None
-        if self.change.low <= NEGLIGIBLE and self.change.high >= -NEGLIGIBLE:
-            return "unclear"
-        return "better" if (self.change.low > 0) == self.higher_is_better else "worse"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ field left empty); :func:`~verbcal.report.compute.compute_report` fills it in.
 from __future__ import annotations
 
 from verbcal.metrics import BootstrapCI
-from verbcal.report.data import NEGLIGIBLE, ParseSummary, ProbabilityView, ReportData
+from verbcal.metrics.comparison import NEGLIGIBLE
+from verbcal.report.data import ParseSummary, ProbabilityView, ReportData
 
 __all__ = ["summarize"]
 
