@@ -171,6 +171,7 @@ class BatchServer:
         self._dir = tempfile.mkdtemp(prefix="batch-server-")
         self._lock = threading.RLock()
         self._counter = 0
+        self._times_sent: Counter = Counter()
         self._blocked: dict[str, threading.Event] = {}
         self._reached: dict[str, threading.Event] = {s: threading.Event() for s in STAGES}
         self._stopping = threading.Event()
@@ -349,7 +350,8 @@ class BatchServer:
             batch.in_progress_since = batch.started + self.validate_seconds
             obj.update(status="in_progress", in_progress_at=int(time.time()))
             obj["request_counts"]["total"] = batch.n
-            self.record.batch_lines[obj["id"]] = self._custom_ids(obj["input_file_id"])
+            self.record.batch_lines[obj["id"]] = ids = self._custom_ids(obj["input_file_id"])
+            self._times_sent.update(ids)
         if obj["status"] == "cancelling":
             assert batch.cancel_requested is not None
             if now >= batch.cancel_requested + self.cancel_seconds:
@@ -418,11 +420,13 @@ class BatchServer:
         return errors
 
     def _outcome(self, custom_id: object) -> str:
-        u = random.Random(f"{self.seed}:{custom_id}").random()
-        if u < self.error_rate:
-            return "500"
-        if u < self.error_rate + self.bad_request_rate:
+        """A request's fate: 400 is permanent (a bad request stays bad), 500 transient
+        (drawn again each time the request is in a new batch)."""
+        if random.Random(f"{self.seed}:{custom_id}").random() < self.bad_request_rate:
             return "400"
+        nth = self._times_sent[str(custom_id)]
+        if random.Random(f"{self.seed}:{custom_id}:{nth}").random() < self.error_rate:
+            return "500"
         return "200"
 
     def _finish(self, batch: _Batch, done: int, rest_code: str | None) -> None:

@@ -19,6 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from verbcal import __version__
+from verbcal.cli_batch import (
+    add_batch_command,
+    add_batch_options,
+    run_batch_command,
+    run_batch_stage,
+)
 from verbcal.errors import BackendError, VerbcalError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -60,6 +66,29 @@ def _labels(text: str) -> list[str]:
     return labels
 
 
+def _number(kind: str, low: float | None, high: float | None = None, closed: str = "both"):
+    """An argparse type: a number inside an interval, refused with the interval's words."""
+    from verbcal.validation import Interval
+
+    interval = Interval(kind, low, high, closed)  # type: ignore[arg-type]
+
+    def convert(text: str) -> float | int:
+        try:
+            value: float | int = int(text) if kind == "integer" else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {interval}, got {text!r}") from None
+        if not interval.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {interval}, got {text!r}")
+        return value
+
+    convert.__name__ = str(interval)  # argparse names the type in its messages
+    return convert
+
+
+#: Fewest bootstrap resamples: fewer give 95% intervals that are mostly noise.
+MIN_BOOT = 100
+
+
 def _aliases(text: str) -> dict[str, str]:
     pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
     if not all(len(p) == 2 and p[0].strip() and p[1].strip() for p in pairs):
@@ -89,19 +118,32 @@ def _add_elicit(sub) -> None:
     p.add_argument("--id-field", default="id")
     p.add_argument("--out", required=True, type=Path, help="predictions JSONL to write")
     p.add_argument("--cache", type=Path, help="response cache (default: OUT with .cache.db)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    p.add_argument("--rpm", type=float, help="requests-per-minute limit")
-    p.add_argument("--tpm", type=float, help="tokens-per-minute limit")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request attempt")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of --input (default utf-8)")
+    p.add_argument(
+        "--concurrency",
+        type=_number("integer", 1),
+        default=8,
+        help="requests in flight (default 8)",
+    )
+    p.add_argument("--rpm", type=_number("real", 0, closed="neither"), help="requests per minute")
+    p.add_argument("--tpm", type=_number("real", 0, closed="neither"), help="tokens per minute")
+    p.add_argument(
+        "--timeout",
+        type=_number("real", 0, closed="neither"),
+        default=60.0,
+        help="seconds per request attempt (default 60)",
+    )
     p.add_argument(
         "--json-mode",
         choices=["none", "json_object", "json_schema"],
         default="none",
         help="constrain answers: json_schema (OpenAI), json_object (llama.cpp), none",
     )
-    p.add_argument("--samples", type=int, default=1, help="answers per item, averaged")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument(
+        "--samples", type=_number("integer", 1), default=1, help="answers per item, averaged"
+    )
+    p.add_argument("--temperature", type=_number("real", 0, 2), default=0.0, help="0 to 2")
+    p.add_argument("--max-tokens", type=_number("integer", 1), default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aliases", type=_aliases, help="other label names, e.g. Yes=True,No=False")
     p.add_argument("--logprobs", action="store_true", help="also record token probabilities")
@@ -111,7 +153,8 @@ def _add_elicit(sub) -> None:
         help="also elicit content-free probes (N/A, '', [MASK], random in-domain words) "
         "for contextual calibration",
     )
-    p.add_argument("--n-random-probes", type=int, default=20)
+    p.add_argument("--n-random-probes", type=_number("integer", 0), default=20)
+    add_batch_options(p)
     p.set_defaults(run=_run_elicit)
 
 
@@ -119,20 +162,25 @@ def _run_elicit(args: argparse.Namespace) -> int:
     from verbcal.elicit.backend import OpenAIBackend
     from verbcal.elicit.cache import ResponseCache
     from verbcal.elicit.elicitor import Elicitor
+    from verbcal.outputs import check_output
     from verbcal.predictions import CONTENT_FREE, read_items, write_predictions
 
+    # Everything that can be refused is refused before the cache file is made and
+    # before the first request is paid for.
     items = read_items(
         args.input,
         text_field=args.text_field,
         label_field=args.label_field,
         id_field=args.id_field,
         labels=args.labels,
+        encoding=args.encoding,
     )
     cache_path = args.cache or args.out.with_suffix(".cache.db")
-    cache = ResponseCache(cache_path)
+    check_output(args.out, "--out", {"--input": args.input, "--cache": cache_path})
+    check_output(cache_path, "--cache", {"--input": args.input})
 
-    async def run():
-        async with OpenAIBackend(
+    def make_backend(cache=None):
+        return OpenAIBackend(
             args.model,
             base_url=args.base_url,
             cache=cache,
@@ -140,32 +188,45 @@ def _run_elicit(args: argparse.Namespace) -> int:
             requests_per_minute=args.rpm,
             tokens_per_minute=args.tpm,
             timeout=args.timeout,
-        ) as backend:
-            elicitor = Elicitor(
-                backend,
-                args.labels,
-                template=args.template,
-                json_mode=args.json_mode,
-                samples=args.samples,
-                temperature=args.temperature,
-                max_tokens=args.max_tokens,
-                seed=args.seed,
-                aliases=args.aliases,
-                logprobs=args.logprobs,
-            )
+        )
+
+    def make_elicitor(backend):
+        return Elicitor(
+            backend,
+            args.labels,
+            template=args.template,
+            json_mode=args.json_mode,
+            samples=args.samples,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+            aliases=args.aliases,
+            logprobs=args.logprobs,
+        )
+
+    elicitor = make_elicitor(make_backend())  # checks labels, template and options
+    probes = []
+    if args.probes:
+        probes = elicitor.probe_items([item.text for item in items], n_random=args.n_random_probes)
+
+    async def run(backend):
+        async with backend:
+            elicitor = make_elicitor(backend)
             predictions, summary = await elicitor.arun(items, progress=Progress("elicit"))
-            if args.probes:
-                probes = elicitor.probe_items(
-                    [item.text for item in items], n_random=args.n_random_probes
-                )
+            if probes:
                 more, summary = await elicitor.arun(
                     probes, kind=CONTENT_FREE, progress=Progress("probes")
                 )
                 predictions += more
             return predictions, summary
 
+    cache = ResponseCache(cache_path)
     try:
-        predictions, summary = asyncio.run(run())
+        if args.batch:
+            code = run_batch_stage(args, cache, items, lambda: make_backend(cache), make_elicitor)
+            if code is not None:
+                return code
+        predictions, summary = asyncio.run(run(make_backend(cache)))
     finally:
         cache.close()
     write_predictions(args.out, predictions)
@@ -193,23 +254,39 @@ def _add_fit(sub) -> None:
     p.add_argument("--preds", required=True, type=Path, help="predictions JSONL from elicit")
     p.add_argument("--method", required=True, choices=list(METHODS), metavar="METHOD")
     p.add_argument("--out", required=True, type=Path, help="calibrator JSON to write")
-    p.add_argument("--holdout", type=float, default=0.5, help="share of rows kept out of fit")
+    p.add_argument(
+        "--holdout",
+        type=_number("real", 0, 1, closed="left"),
+        default=0.5,
+        help="share of the labelled rows kept out of the fit, in [0, 1) (default 0.5)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split")
     p.set_defaults(run=_run_fit)
 
 
 def _run_fit(args: argparse.Namespace) -> int:
+    from verbcal.outputs import check_output
     from verbcal.persist import save_calibrator
-    from verbcal.predictions import read_predictions
-    from verbcal.workflow import fit_calibrator
+    from verbcal.predictions import ITEM, read_predictions, to_arrays
+    from verbcal.workflow import METHODS, fit_calibrator
 
-    record = fit_calibrator(
-        read_predictions(args.preds), args.method, holdout=args.holdout, seed=args.seed
-    )
+    check_output(args.out, "--out", {"--preds": args.preds})
+    predictions = read_predictions(args.preds)
+    record = fit_calibrator(predictions, args.method, holdout=args.holdout, seed=args.seed)
     save_calibrator(args.out, record)
     explanation = getattr(record.calibrator, "explanation_", "")
-    print(f"fitted {args.method} on {len(record.fitted_ids)} labelled rows", end="")
+    labelled = METHODS[args.method][0] in ("labels", "both")
+    print(
+        f"fitted {args.method} on {len(record.fitted_ids)} {'labelled ' if labelled else ''}rows",
+        end="",
+    )
     print(f" and {record.n_probes} content-free probes" if record.n_probes else "")
+    left_out = to_arrays(predictions, kind=ITEM).n_unlabelled if labelled else 0
+    if left_out:
+        print(
+            f"left out {left_out} rows without a gold label (they stay usable by threshold "
+            "and apply)"
+        )
     if explanation:
         print(explanation)
     print(f"wrote {args.out}")
@@ -226,16 +303,38 @@ def _add_apply(sub) -> None:
     p.add_argument("--preds", required=True, type=Path)
     p.add_argument("--calibrator", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    _add_allow_calibrated(p)
     p.set_defaults(run=_run_apply)
 
 
+def _add_allow_calibrated(p) -> None:
+    p.add_argument(
+        "--allow-calibrated",
+        action="store_true",
+        help="accept predictions that were already calibrated (rows with calibrated_by)",
+    )
+
+
+def _refuse_calibrated(args: argparse.Namespace, predictions) -> None:
+    """Calibrating calibrated rows again is almost always a mistake: refuse unless allowed."""
+    done = next((p for p in predictions if p.calibrated_by), None)
+    if done is not None and not args.allow_calibrated:
+        raise _usage_error(
+            f"{args.preds}: the predictions were already calibrated ({done.calibrated_by!r}, "
+            f"row {done.id!r}); give the uncalibrated predictions, or --allow-calibrated"
+        )
+
+
 def _run_apply(args: argparse.Namespace) -> int:
+    from verbcal.outputs import check_output
     from verbcal.persist import load_calibrator
     from verbcal.predictions import read_predictions, write_predictions
     from verbcal.workflow import apply_calibrator
 
+    check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
     record = load_calibrator(args.calibrator)
     predictions = read_predictions(args.preds)
+    _refuse_calibrated(args, predictions)
     calibrated = apply_calibrator(record, predictions)
     write_predictions(args.out, calibrated)
     print(f"wrote {len(calibrated)} calibrated predictions to {args.out}")
@@ -249,13 +348,19 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="metrics before and after calibration, with bootstrap intervals",
-        description="Accuracy, ECE, MCE, classwise ECE, Brier and NLL with bootstrap 95%% "
+        description="Accuracy, ECE, MCE, classwise ECE, Brier and NLL with bootstrap 95% "
         "intervals on labelled rows: before calibration, and after it when --calibrator is "
         "given (then only rows the calibrator was not fitted on are used).",
     )
     p.add_argument("--preds", required=True, type=Path)
     p.add_argument("--calibrator", type=Path)
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    p.add_argument(
+        "--n-boot",
+        type=_number("integer", MIN_BOOT),
+        default=200,
+        help=f"bootstrap resamples, at least {MIN_BOOT} (default 200)",
+    )
+    _add_allow_calibrated(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_run_evaluate)
 
@@ -268,12 +373,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     predictions = read_predictions(args.preds)
     if args.calibrator:
         record = load_calibrator(args.calibrator)
+        _refuse_calibrated(args, predictions)
         rows = held_out(predictions, record.fitted_ids, record.labels)
     else:
         record, rows = None, to_arrays(predictions, kind=ITEM)
     if rows.y is None:
         raise _usage_error(f"{args.preds}: evaluation needs predictions with gold labels")
-    result = {"rows": len(rows.ids), "failed_to_parse": rows.n_failed}
+    result = {
+        "rows": len(rows.ids),
+        "failed_to_parse": rows.n_failed,
+        "unlabelled_left_out": rows.n_unlabelled,
+    }
     result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot)
     if record is not None:
         result["method"] = record.method
@@ -282,7 +392,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return EXIT_OK
-    print(f"{result['rows']} held-out labelled rows ({rows.n_failed} unparsed rows left out)")
+    which = "held-out labelled rows" if record is not None else "labelled rows"
+    left_out = f"{rows.n_failed} unparsed"
+    if rows.n_unlabelled:
+        left_out += f" and {rows.n_unlabelled} unlabelled"
+    print(f"{result['rows']} {which} ({left_out} rows left out)")
     header = f"{'metric':14} {'before':>26}"
     if "after" in result:
         header += f" {'after (' + record.method + ')':>26}"
@@ -317,8 +431,9 @@ def _add_threshold(sub) -> None:
     p.add_argument("--calibrator", required=True, type=Path)
     p.add_argument("--positive", required=True, help="the label treated as positive")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-precision", type=float)
-    target.add_argument("--target-recall", type=float)
+    target.add_argument("--target-precision", type=_number("real", 0, 1, closed="right"))
+    target.add_argument("--target-recall", type=_number("real", 0, 1, closed="right"))
+    _add_allow_calibrated(p)
     p.add_argument(
         "--guarantee",
         type=float,
@@ -336,8 +451,10 @@ def _run_threshold(args: argparse.Namespace) -> int:
     record = load_calibrator(args.calibrator)
     if args.positive not in record.labels:
         raise _usage_error(f"--positive {args.positive!r} is not one of {record.labels}")
+    predictions = read_predictions(args.preds)
+    _refuse_calibrated(args, predictions)
     result = choose_threshold(
-        read_predictions(args.preds),
+        predictions,
         record,
         args.positive,
         target_precision=args.target_precision,
@@ -349,6 +466,13 @@ def _run_threshold(args: argparse.Namespace) -> int:
     else:
         for key, value in result.items():
             print(f"{key:28} {value}")
+    if not result["met"]:
+        why = result.get("explanation") or (
+            f"no threshold reaches {result['target']} {result['target_value']:g} for "
+            f"{result['positive']!r} on the {result['chosen_on']}; the closest, "
+            f"{result['threshold']:.4g}, is reported"
+        )
+        print(f"verbcal threshold: target not met: {why}", file=sys.stderr)
     return EXIT_OK if result["met"] else EXIT_INCOMPLETE
 
 
@@ -376,19 +500,24 @@ def _add_report(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="HTML file to write")
     p.add_argument("--positive", help="label for the precision-recall curve")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--target-precision", type=float)
-    target.add_argument("--target-recall", type=float)
+    target.add_argument("--target-precision", type=_number("real", 0, 1, closed="right"))
+    target.add_argument("--target-recall", type=_number("real", 0, 1, closed="right"))
     p.add_argument("--title", default="Calibration report")
+    _add_allow_calibrated(p)
     p.set_defaults(run=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from verbcal.outputs import check_output
     from verbcal.persist import load_calibrator
     from verbcal.predictions import read_predictions
     from verbcal.report import report_from_predictions, write_report
 
+    check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
     predictions = read_predictions(args.preds)
     record = load_calibrator(args.calibrator) if args.calibrator else None
+    if record is not None:
+        _refuse_calibrated(args, predictions)
     if args.positive is not None and args.positive not in predictions[0].labels:
         raise _usage_error(f"--positive {args.positive!r} is not one of {predictions[0].labels}")
     data = report_from_predictions(
@@ -430,6 +559,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     if args.replay and args.base_url:
         raise _usage_error("--replay and --base-url exclude each other")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise _usage_error(f"--out-dir {args.out_dir} is a file: give a folder")
     result = run_demo(
         args.out_dir,
         replay=args.replay,
@@ -459,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold(sub)
     _add_report(sub)
     _add_demo(sub)
+    add_batch_command(sub, run_batch_command)
     return parser
 
 
