@@ -104,20 +104,21 @@ def test_stated_values_that_differ_by_float_rounding_are_one_value():
 
 @pytest.mark.parametrize("cls", [HistogramBinning, IsotonicCalibration, ShrinkageBinning])
 def test_float_noise_of_renormalising_is_the_same_stated_value(cls):
-    # 0.6 sits on a bin edge (6 / 10); renormalised it may come out an ulp below.
+    # 0.6 sits on a bin edge (6 / 10); renormalised it may come out an ulp below, or, after
+    # the 1e-9 floor on 4 classes, at (0.6 + 1e-9) / (1 + 4e-9) = 0.5999999986.
     below, above = np.nextafter(0.6, 0.0), np.nextafter(0.6, 1.0)
+    floored = (0.6 + 1e-9) / (1 + 4e-9)
     rows = np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
     P, y = np.tile(rows, (30, 1)), np.tile([0, 1, 1], 30)
     noisy = P.copy()
-    noisy[::6] = [below, 1.0 - below]
-    noisy[3::6] = [above, 1.0 - above]
+    noisy[::9] = [below, 1.0 - below]
+    noisy[3::9] = [above, 1.0 - above]
+    noisy[6::9] = [floored, 1.0 - floored]
     clean_fit, noisy_fit = cls().fit(P, y), cls().fit(noisy, y)
-    probe = np.array([[0.6, 0.4], [below, 1.0 - below], [above, 1.0 - above]])
-    expected = clean_fit.predict_proba(probe[:1])
+    probe = np.array([[0.6, 0.4], *([v, 1.0 - v] for v in (below, above, floored))])
+    expected = np.repeat(clean_fit.predict_proba(probe[:1]), len(probe), axis=0)
     for fitted in (clean_fit, noisy_fit):
-        np.testing.assert_allclose(
-            fitted.predict_proba(probe), np.repeat(expected, 3, 0), atol=1e-12
-        )
+        np.testing.assert_allclose(fitted.predict_proba(probe), expected, atol=1e-12)
 
 
 # -- AutoCalibrator goes on when a candidate cannot ----------------------------------------

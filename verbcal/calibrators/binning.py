@@ -14,9 +14,10 @@ from verbcal.metrics.binning import assign_bins, uniform_edges
 PRIOR_STRENGTH_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0)
 
 #: Stated values equal to this many decimals are one value: renormalising a row leaves
-#: float noise (0.6 becomes 0.6000000000000001 or 0.5999999999999999), which is not a
-#: different statement and must not land in a different bin.
-STATED_DECIMALS = 9
+#: float noise (0.6 becomes 0.6000000000000001, or 0.5999999986 after a 1e-9 floor),
+#: which is not a different statement and must not land in a different bin. Six
+#: decimals, as rows may miss summing to 1 by 1e-6 (``validation.SUM_TOLERANCE``).
+STATED_DECIMALS = 6
 
 
 def _as_stated(P: np.ndarray) -> np.ndarray:
@@ -48,7 +49,7 @@ class IsotonicCalibration(BaseCalibrator):
     raised to at least ``min_probability`` before the row is renormalised. A
     calibrated probability is then never 0, and never 1 either (the other
     classes keep at least ``min_probability`` each before renormalising).
-    Probabilities are compared rounded to 9 decimals, so float noise left by
+    Probabilities are compared rounded to 6 decimals, so float noise left by
     renormalising (0.6 and 0.6000000000000001) is one stated value.
 
     Parameters
@@ -109,7 +110,7 @@ class HistogramBinning(BaseCalibrator):
     ``[a, b)`` with the last one closed. A bin no calibration row fell in
     keeps its midpoint. Values are floored at ``min_probability`` and rows
     renormalised, as in :class:`IsotonicCalibration`. Probabilities are binned
-    rounded to 9 decimals, so a stated 0.6 renormalised to 0.5999999999999999
+    rounded to 6 decimals, so a stated 0.6 renormalised to 0.5999999999999999
     stays in the bin 0.6 opens.
 
     Parameters
@@ -223,7 +224,7 @@ class ShrinkageBinning(BaseCalibrator):
     their temperature-scaled proportions. The top probability is at most
     1 - 1e-6 and every other class gets at least 1e-6 of the rest, so one
     confidently wrong answer never costs an infinite NLL. Stated values are
-    compared rounded to 9 decimals, so that float noise left by renormalising
+    compared rounded to 6 decimals, so that float noise left by renormalising
     (0.6 and 0.6000000000000001) does not make two values of one. A stated
     value never seen in calibration goes to the block of the nearest seen
     value; beyond ``max_bins`` distinct values, values are merged at quantiles
