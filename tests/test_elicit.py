@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -192,7 +193,9 @@ def test_cli_elicit_writes_predictions_and_reruns_from_cache(tmp_path, capsys):
     assert [p.kind for p in predictions].count("content_free") == 5
     line = json.loads(out.read_text().splitlines()[0])
     assert {"id", "probs", "status", "raw", "usage", "label", "labels"} <= set(line)
-    assert "requests sent 0, cache hits 25" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "items: 20 items" in err and "requests sent 0, cache hits 20," in err
+    assert "content-free probes: 5 items" in err and "requests sent 0, cache hits 5," in err
 
 
 @pytest.mark.parametrize(
@@ -211,6 +214,25 @@ def test_cli_elicit_reports_bad_input_with_line_numbers(tmp_path, capsys, conten
     argv += ["--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "p.jsonl")]
     assert main(argv) == 2
     assert match in capsys.readouterr().err
+
+
+def test_cli_elicit_with_probes_prints_the_item_summary_and_the_probe_summary(tmp_path):
+    """Issue 8: with --probes, the probe summary ("8 items") was printed instead of the items'."""
+    source = write_items(tmp_path / "items.jsonl", 40)
+    with FaultServer(labels=LABELS) as server:
+        argv = [sys.executable, "-m", "verbcal.cli", "elicit", "--input", str(source)]
+        argv += ["--labels", "positive,negative", "--model", "m", "--base-url", server.base_url]
+        argv += ["--out", str(tmp_path / "preds.jsonl"), "--probes", "--n-random-probes", "5"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("\r")]
+    items_at = next(i for i, line in enumerate(lines) if line.startswith("items: "))
+    probes_at = next(i for i, line in enumerate(lines) if line.startswith("content-free probes: "))
+    assert re.match(r"items: 40 items in [\d.]+ s: ok 40$", lines[items_at])
+    assert lines[items_at + 1].startswith("requests sent 40, cache hits 0,")
+    assert re.match(r"content-free probes: 8 items in [\d.]+ s: ok 8$", lines[probes_at])
+    assert lines[probes_at + 1].startswith("requests sent 8, cache hits 0,")
+    assert "wrote 48 predictions" in done.stdout
 
 
 def committed_message_keys(path: Path) -> set[str]:

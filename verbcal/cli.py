@@ -213,12 +213,14 @@ def _run_elicit(args: argparse.Namespace) -> int:
         async with backend:
             elicitor = make_elicitor(backend)
             predictions, summary = await elicitor.arun(items, progress=Progress("elicit"))
+            summaries = [("items", summary)]
             if probes:
-                more, summary = await elicitor.arun(
+                more, probe_summary = await elicitor.arun(
                     probes, kind=CONTENT_FREE, progress=Progress("probes")
                 )
                 predictions += more
-            return predictions, summary
+                summaries.append(("content-free probes", probe_summary))
+            return predictions, summaries
 
     cache = ResponseCache(cache_path)
     try:
@@ -226,11 +228,12 @@ def _run_elicit(args: argparse.Namespace) -> int:
             code = run_batch_stage(args, cache, items, lambda: make_backend(cache), make_elicitor)
             if code is not None:
                 return code
-        predictions, summary = asyncio.run(run(make_backend(cache)))
+        predictions, summaries = asyncio.run(run(make_backend(cache)))
     finally:
         cache.close()
     write_predictions(args.out, predictions)
-    print(summary, file=sys.stderr)
+    for what, summary in summaries:
+        print(f"{what}: {summary}", file=sys.stderr)
     print(f"wrote {len(predictions)} predictions to {args.out} (cache: {cache_path})")
     parsed = sum(p.probs is not None for p in predictions)
     return EXIT_OK if parsed else EXIT_INCOMPLETE

@@ -133,6 +133,29 @@ class BackendStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def since(self, earlier: Mapping[str, Any]) -> dict[str, Any]:
+        """The counters gained since ``earlier``, an :meth:`as_dict` taken before.
+
+        Examples
+        --------
+        >>> stats = BackendStats()
+        >>> before = stats.as_dict()
+        >>> stats.requests_sent += 2
+        >>> stats.retries_by_reason["429"] += 1
+        >>> gained = stats.since(before)
+        >>> gained["requests_sent"], gained["retries_by_reason"], gained["cache_hits"]
+        (2, {'429': 1}, 0)
+        """
+        gained: dict[str, Any] = {}
+        for name, now in self.as_dict().items():
+            if isinstance(now, dict):
+                was = earlier.get(name) or {}
+                counts = {key: count - was.get(key, 0) for key, count in now.items()}
+                gained[name] = {key: count for key, count in counts.items() if count}
+            else:
+                gained[name] = now - earlier.get(name, 0)
+        return gained
+
     def as_dict(self) -> dict[str, Any]:
         """The counters as plain data (counters become dicts)."""
         return {

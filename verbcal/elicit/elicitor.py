@@ -41,7 +41,7 @@ SAMPLE_AVERAGING_EPS = 1e-3
 
 @dataclass
 class ElicitationSummary:
-    """What a run did: items by parse status, and the backend's counters."""
+    """What a run did: items by parse status, and the backend's counters during the run."""
 
     items: int = 0
     by_status: Counter = field(default_factory=Counter)
@@ -164,6 +164,7 @@ class Elicitor:
     ) -> tuple[list[Prediction], ElicitationSummary]:
         """Predictions for ``items`` in input order, and a summary."""
         started = time.perf_counter()
+        stats_before = self.backend.stats.as_dict()
         predictions: list[Prediction | None] = [None] * len(items)
         pending = iter(enumerate(items))  # shared: each item goes to the next free worker
         done = 0
@@ -186,13 +187,16 @@ class Elicitor:
         finally:
             for worker in workers:  # after a run-stopping failure, stop the rest
                 worker.cancel()
-        summary = ElicitationSummary(items=len(predictions), backend=self.backend.stats.as_dict())
-        for prediction in predictions:
+        finished = [p for p in predictions if p is not None]
+        summary = ElicitationSummary(
+            items=len(finished), backend=self.backend.stats.since(stats_before)
+        )
+        for prediction in finished:
             summary.by_status[prediction.status] += 1
             if prediction.status == FAILED:
                 summary.failure_reasons[prediction.detail] += 1
         summary.seconds = time.perf_counter() - started
-        return predictions, summary
+        return finished, summary
 
     def probe_items(self, in_domain_texts: Sequence[str] | None = None, **kwargs) -> list[Item]:
         """Content-free probe items ("N/A", "", "[MASK]", random in-domain words).
