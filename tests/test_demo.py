@@ -29,7 +29,7 @@ def test_replay_runs_in_seconds_and_calibration_lowers_held_out_ece(tmp_path):
     after = result.evaluation["auto"]["ece"][0]
     assert after < before - 0.05, (before, after)
     assert set(result.evaluation) == {"uncalibrated", *DEMO_METHODS}
-    assert result.threshold["positive"] == "positive"
+    assert result.threshold is not None and result.threshold.positive == "positive"
     html = result.report.read_text()
     assert html.startswith("<!DOCTYPE html>") and "qwen2.5" in html
     assert result.report.stat().st_size < 2 * 1024 * 1024

@@ -387,11 +387,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         "failed_to_parse": rows.n_failed,
         "unlabelled_left_out": rows.n_unlabelled,
     }
-    result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot)
+    result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot).to_json()
     if record is not None:
         result["method"] = record.method
         Q = record.calibrator.predict_proba(rows.P)
-        result["after"] = evaluate(Q, rows.y, n_boot=args.n_boot)
+        result["after"] = evaluate(Q, rows.y, n_boot=args.n_boot).to_json()
     if args.json:
         print(json.dumps(result, indent=1))
         return EXIT_OK
@@ -463,7 +463,7 @@ def _run_threshold(args: argparse.Namespace) -> int:
         target_precision=args.target_precision,
         target_recall=args.target_recall,
         guarantee=args.guarantee,
-    )
+    ).to_json()
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -13,15 +13,17 @@ whose ids were not fitted on, so their numbers are honest.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 
 from verbcal import calibrators as cal
-from verbcal import metrics, thresholds
+from verbcal import thresholds
 from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.metrics import BootstrapCI, compare_metrics
 from verbcal.persist import CalibratorRecord
 from verbcal.predictions import CONTENT_FREE, ITEM, Prediction, PredictionArrays, to_arrays
 
@@ -170,25 +172,47 @@ def held_out(
     )
 
 
-#: Metrics of the evaluation table, by name.
-METRICS = {
-    "accuracy": metrics.accuracy,
-    "ece": metrics.ece,
-    "mce": metrics.mce,
-    "classwise_ece": metrics.classwise_ece,
-    "brier": metrics.brier,
-    "nll": metrics.nll,
-}
+@dataclass(frozen=True)
+class Evaluation:
+    """The standard metrics of labelled rows, each with a percentile bootstrap interval.
+
+    ``evaluation["ece"]`` is the :class:`~verbcal.metrics.BootstrapCI` of a
+    metric (``estimate, low, high``); the names are
+    :data:`verbcal.metrics.METRIC_NAMES`.
+    """
+
+    n_rows: int
+    n_boot: int
+    confidence: float
+    metrics: dict[str, BootstrapCI]
+
+    def __getitem__(self, name: str) -> BootstrapCI:
+        return self.metrics[name]
+
+    def to_json(self) -> dict[str, list[float]]:
+        """Metric name → ``[estimate, low, high]``, as ``verbcal evaluate --json`` prints it."""
+        return {name: [float(v) for v in ci] for name, ci in self.metrics.items()}
 
 
-def evaluate(P: np.ndarray, y: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict:
-    """Every metric of :data:`METRICS` with a bootstrap 95% interval: name → (value, low, high)."""
-    return {
-        name: tuple(
-            float(v) for v in metrics.bootstrap_ci(fn, P, y, n_boot=n_boot, random_state=seed)
-        )
-        for name, fn in METRICS.items()
-    }
+def evaluate(
+    P: np.ndarray, y: np.ndarray, *, n_boot: int = 200, seed: int = 0, confidence: float = 0.95
+) -> Evaluation:
+    """Every standard metric with a bootstrap interval (:func:`verbcal.metrics.compare_metrics`).
+
+    Examples
+    --------
+    >>> P = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    >>> result = evaluate(P, np.array([0, 1, 1, 0]), n_boot=50)
+    >>> result["accuracy"].estimate, list(result.to_json())[:2]
+    (0.75, ['accuracy', 'ece'])
+    """
+    rows = compare_metrics(P, None, y, n_boot=n_boot, seed=seed, confidence=confidence)
+    return Evaluation(
+        n_rows=len(y),
+        n_boot=n_boot,
+        confidence=confidence,
+        metrics={row.name: row.before for row in rows},
+    )
 
 
 def apply_calibrator(record: CalibratorRecord, predictions: list[Prediction]) -> list[Prediction]:
@@ -217,6 +241,78 @@ def apply_calibrator(record: CalibratorRecord, predictions: list[Prediction]) ->
     return out
 
 
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A threshold chosen for a target, and how it does on the held-out rows.
+
+    Attributes
+    ----------
+    positive : str
+        The label treated as positive.
+    target : {"precision", "recall"}
+    target_value : float
+    threshold : float
+        Flag a row when its calibrated probability of ``positive`` is ``>= threshold``.
+    met : bool
+        Whether the target is met where the threshold was chosen (or guaranteed).
+    chosen_on : str
+        Which rows it was chosen on, in words.
+    evaluated_on_rows : int
+        Held-out rows (not fitted on).
+    predicted_precision, predicted_recall : float
+        On the held-out rows, from their calibrated probabilities alone.
+    realised : ThresholdRates or None
+        Counted on the labelled held-out rows (None when none is labelled).
+    guarantee, lower_bound, rows_needed, explanation
+        With a guarantee: its probability, the lower bound the test used, and
+        when it could not be given, the labelled rows that would do and why.
+    """
+
+    positive: str
+    target: thresholds.Target
+    target_value: float
+    threshold: float
+    met: bool
+    chosen_on: str
+    evaluated_on_rows: int
+    predicted_precision: float
+    predicted_recall: float
+    realised: thresholds.ThresholdRates | None = None
+    guarantee: float | None = None
+    lower_bound: float | None = None
+    rows_needed: int | None = None
+    explanation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as ``verbcal threshold --json`` prints them (realised rates flattened)."""
+        out: dict[str, Any] = {
+            "positive": self.positive,
+            "target": self.target,
+            "target_value": self.target_value,
+            "threshold": self.threshold,
+            "met": self.met,
+            "chosen_on": self.chosen_on,
+            "evaluated_on_rows": self.evaluated_on_rows,
+            "predicted_precision": self.predicted_precision,
+            "predicted_recall": self.predicted_recall,
+        }
+        if self.guarantee is not None:
+            out.update(guarantee=self.guarantee, lower_bound=self.lower_bound)
+            if not self.met:
+                out.update(rows_needed=self.rows_needed, explanation=self.explanation)
+        rates = self.realised
+        if rates is not None:
+            if rates.n_rows != self.evaluated_on_rows:
+                out["realised_on_labelled_rows"] = rates.n_rows
+            for name, value, ci in (
+                ("precision", rates.precision, rates.precision_ci),
+                ("recall", rates.recall, rates.recall_ci),
+            ):
+                out[f"realised_{name}"] = float("nan") if value is None else value
+                out[f"realised_{name}_ci"] = ci
+        return out
+
+
 def choose_threshold(
     predictions: list[Prediction],
     record: CalibratorRecord,
@@ -225,7 +321,7 @@ def choose_threshold(
     target_precision: float | None = None,
     target_recall: float | None = None,
     guarantee: float | None = None,
-) -> dict:
+) -> ThresholdChoice:
     """A threshold on calibrated probabilities for a target, and how it does on held-out rows.
 
     With ``guarantee`` (a probability in (0.5, 1)), the threshold must reach
@@ -248,16 +344,17 @@ def choose_threshold(
         if p.kind == ITEM and p.label is not None
     }
     gold = np.array([index.get(i, -1) for i in items.ids], dtype=np.int64)  # -1: no gold label
-    column = record.labels.index(positive)
+    labels = record.labels
     Q = record.calibrator.predict_proba(items.P)
     fitted = set(record.fitted_ids)
     fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
     other = ~fit_rows
     choose_on = fit_rows & (gold >= 0)
     targets = {"target_precision": target_precision, "target_recall": target_recall}
+    point: thresholds.OperatingPoint | thresholds.PredictedOperatingPoint
     if choose_on.any():
         point = thresholds.operating_point(
-            Q[choose_on], gold[choose_on], column, guarantee=guarantee, **targets
+            Q[choose_on], gold[choose_on], positive, labels=labels, guarantee=guarantee, **targets
         )
         chosen_on = f"{int(choose_on.sum())} labelled calibration rows"
     elif guarantee is not None:
@@ -266,38 +363,29 @@ def choose_threshold(
             "labelled method (the calibrator file lists no labelled fitted rows)"
         )
     else:
-        point = thresholds.operating_point_from_probabilities(Q[other], column, **targets)
+        point = thresholds.operating_point_from_probabilities(
+            Q[other], positive, labels=labels, **targets
+        )
         chosen_on = f"calibrated probabilities of {int(other.sum())} rows (no labels)"
     t = float(point.threshold)
-    result = {
-        "positive": positive,
-        "target": "precision" if target_precision is not None else "recall",
-        "target_value": target_precision if target_precision is not None else target_recall,
-        "threshold": t,
-        "met": bool(point.met),
-        "chosen_on": chosen_on,
-        "evaluated_on_rows": int(other.sum()),
-        "predicted_precision": thresholds.predicted_precision(Q[other], column, t),
-        "predicted_recall": thresholds.predicted_recall(Q[other], column, t),
-    }
-    if guarantee is not None:
-        result["guarantee"] = guarantee
-        result["lower_bound"] = point.bound
-        if not point.met:
-            result["rows_needed"] = point.rows_needed
-            result["explanation"] = str(point)
     realise_on = other & (gold >= 0)
-    if realise_on.any():
-        if not realise_on[other].all():
-            result["realised_on_labelled_rows"] = int(realise_on.sum())
-        flagged = Q[realise_on, column] >= t
-        is_positive = gold[realise_on] == column
-        tp, n_flagged, n_pos = (
-            int((flagged & is_positive).sum()),
-            int(flagged.sum()),
-            int(is_positive.sum()),
+    return ThresholdChoice(
+        positive=positive,
+        target=point.target,
+        target_value=point.target_value,
+        threshold=t,
+        met=bool(point.met),
+        chosen_on=chosen_on,
+        evaluated_on_rows=int(other.sum()),
+        predicted_precision=thresholds.predicted_precision(Q[other], positive, t, labels=labels),
+        predicted_recall=thresholds.predicted_recall(Q[other], positive, t, labels=labels),
+        realised=thresholds.precision_recall_at(
+            Q[realise_on], gold[realise_on], positive, t, labels=labels
         )
-        for name, k, n in (("precision", tp, n_flagged), ("recall", tp, n_pos)):
-            result[f"realised_{name}"] = k / n if n else float("nan")
-            result[f"realised_{name}_ci"] = thresholds.clopper_pearson(k, n) if n else None
-    return result
+        if realise_on.any()
+        else None,
+        guarantee=guarantee,
+        lower_bound=getattr(point, "bound", None),
+        rows_needed=None if point.met else getattr(point, "rows_needed", None),
+        explanation=None if point.met or guarantee is None else str(point),
+    )
