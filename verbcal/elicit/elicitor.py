@@ -27,7 +27,7 @@ from verbcal.elicit.retry import RequestFailedError
 from verbcal.elicit.templates import Template, load_template, response_format
 from verbcal.errors import BackendError, ConfigurationError
 from verbcal.labels import LabelSet
-from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction
+from verbcal.predictions import ITEM, Item, Prediction
 
 #: Called after each finished item with (items done, items in all).
 ProgressCallback = Callable[[int, int], None]
@@ -202,17 +202,10 @@ class Elicitor:
         """Content-free probe items ("N/A", "", "[MASK]", random in-domain words).
 
         Keyword arguments go to :func:`verbcal.elicit.probes.content_free_inputs`.
-        Run them with ``arun(items, kind="content_free")`` (or ``run_probes``).
+        Run them with ``arun(items, kind="content_free")``.
         """
         texts = content_free_inputs(in_domain_texts, **kwargs)
         return [Item(id=f"cf{i + 1}", text=text) for i, text in enumerate(texts)]
-
-    def run_probes(
-        self, in_domain_texts: Sequence[str] | None = None, **kwargs
-    ) -> tuple[list[Prediction], ElicitationSummary]:
-        """Predictions for the content-free probes (blocking)."""
-        items = self.probe_items(in_domain_texts, **kwargs)
-        return asyncio.run(self.arun(items, kind=CONTENT_FREE))
 
     # ------------------------------------------------------------------ one item
 
