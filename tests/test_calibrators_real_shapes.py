@@ -121,6 +121,17 @@ def test_float_noise_of_renormalising_is_the_same_stated_value(cls):
         np.testing.assert_allclose(fitted.predict_proba(probe), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("by_class", [False, True])
+def test_float_noise_never_decides_a_tie(by_class):
+    # "50/50" is a common verbalized answer; renormalised it may come out an ulp apart.
+    rows = np.array([[0.5, 0.5], [0.8, 0.2], [0.3, 0.7]])
+    P, y = np.tile(rows, (30, 1)), np.tile([1, 0, 1], 30)
+    fitted = ShrinkageBinning(by_class=by_class).fit(P, y)
+    up, down = np.nextafter(0.5, 1.0), np.nextafter(0.5, 0.0)
+    Q = fitted.predict_proba([[0.5, 0.5], [up, down], [down, up]])
+    np.testing.assert_allclose(Q, np.repeat(Q[:1], 3, axis=0), atol=1e-12)
+
+
 # -- AutoCalibrator goes on when a candidate cannot ----------------------------------------
 
 

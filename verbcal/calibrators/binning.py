@@ -169,10 +169,9 @@ class HistogramBinning(BaseCalibrator):
 _MIN_SHARE = 1e-6
 
 
-def _replace_top(Q: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Set each row's largest probability to ``top``; rescale the others to fill the rest."""
+def _replace_top(Q: np.ndarray, top: np.ndarray, winner: np.ndarray) -> np.ndarray:
+    """Set each row's ``winner`` probability to ``top``; rescale the others to fill the rest."""
     rows = np.arange(len(Q))
-    winner = Q.argmax(axis=1)
     rest = Q.copy()
     rest[rows, winner] = 0.0
     rest_sum = rest.sum(axis=1, keepdims=True)
@@ -295,7 +294,16 @@ class ShrinkageBinning(BaseCalibrator):
         that value then held no calibration rows and its accuracy was 0 / 0.
         """
         top = _as_stated(P.max(axis=1))
-        return top + (2.0 * P.argmax(axis=1) if self.by_class else 0.0)
+        return top + (2.0 * self._top_class(P) if self.by_class else 0.0)
+
+    @staticmethod
+    def _top_class(P: np.ndarray) -> np.ndarray:
+        """The predicted class: the first of the largest stated values, compared rounded.
+
+        So float noise never decides a tie: 0.5 and 0.5000000000000001 are a tie,
+        and both ``[0.5, 0.5]`` and its renormalised neighbours predict class 0.
+        """
+        return _as_stated(P).argmax(axis=1)
 
     def _block(self, P: np.ndarray) -> np.ndarray:
         """Block of each row: that of the stated value nearest its key."""
@@ -313,7 +321,8 @@ class ShrinkageBinning(BaseCalibrator):
             values = np.unique(np.quantile(top, quantiles, method="inverted_cdf"))
         self.stated_values_ = values
         self.block_of_value_ = np.arange(len(values))
-        correct = (Q.argmax(axis=1) == y).astype(np.float64)
+        winner = self._top_class(P)
+        correct = (winner == y).astype(np.float64)
         value_index = self._block(P)  # one block per value so far
         self.block_of_value_ = _monotone_blocks(
             np.bincount(value_index, minlength=len(values)),
@@ -323,10 +332,11 @@ class ShrinkageBinning(BaseCalibrator):
         blocks = self.block_of_value_[value_index]
         self.block_counts_ = np.bincount(blocks)
         self.block_correct_ = np.bincount(blocks, weights=correct)
-        self.block_confidence_ = np.bincount(blocks, weights=Q.max(axis=1)) / self.block_counts_
+        confidence = Q[np.arange(len(Q)), winner]
+        self.block_confidence_ = np.bincount(blocks, weights=confidence) / self.block_counts_
         if self.prior_strength == "auto":
             self.loo_nll_ = {
-                a: self._loo_nll(Q, y, blocks, correct, a) for a in PRIOR_STRENGTH_GRID
+                a: self._loo_nll(Q, y, winner, blocks, correct, a) for a in PRIOR_STRENGTH_GRID
             }
             self.prior_strength_ = min(self.loo_nll_, key=self.loo_nll_.__getitem__)
         else:
@@ -338,13 +348,14 @@ class ShrinkageBinning(BaseCalibrator):
         top = (a + alpha * self.block_confidence_[blocks]) / (n + alpha)
         return np.minimum(top, 1.0 - _MIN_SHARE)
 
-    def _loo_nll(self, Q, y, blocks, correct, alpha) -> float:
+    def _loo_nll(self, Q, y, winner, blocks, correct, alpha) -> float:
         """Mean NLL when each row is calibrated by its block's counts without itself."""
         n = self.block_counts_[blocks] - 1
         a = self.block_correct_[blocks] - correct
-        gold = _replace_top(Q, self._shrunk_top(blocks, alpha, n, a))[np.arange(len(y)), y]
-        return float(-np.mean(np.log(gold)))
+        shrunk = _replace_top(Q, self._shrunk_top(blocks, alpha, n, a), winner)
+        return float(-np.mean(np.log(shrunk[np.arange(len(y)), y])))
 
     def _predict_proba(self, P):
         Q = self.temperature_scaling_.predict_proba(P)
-        return _replace_top(Q, self._shrunk_top(self._block(P), self.prior_strength_))
+        top = self._shrunk_top(self._block(P), self.prior_strength_)
+        return _replace_top(Q, top, self._top_class(P))
