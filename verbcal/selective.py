@@ -34,7 +34,11 @@ import numpy as np
 
 from verbcal.errors import InvalidInputError
 from verbcal.guarantee import check_guarantee, precision_threshold
-from verbcal.thresholds import operating_point, predicted_precision
+from verbcal.thresholds import (
+    operating_point,
+    operating_point_from_probabilities,
+    predicted_precision,
+)
 from verbcal.validation import Interval, check_labels, check_param, check_probabilities
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "aurc",
     "excess_aurc",
     "optimal_aurc",
+    "predicted_selective_threshold",
     "risk_coverage_curve",
     "route",
     "selective_threshold",
@@ -328,6 +333,55 @@ def selective_threshold(
         bound=test.bound,
         rows_needed=test.rows_needed,
         explanation=test.explain().replace("precision", "accuracy on answered rows"),
+    )
+
+
+def predicted_selective_threshold(P, target_accuracy: float) -> SelectiveThreshold:
+    """The loosest threshold whose answered rows are *predicted* to reach ``target_accuracy``.
+
+    No labels: if ``P`` is calibrated, the expected accuracy of the answered
+    rows is their mean confidence. Only as good as the calibration.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Calibrated probability rows (unlabelled).
+    target_accuracy : float in (0, 1]
+
+    Returns
+    -------
+    SelectiveThreshold
+        ``accuracy`` is the predicted accuracy and ``n_correct`` its rounded
+        expected count; ``met`` says whether the prediction reaches the target.
+
+    Examples
+    --------
+    >>> s = predicted_selective_threshold([[0.99, 0.01], [0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], 0.9)
+    >>> s.met, s.threshold, s.coverage, round(s.accuracy, 4)
+    (True, 0.9, 0.5, 0.945)
+    """
+    check_param("target_accuracy", target_accuracy, [Interval("real", 0, 1, closed="right")])
+    confidence = check_probabilities(P).max(axis=1)
+    point = operating_point_from_probabilities(confidence, 1, target_precision=target_accuracy)
+    n = confidence.size
+    verdict = "is predicted to reach" if point.met else "cannot be predicted to reach"
+    return SelectiveThreshold(
+        target_accuracy=float(target_accuracy),
+        guarantee=None,
+        met=point.met,
+        threshold=point.threshold,
+        accuracy=point.predicted_precision,
+        coverage=point.n_predicted / n,
+        n_answered=point.n_predicted,
+        n_correct=round(point.predicted_precision * point.n_predicted),
+        n_rows=n,
+        bound=None,
+        rows_needed=None,
+        explanation=(
+            f"answering confidence >= {point.threshold:.6g} {verdict} accuracy "
+            f"{target_accuracy:g} (predicted {point.predicted_precision:.4f} from the "
+            f"probabilities alone), coverage {point.n_predicted / n:.1%}"
+        ),
     )
 
 
