@@ -6,12 +6,13 @@ package; ``find_recorded_data`` looks for it beside the repository.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from verbcal.predictions import read_jsonl
 
 #: Environment variable that points at a ``llm-confidence`` folder elsewhere.
 DATA_ENV = "VERBCAL_RECORDED_DATA"
@@ -68,7 +69,7 @@ def stated_distribution(record: dict) -> np.ndarray | None:
 
 def load_recorded_task(path: Path) -> RecordedTask:
     """Load one ``TASK__MODEL.jsonl`` file."""
-    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records = [record for _, record in read_jsonl(path)]
     labels = records[0]["labels"]
     rows, gold, kept = [], [], []
     for i, record in enumerate(records):

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import verbcal.data
-from verbcal.data import DEMO_LABELS, _parse_jsonl, demo_dataset_path, load_demo_dataset
+from verbcal.data import DEMO_LABELS, demo_dataset_path, load_demo_dataset
 from verbcal.errors import ParseError
+from verbcal.predictions import parse_jsonl
 
 FIELDS = {"id", "text", "label", "difficulty", "phenomenon", "domain"}
 CARD = Path(verbcal.data.__file__).with_name("DATACARD.md")
@@ -92,11 +93,12 @@ def test_load_returns_fresh_rows_each_call(rows):
 )
 def test_parse_jsonl_names_the_broken_line(text, match):
     with pytest.raises(ParseError, match=match):
-        _parse_jsonl(text, source="demo.jsonl")
+        list(parse_jsonl(text, source="demo.jsonl"))
 
 
 def test_parse_jsonl_skips_blank_lines():
-    assert _parse_jsonl('\n{"a": 1}\n  \n{"b": 2}\n', source="x") == [{"a": 1}, {"b": 2}]
+    rows = parse_jsonl('\n{"a": 1}\n  \n{"b": 2}\n', source="x")
+    assert [row for _, row in rows] == [{"a": 1}, {"b": 2}]
 
 
 # --- the rows --------------------------------------------------------------------------

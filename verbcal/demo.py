@@ -26,7 +26,22 @@ from pathlib import Path
 from verbcal.data import DEMO_LABELS, load_demo_dataset
 from verbcal.errors import ConfigurationError, VerbcalError
 from verbcal.persist import CalibratorRecord, save_calibrator
-from verbcal.predictions import CONTENT_FREE, ITEM, Item, Prediction, write_predictions
+from verbcal.predictions import (
+    CONTENT_FREE,
+    ITEM,
+    Item,
+    Prediction,
+    parse_jsonl,
+    write_predictions,
+)
+from verbcal.workflow import (
+    Evaluation,
+    ThresholdChoice,
+    choose_threshold,
+    evaluate,
+    fit_calibrator,
+    held_out,
+)
 
 #: How the demo asks (the recording was made with exactly these settings).
 ELICIT_SETTINGS = {
@@ -54,8 +69,8 @@ class DemoResult:
     out_dir: Path
     report: Path
     predictions: Path
-    evaluation: dict  # method -> metrics on the held-out half, and "uncalibrated"
-    threshold: dict  # empty when no labelled method could be fitted
+    evaluation: dict[str, Evaluation]  # method -> held-out metrics, and "uncalibrated"
+    threshold: ThresholdChoice | None  # None when no labelled method could be fitted
     source: str
 
 
@@ -73,7 +88,7 @@ def recording_provenance() -> dict:
 def load_recording_into(cache) -> int:
     """Copy the shipped recording's request/response rows into ``cache``; return how many."""
     text = resources.files("verbcal.data").joinpath(RECORDING).read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = [row for _, row in parse_jsonl(text, source=RECORDING)]
     for row in rows:
         cache.put(row["request"], row["response"])
     return len(rows)
@@ -184,7 +199,6 @@ def run_demo(
     DemoResult
     """
     from verbcal.report import report_from_predictions, write_report
-    from verbcal.workflow import choose_threshold, evaluate, fit_calibrator, held_out
 
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="verbcal-demo-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -207,8 +221,8 @@ def run_demo(
         save_calibrator(out / f"calibrator-{method}.json", records[method])
     # Labelled methods share one split (same seed); the first fitted one names the held-out half.
     main = next((r for r in records.values() if r.fitted_ids), None)
-    evaluation: dict[str, dict] = {}
-    threshold: dict = {}
+    evaluation: dict[str, Evaluation] = {}
+    threshold: ThresholdChoice | None = None
     if main is not None:
         rows = held_out(predictions, main.fitted_ids, list(DEMO_LABELS))
         evaluation["uncalibrated"] = evaluate(rows.P, rows.y, n_boot=200)

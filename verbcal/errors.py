@@ -1,7 +1,16 @@
 """The exceptions verbcal raises, under one base class users can catch.
 
 ``InvalidInputError`` and ``ConfigurationError`` are also ``ValueError`` so that
-code written against scikit-learn's conventions keeps working.
+code written against scikit-learn's conventions keeps working::
+
+    VerbcalError
+    ├── InvalidInputError (ValueError)   arrays, labels, files handed to verbcal
+    │   └── ParseError                   a file that cannot be read (which line, why)
+    ├── ConfigurationError (ValueError)  parameters, options, templates, settings
+    └── BackendError                     the model endpoint failed for good
+
+Model output is never an error: the answer parser reports what it could not
+read in each prediction's status instead of raising.
 """
 
 
@@ -21,5 +30,10 @@ class BackendError(VerbcalError):
     """The model endpoint failed in a way retrying will not (or did not) fix."""
 
 
-class ParseError(VerbcalError):
-    """A file verbcal wrote or reads back (not model output) cannot be read."""
+class ParseError(InvalidInputError):
+    """A file handed to verbcal cannot be read: not text, not JSON, not the expected records.
+
+    Raised for items, predictions, calibrator files and packaged data, with
+    the file and line in the message. Not for model output (never raised by
+    the answer parser).
+    """

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.frozen import FrozenEstimator
 
 from verbcal import calibrators
-from verbcal.errors import InvalidInputError
+from verbcal.errors import InvalidInputError, ParseError
 from verbcal.outputs import atomic_write
 from verbcal.schema import check_fitted, check_predicts_probabilities, fail, int_at_least
 
@@ -238,10 +238,12 @@ def load_calibrator(path: str | os.PathLike) -> CalibratorRecord:
     Raises
     ------
     InvalidInputError
-        When the file is missing, not JSON, or not a verbcal calibrator file,
-        or a field is missing, of the wrong type or out of range (the message
-        names the field, e.g. ``calibrator.fitted.temperature_``), or the
-        rebuilt calibrator does not turn probability rows into probability rows.
+        When the file is missing or cannot be read.
+    ParseError
+        (an InvalidInputError) When it is not JSON, not a verbcal calibrator
+        file, or a field is missing, of the wrong type or out of range (the
+        message names the field, e.g. ``calibrator.fitted.temperature_``), or
+        the rebuilt calibrator does not turn probability rows into probability rows.
     """
     path = Path(path)
     if not path.is_file():
@@ -249,14 +251,14 @@ def load_calibrator(path: str | os.PathLike) -> CalibratorRecord:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path}: not a JSON file ({exc})") from None
+        raise ParseError(f"{path}: not a JSON file ({exc})") from None
     except OSError as exc:
         raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise InvalidInputError(f"{path}: not a verbcal calibrator file")
+        raise ParseError(f"{path}: not a verbcal calibrator file")
     version = document.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
-        raise InvalidInputError(
+        raise ParseError(
             f"{path}: calibrator format version {document.get('format_version')!r}; "
             f"this verbcal reads version {FORMAT_VERSION}"
         )

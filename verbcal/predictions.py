@@ -19,13 +19,13 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from verbcal.errors import InvalidInputError
+from verbcal.errors import InvalidInputError, ParseError
 from verbcal.outputs import atomic_write
 
 ITEM = "item"
@@ -75,9 +75,9 @@ class PredictionArrays:
     n_unlabelled: int = 0  # parsed rows left out because others are labelled and they are not
 
 
-def _fail(path: os.PathLike | str, line: int | None, message: str) -> InvalidInputError:
+def _fail(path: os.PathLike | str, line: int | None, message: str) -> ParseError:
     where = f"{path}" if line is None else f"{path}, line {line}"
-    return InvalidInputError(f"{where}: {message}")
+    return ParseError(f"{where}: {message}")
 
 
 def read_items(
@@ -226,20 +226,47 @@ def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8") -> Iterable[tup
 
     Raises
     ------
-    InvalidInputError
+    ParseError
         Naming the file and line of undecodable bytes, invalid JSON or a value
         that is not an object.
     """
     path = Path(path)
-    for number, text in enumerate(decode_text(path, encoding).split("\n"), start=1):
-        if not text.strip():
+    yield from parse_jsonl(decode_text(path, encoding), source=str(path))
+
+
+def parse_jsonl(text: str, source: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of JSON Lines ``text``.
+
+    The one JSON Lines reader: files (:func:`read_jsonl`), packaged data and
+    recordings all go through it. Lines end at ``\n`` only.
+
+    Parameters
+    ----------
+    text : str
+        The whole text.
+    source : str
+        What to call it in error messages (a file name).
+
+    Raises
+    ------
+    ParseError
+        Naming ``source`` and the line of invalid JSON or of a value that is
+        not an object.
+
+    Examples
+    --------
+    >>> list(parse_jsonl('{"a": 1}\\n\\n{"b": 2}\\n', source="x.jsonl"))
+    [(1, {'a': 1}), (3, {'b': 2})]
+    """
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
             continue
         try:
-            row = json.loads(text)
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise _fail(path, number, f"not valid JSON ({exc.msg})") from None
+            raise _fail(source, number, f"not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
-            raise _fail(path, number, "expected a JSON object")
+            raise _fail(source, number, f"expected a JSON object, got {line.strip()[:80]!r}")
         yield number, row
 
 

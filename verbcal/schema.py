@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from verbcal.errors import InvalidInputError
+from verbcal.errors import ParseError
 
 __all__ = [
     "FITTED_RULES",
@@ -37,9 +37,9 @@ __all__ = [
 Rule = Callable[[Any, str], None]
 
 
-def fail(where: str, message: str) -> InvalidInputError:
-    """The error for a field that breaks its rule."""
-    return InvalidInputError(f"{where}: {message}")
+def fail(where: str, message: str) -> ParseError:
+    """The error for a field of a calibrator file that breaks its rule."""
+    return ParseError(f"{where}: {message}")
 
 
 def _is_real(value: Any) -> bool:

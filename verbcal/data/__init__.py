@@ -8,11 +8,11 @@ says how it was written, how it is labelled and what it is for.
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
-from verbcal.errors import ParseError, VerbcalError
+from verbcal.errors import VerbcalError
+from verbcal.predictions import parse_jsonl
 
 #: The two labels of the demo dataset, in the column order of a probability matrix.
 DEMO_LABELS = ("negative", "positive")
@@ -71,20 +71,4 @@ def load_demo_dataset() -> list[dict]:
     >>> y = [DEMO_LABELS.index(row["label"]) for row in rows]
     """
     text = resources.files(__name__).joinpath(_FILENAME).read_text(encoding="utf-8")
-    return _parse_jsonl(text, source=_FILENAME)
-
-
-def _parse_jsonl(text: str, source: str) -> list[dict]:
-    """One dict per non-blank line; a broken line raises ParseError naming it."""
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ParseError(f"{source}, line {number}: not valid JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise ParseError(f"{source}, line {number}: expected a JSON object, got {line!r}")
-        rows.append(row)
-    return rows
+    return [row for _, row in parse_jsonl(text, source=_FILENAME)]
