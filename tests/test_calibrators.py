@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recorded import find_recorded_data, load_recorded_tasks
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -26,7 +28,8 @@ from verbcal.calibrators import (
     VectorScaling,
 )
 from verbcal.calibrators.auto import default_candidates
-from verbcal.calibrators.base import BaseCalibrator
+from verbcal.calibrators.base import EPS_GRID, BaseCalibrator
+from verbcal.calibrators.inverse_temperature import fit_inverse_temperature
 from verbcal.calibrators.logits import invert_softmax
 from verbcal.metrics import ece, nll
 
@@ -187,6 +190,110 @@ def test_temperature_first_order_condition_on_messy_rows():
     gradient = np.mean((Q * Z).sum(axis=1) - Z[np.arange(len(y)), y])
     assert abs(gradient) < 1e-6
     assert cal.temperature_ > 1  # the rows are overconfident
+
+
+# -- the Newton fit of the temperature against independent optimisers ---------------------
+
+
+def reference_inverse_temperature(Z, y):
+    """beta = 1/T by the previous optimiser: a bounded scalar search on log(beta).
+
+    Written from scratch with scipy (no verbcal code); the NLL from scipy's log_softmax.
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    rows = np.arange(len(y))
+
+    def loss(log_beta):
+        return -log_softmax(np.exp(log_beta) * Z, axis=1)[rows, y].mean()
+
+    result = minimize_scalar(
+        loss, bounds=(np.log(1e-3), np.log(1e3)), method="bounded", options={"xatol": 1e-10}
+    )
+    return float(np.exp(result.x)), float(result.fun)
+
+
+def root_of_the_gradient(Z, y):
+    """The beta where d NLL / d beta = mean(E_q[z] - z_y) is 0, by scipy's brentq to 1e-15."""
+    from scipy.optimize import brentq
+
+    rows = np.arange(len(y))
+
+    def gradient(beta):
+        return np.mean((softmax(beta * Z, axis=1) * Z).sum(axis=1) - Z[rows, y])
+
+    return brentq(gradient, 1e-3, 1e3, xtol=1e-15, rtol=1e-15)
+
+
+def sharpened_rows(n, k, temperature=2.0, seed=0):
+    """Continuous rows `temperature` times too sharp, labels drawn from the truth."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=1.5, size=(n, k))
+    y = (logits + rng.gumbel(size=(n, k))).argmax(axis=1)
+    return softmax(temperature * logits, axis=1), y
+
+
+@pytest.mark.parametrize(
+    ("n", "k"),
+    [(50, 2), (3_000, 3), (5_000, 10), (40_000, 4)],  # 5,000 and 40,000 use the subsample start
+)
+def test_temperature_scaling_matches_the_previous_optimiser(n, k):
+    P, y = sharpened_rows(n, k, seed=n)
+    cal = TemperatureScaling().fit(P, y)
+    fits = {eps: reference_inverse_temperature(np.log(P + eps), y) for eps in EPS_GRID}
+    best = min(fits, key=lambda eps: fits[eps][1])
+    assert cal.eps_ == best
+    assert 1.0 / cal.temperature_ == pytest.approx(fits[best][0], rel=1e-6)
+    assert cal.nll_ == pytest.approx(fits[best][1], rel=1e-9)
+    assert cal.nll_ == pytest.approx(nll(cal.predict_proba(P), y), rel=1e-9)
+
+
+@pytest.mark.parametrize("eps", [1e-3, 3e-2])
+@pytest.mark.parametrize("n", [200, 40_000])
+def test_temperature_with_a_fixed_eps_is_the_root_of_the_gradient(eps, n):
+    P, y = sharpened_rows(n, 5, temperature=0.6, seed=1)  # underconfident: T < 1
+    cal = TemperatureScaling(eps=eps).fit(P, y)
+    assert 1.0 / cal.temperature_ == pytest.approx(
+        root_of_the_gradient(np.log(P + eps), y), rel=1e-9
+    )
+    assert cal.temperature_ < 1
+
+
+@given(
+    n=st.integers(4, 60),
+    k=st.integers(2, 6),
+    concentration=st.sampled_from([0.05, 0.3, 1.0, 5.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_fit_inverse_temperature_property(n, k, concentration, seed):
+    """Any rows and labels: the fit is the reference's minimum, or a bound the NLL falls toward."""
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(k, concentration), size=n)
+    y = rng.integers(0, k, size=n)
+    Z = np.log(P + 1e-3)
+    beta, value = fit_inverse_temperature(Z, y)
+    ref_beta, ref_value = reference_inverse_temperature(Z, y)
+    assert 1e-3 <= beta <= 1e3
+    # never a worse NLL than the reference, and the same minimiser where it is interior
+    assert value <= ref_value + 1e-9
+    if 2e-3 < ref_beta < 5e2 and np.ptp(Z, axis=1).max() > 1e-6:
+        assert beta == pytest.approx(ref_beta, rel=1e-5)
+
+
+def test_fit_inverse_temperature_sharpens_until_the_nll_vanishes_when_every_answer_is_right():
+    # No finite minimum: the search stops at the bound or where the gradient underflows to 0.
+    Z = np.log(np.array([[0.9, 0.1], [0.2, 0.8]] * 5))
+    beta, value = fit_inverse_temperature(Z, np.array([0, 1] * 5))
+    assert 100 < beta <= 1e3 and 0 <= value < 1e-100
+
+
+def test_fit_inverse_temperature_on_uniform_rows_keeps_them_uniform():
+    P = np.full((6, 3), 1 / 3)
+    cal = TemperatureScaling().fit(P, [0, 1, 2, 0, 1, 2])
+    np.testing.assert_allclose(cal.predict_proba(P), P)
+    assert np.isfinite(cal.temperature_)
 
 
 @pytest.mark.parametrize("mode", ["diagonal", "bias"])

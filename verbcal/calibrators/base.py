@@ -8,9 +8,7 @@ already been checked here, once.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.sparse import issparse
-from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -19,9 +17,6 @@ from verbcal.validation import check_labels, check_probabilities
 
 #: Smoothings tried by ``eps="auto"``: from "trust a stated 0" to "a stated 0 is a 3% chance".
 EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-
-#: Bounds of a fitted inverse temperature (1/T): wide enough for any real data set.
-LOG_BETA_BOUNDS = (np.log(1e-3), np.log(1e3))
 
 
 def _shape(P) -> tuple:
@@ -131,7 +126,7 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
                 f"y holds continuous values; it must hold integer class indices 0..{P.shape[1] - 1}"
             )
         y = check_labels(arr, P.shape[0], P.shape[1])
-        if self._needs_labels and np.unique(y).size < 2:
+        if self._needs_labels and not (y != y[0]).any():
             raise InvalidInputError(
                 f"y contains one class only (class {y[0]}); {name} needs labels of at least "
                 "2 classes to learn anything"
@@ -155,28 +150,14 @@ def check_eps(eps, *, allow_auto: bool = True) -> None:
 
 def log_smoothed(P: np.ndarray, eps: float) -> np.ndarray:
     """Estimated logits ``log(P + eps)`` (defined up to a constant per row)."""
-    if eps == 0 and (P == 0).any():
-        raise InvalidInputError(
-            "P has a probability of exactly 0 and eps is 0, so its logit would be -inf; use eps > 0"
-        )
+    check_log_defined(P, eps)
     with np.errstate(divide="ignore"):
         return np.log(P + eps)
 
 
-def mean_nll(log_Q: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-likelihood of the gold classes, from log-probability rows."""
-    return float(-np.mean(log_Q[np.arange(len(y)), y]))
-
-
-def fit_inverse_temperature(Z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The ``beta = 1/T`` minimising the NLL of ``softmax(beta * Z)``, and that NLL.
-
-    The NLL is convex in ``beta`` (the logits are linear in it), so a bounded
-    scalar search on ``log(beta)`` finds the global minimum.
-    """
-
-    def nll(log_beta: float) -> float:
-        return mean_nll(log_softmax(np.exp(log_beta) * Z, axis=1), y)
-
-    result = minimize_scalar(nll, bounds=LOG_BETA_BOUNDS, method="bounded", options={"xatol": 1e-8})
-    return float(np.exp(result.x)), float(result.fun)
+def check_log_defined(P: np.ndarray, eps: float) -> None:
+    """Raise unless every ``log(P + eps)`` is finite (an exact 0 with ``eps`` = 0 is not)."""
+    if eps == 0 and (P == 0).any():
+        raise InvalidInputError(
+            "P has a probability of exactly 0 and eps is 0, so its logit would be -inf; use eps > 0"
+        )

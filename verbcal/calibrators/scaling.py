@@ -7,12 +7,10 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 from threadpoolctl import threadpool_limits
 
-from verbcal.calibrators.base import (
-    EPS_GRID,
-    BaseCalibrator,
-    check_eps,
+from verbcal.calibrators.base import EPS_GRID, BaseCalibrator, check_eps, log_smoothed
+from verbcal.calibrators.inverse_temperature import (
     fit_inverse_temperature,
-    log_smoothed,
+    fit_smoothed_inverse_temperature,
 )
 from verbcal.errors import ConfigurationError, InvalidInputError
 
@@ -62,11 +60,7 @@ class TemperatureScaling(BaseCalibrator):
     def _fit(self, P, y):
         check_eps(self.eps)
         grid = EPS_GRID if self.eps == "auto" else (float(self.eps),)
-        fits = []
-        for eps in grid:
-            beta, nll = fit_inverse_temperature(log_smoothed(P, eps), y)
-            fits.append((nll, eps, beta))
-        self.nll_, self.eps_, beta = min(fits)
+        self.nll_, self.eps_, beta = fit_smoothed_inverse_temperature(P, y, grid)
         self.temperature_ = 1.0 / beta
 
     def _predict_proba(self, P):
