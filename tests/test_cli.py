@@ -40,7 +40,7 @@ def test_fit_then_evaluate_lowers_ece_on_held_out_rows(boolq_preds, tmp_path, ca
     record = load_calibrator(cal)
     assert record.method == method and record.labels == ["True", "False"]
     code, out, _ = run(
-        capsys, "evaluate", "--preds", boolq_preds, "--calibrator", cal, "--json", "--n-boot", 50
+        capsys, "evaluate", "--preds", boolq_preds, "--calibrator", cal, "--json", "--n-boot", 100
     )
     assert code == 0
     result = json.loads(out)
@@ -64,7 +64,7 @@ def test_evaluate_numbers_equal_the_metric_functions(boolq_preds, tmp_path, caps
 
 
 def test_evaluate_prints_a_table(sciq_preds, capsys):
-    code, out, _ = run(capsys, "evaluate", "--preds", sciq_preds, "--n-boot", 20)
+    code, out, _ = run(capsys, "evaluate", "--preds", sciq_preds, "--n-boot", 100)
     assert code == 0
     assert "ece" in out and "nll" in out and "[" in out
 

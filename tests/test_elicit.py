@@ -21,6 +21,7 @@ from verbcal.cli import main
 from verbcal.elicit import Elicitor
 from verbcal.elicit.backend import OpenAIBackend, RetryPolicy
 from verbcal.elicit.cache import ResponseCache
+from verbcal.elicit.circuit import EndpointDownError
 from verbcal.elicit.templates import Template
 from verbcal.predictions import Item, read_predictions
 
@@ -32,7 +33,7 @@ def items(n: int) -> list[Item]:
     return [Item(id=f"i{k}", text=f"review number {k}", label=LABELS[k % 2]) for k in range(n)]
 
 
-def elicit(server: FaultServer, todo, cache=None, **backend_kwargs):
+def elicit(server: FaultServer, todo, cache=None, elicitor_kwargs=None, **backend_kwargs):
     async def run():
         async with OpenAIBackend(
             "fault-model",
@@ -42,7 +43,7 @@ def elicit(server: FaultServer, todo, cache=None, **backend_kwargs):
             timeout=backend_kwargs.pop("timeout", 2.0),
             **backend_kwargs,
         ) as backend:
-            return await Elicitor(backend, LABELS).arun(todo)
+            return await Elicitor(backend, LABELS, **(elicitor_kwargs or {})).arun(todo)
 
     return asyncio.run(run())
 
@@ -81,11 +82,21 @@ def test_faults_at_a_high_rate_change_nothing_and_nothing_is_asked_twice(tmp_pat
 
 
 def test_a_request_that_keeps_failing_is_reported_with_its_reason():
+    # Without the circuit breaker every item is tried to the end and reported.
     with FaultServer(labels=LABELS, script=["500"] * 20) as server:
-        predictions, summary = elicit(server, items(2))
+        predictions, summary = elicit(server, items(2), elicitor_kwargs={"circuit_breaker": False})
     assert [p.status for p in predictions] == ["failed", "failed"]
     assert "request failed (500)" in predictions[0].detail
     assert summary.by_status == {"failed": 2}
+
+
+def test_an_endpoint_that_never_answers_stops_the_run():
+    # With it (the default), 5xx only from the first attempt on stops the run.
+    with (
+        FaultServer(labels=LABELS, script=["500"] * 20) as server,
+        pytest.raises(EndpointDownError, match="is not answering.*HTTP 500"),
+    ):
+        elicit(server, items(2))
 
 
 def test_a_bad_api_key_stops_the_run():

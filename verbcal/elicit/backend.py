@@ -29,7 +29,7 @@ import os
 import threading
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,6 +282,9 @@ class OpenAIBackend:
         self.cache = cache
         self.retry = retry or RetryPolicy()
         self.stats = BackendStats()
+        #: Called after every HTTP attempt with its AttemptError, or None when it was
+        #: answered; an observer may raise to stop the request (a circuit breaker does).
+        self.attempt_observers: list[Callable[[AttemptError | None], None]] = []
         self.request_limiter = (
             RateLimiter(requests_per_minute, rate_window) if requests_per_minute else None
         )
@@ -448,10 +451,15 @@ class OpenAIBackend:
 
         async def attempt() -> dict:
             try:
-                return await self._send_once(body, key, request_text)
+                response = await self._send_once(body, key, request_text)
             except AttemptError as error:
                 failures.append(error)
+                for observe in self.attempt_observers:
+                    observe(error)
                 raise
+            for observe in self.attempt_observers:
+                observe(None)
+            return response
 
         try:
             response = await call_with_retries(self.retry, attempt)

@@ -21,6 +21,7 @@ import numpy as np
 
 from verbcal.calibrators.logits import invert_softmax, softmax
 from verbcal.elicit.backend import CompletionResult, OpenAIBackend
+from verbcal.elicit.circuit import CircuitBreaker
 from verbcal.elicit.parse import FAILED, OK, REPAIRED, parse_verbalized
 from verbcal.elicit.probes import content_free_inputs
 from verbcal.elicit.retry import RequestFailedError
@@ -106,6 +107,11 @@ class Elicitor:
     logprobs : bool, default False
         Also ask for the first answer token's ``top_logprobs`` and record the
         label probabilities they imply as ``token_probs``.
+    circuit_breaker : bool, default True
+        Stop a run whose endpoint does not answer at all (nothing listening,
+        no reply within the timeout, HTML or 5xx only) with an
+        :class:`~verbcal.elicit.circuit.EndpointDownError` within seconds,
+        instead of retrying every item (see :class:`~verbcal.elicit.circuit.CircuitBreaker`).
 
     Examples
     --------
@@ -128,6 +134,7 @@ class Elicitor:
         seed: int = 0,
         aliases: Mapping[str, str] | None = None,
         logprobs: bool = False,
+        circuit_breaker: bool = True,
     ) -> None:
         if not (isinstance(samples, int) and samples >= 1):
             raise ConfigurationError(f"samples must be an int >= 1, got {samples!r}")
@@ -146,6 +153,8 @@ class Elicitor:
         self.seed = seed
         self.aliases = dict(aliases) if aliases else None
         self.logprobs = logprobs
+        self.circuit_breaker = circuit_breaker
+        self._breaker: CircuitBreaker | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -181,12 +190,18 @@ class Elicitor:
         # and looking up thousands of items before the first request would delay it.
         # Twice the backend's concurrency keeps every slot busy.
         n_workers = min(len(items), 2 * self.backend.max_concurrency)
+        if self.circuit_breaker:
+            self._breaker = CircuitBreaker(self.backend.base_url)
+            self.backend.attempt_observers.append(self._breaker.observe)
         workers = [asyncio.ensure_future(work()) for _ in range(n_workers)]
         try:
             await asyncio.gather(*workers)
         finally:
             for worker in workers:  # after a run-stopping failure, stop the rest
                 worker.cancel()
+            if self._breaker is not None:
+                self.backend.attempt_observers.remove(self._breaker.observe)
+                self._breaker = None
         finished = [p for p in predictions if p is not None]
         summary = ElicitationSummary(
             items=len(finished), backend=self.backend.stats.since(stats_before)
@@ -281,4 +296,6 @@ class Elicitor:
         except RequestFailedError as exc:
             if exc.kind in RUN_STOPPING_FAILURES:
                 raise BackendError(f"stopping the run: {exc}") from None
+            if self._breaker is not None:
+                self._breaker.request_failed(exc)
             return exc
