@@ -3,7 +3,9 @@
 Every subcommand reads and writes files, so they compose in a shell pipeline.
 Exit codes: 0 done; 1 the work ran but did not fully succeed (e.g. every item
 failed); 2 bad usage or bad input; 3 the model endpoint failed for good;
-130 interrupted (rerun to resume: nothing answered is asked again).
+130 interrupted (rerun to resume: nothing answered is asked again). A reader
+that closes the pipe early (``verbcal evaluate --json | head``) ends the
+command quietly with 1: its output was cut short.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -603,7 +606,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     restore_sigterm = _stop_on_sigterm()
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`verbcal evaluate --json | head`): not an error worth a
+        # traceback, but the output was cut short. Later writes go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_INCOMPLETE
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -611,6 +623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"verbcal {args.command}: {exc}", file=sys.stderr)
         return EXIT_BACKEND
     except VerbcalError as exc:
+        print(f"verbcal {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file that could not be read or written after the checks
         print(f"verbcal {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
