@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from verbcal.data import DEMO_LABELS, load_demo_dataset
 from verbcal.errors import ConfigurationError, VerbcalError
@@ -44,7 +45,7 @@ from verbcal.workflow import (
 )
 
 #: How the demo asks (the recording was made with exactly these settings).
-ELICIT_SETTINGS = {
+ELICIT_SETTINGS: dict[str, Any] = {
     "template": "distribution",
     "json_mode": "json_object",
     "max_tokens": 96,
@@ -225,10 +226,12 @@ def run_demo(
     threshold: ThresholdChoice | None = None
     if main is not None:
         rows = held_out(predictions, main.fitted_ids, list(DEMO_LABELS))
-        evaluation["uncalibrated"] = evaluate(rows.P, rows.y, n_boot=200)
+        y = rows.y
+        assert y is not None  # the demo reviews are labelled
+        evaluation["uncalibrated"] = evaluate(rows.P, y, n_boot=200)
         for method, record in records.items():
             Q = record.calibrator.predict_proba(rows.P)
-            evaluation[method] = evaluate(Q, rows.y, n_boot=200)
+            evaluation[method] = evaluate(Q, y, n_boot=200)
             log(
                 f"{method:24} held-out ECE {evaluation[method]['ece'][0]:.3f} "
                 f"(uncalibrated {evaluation['uncalibrated']['ece'][0]:.3f})"

@@ -41,7 +41,13 @@ import numpy as np
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.guarantee import check_guarantee, precision_threshold, recall_threshold
 from verbcal.metrics.intervals import CONFIDENCE, clopper_pearson
-from verbcal.validation import Interval, check_labels, check_param, check_probabilities
+from verbcal.validation import (
+    Constraint,
+    Interval,
+    check_labels,
+    check_param,
+    check_probabilities,
+)
 
 __all__ = [
     "OperatingPoint",
@@ -291,8 +297,8 @@ def rates_from_counts(
 Target = Literal["precision", "recall"]
 
 #: What the numbers of this module may be (checked by ``check_param``).
-TARGET = [Interval("real", 0, 1, closed="right")]
-THRESHOLD = [Interval("real", 0, 1)]
+TARGET: list[Constraint] = [Interval("real", 0, 1, closed="right")]
+THRESHOLD: list[Constraint] = [Interval("real", 0, 1)]
 
 
 def _class(positive, labels: Sequence[str] | None, n_classes: int) -> tuple[int, str | int]:
@@ -311,11 +317,12 @@ def _class(positive, labels: Sequence[str] | None, n_classes: int) -> tuple[int,
             "positive must be a label of labels=[...] or, without labels, a class index "
             f"(a column of P), got {positive!r}"
         )
-    if not 0 <= positive < n_classes:
+    column = int(positive)
+    if not 0 <= column < n_classes:
         raise ConfigurationError(
             f"positive class {positive} is unknown: P has columns 0..{n_classes - 1}"
         )
-    return int(positive), int(positive)
+    return column, column
 
 
 def _check_target(target_precision, target_recall) -> tuple[Target, float]:
@@ -429,16 +436,18 @@ def _operating_point(
     guarantee: float | None = None,
 ) -> OperatingPoint:
     sweep = _sweep(scores, is_positive)
-    n_positive = int(sweep.n_true_positive[-1])
-    precision = sweep.n_true_positive / sweep.n_predicted
-    recall = sweep.n_true_positive / n_positive
+    counts = sweep.n_true_positive
+    assert counts is not None  # labelled rows
+    n_positive = int(counts[-1])
+    precision = counts / sweep.n_predicted
+    recall = counts / n_positive
     i, met = _select(target, value, precision, recall)
-    tp, pp = int(sweep.n_true_positive[i]), int(sweep.n_predicted[i])
+    tp, pp = int(counts[i]), int(sweep.n_predicted[i])
     if guarantee is not None:
         test = (precision_threshold if target == "precision" else recall_threshold)(
             scores, is_positive, value, guarantee
         )
-        if test.met:
+        if test.met and test.threshold is not None:
             t = float(test.threshold)
             predicted = scores >= t
             tp, pp = int((predicted & is_positive).sum()), int(predicted.sum())

@@ -67,7 +67,7 @@ class Interval:
         kind = numbers.Integral if self.kind == "integer" else numbers.Real
         if not isinstance(value, kind):
             return False
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
         if not math.isfinite(number):
             return False
         if self.low is not None:
@@ -167,7 +167,7 @@ def check_params(
 SUM_TOLERANCE = 1e-6
 
 
-def _first_bad_row(mask: np.ndarray) -> int:
+def _first_bad_row(mask: np.ndarray | np.generic) -> int:
     return int(np.flatnonzero(mask)[0])
 
 

@@ -219,10 +219,10 @@ def apply_calibrator(record: CalibratorRecord, predictions: list[Prediction]) ->
     """Copies of ``predictions`` with calibrated ``probs`` (unparsed rows unchanged)."""
     check_same_labels(predictions, record.labels)
     labels = predictions[0].labels
-    parsed = [p for p in predictions if p.probs is not None]
+    parsed = [p.probs for p in predictions if p.probs is not None]
     if not parsed:
         return list(predictions)
-    P = np.array([[p.probs[label] for label in labels] for p in parsed])
+    P = np.array([[probs[label] for label in labels] for probs in parsed])
     Q = record.calibrator.predict_proba(P / P.sum(axis=1, keepdims=True))
     calibrated = iter(Q)
     out = []
@@ -350,11 +350,16 @@ def choose_threshold(
     fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
     other = ~fit_rows
     choose_on = fit_rows & (gold >= 0)
-    targets = {"target_precision": target_precision, "target_recall": target_recall}
     point: thresholds.OperatingPoint | thresholds.PredictedOperatingPoint
     if choose_on.any():
         point = thresholds.operating_point(
-            Q[choose_on], gold[choose_on], positive, labels=labels, guarantee=guarantee, **targets
+            Q[choose_on],
+            gold[choose_on],
+            positive,
+            labels=labels,
+            guarantee=guarantee,
+            target_precision=target_precision,
+            target_recall=target_recall,
         )
         chosen_on = f"{int(choose_on.sum())} labelled calibration rows"
     elif guarantee is not None:
@@ -364,7 +369,11 @@ def choose_threshold(
         )
     else:
         point = thresholds.operating_point_from_probabilities(
-            Q[other], positive, labels=labels, **targets
+            Q[other],
+            positive,
+            labels=labels,
+            target_precision=target_precision,
+            target_recall=target_recall,
         )
         chosen_on = f"calibrated probabilities of {int(other.sum())} rows (no labels)"
     t = float(point.threshold)

@@ -10,12 +10,12 @@ import numpy as np
 from scipy.stats import beta
 
 from verbcal.errors import InvalidInputError
-from verbcal.validation import Interval, check_param
+from verbcal.validation import Constraint, Interval, check_param
 
 __all__ = ["CONFIDENCE", "binomial_intervals", "clopper_pearson"]
 
 #: What a ``confidence`` (level of an interval) may be.
-CONFIDENCE = [Interval("real", 0, 1, closed="neither")]
+CONFIDENCE: list[Constraint] = [Interval("real", 0, 1, closed="neither")]
 
 
 def binomial_intervals(

@@ -25,7 +25,14 @@ from verbcal.metrics.binning import (
 )
 from verbcal.metrics.intervals import CONFIDENCE, binomial_intervals
 from verbcal.metrics.toplabel import iter_top_label
-from verbcal.validation import Interval, Options, check_labels, check_params, check_probabilities
+from verbcal.validation import (
+    Constraint,
+    Interval,
+    Options,
+    check_labels,
+    check_params,
+    check_probabilities,
+)
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -146,7 +153,7 @@ def _checked_for_pass(P, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: What each parameter of the metrics may be (checked by ``check_params``).
-PARAMETER_CONSTRAINTS = {
+PARAMETER_CONSTRAINTS: dict[str, list[Constraint]] = {
     "n_bins": [Interval("integer", 1, None)],
     "strategy": [Options(STRATEGIES)],
     "confidence": CONFIDENCE,

@@ -397,7 +397,7 @@ def report_from_predictions(
     if record is None:
         rows, after, info = to_arrays(predictions, kind=ITEM), None, None
     else:
-        rows = held_out(predictions, record.fitted_ids, record.labels)
+        rows = held_out(list(predictions), record.fitted_ids, record.labels)
         after = record.calibrator.predict_proba(rows.P)
         info = describe_calibrator(record.calibrator, record.method)
     return compute_report(

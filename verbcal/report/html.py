@@ -155,8 +155,8 @@ def _metrics_section(data: ReportData) -> str:
     rows = []
     for row in data.metrics:
         cells = [esc(METRIC_TITLES.get(row.name, row.name)), _ci(row.before)]
-        if has_after:
-            c = row.change
+        c = row.change
+        if has_after and c is not None:
             change = f"{c.estimate:+.3f} <small>[{c.low:+.3f}, {c.high:+.3f}]</small>"
             cells += [_ci(row.after), change, _verdict(row)]
         rows.append(cells)
@@ -246,6 +246,8 @@ def _pr_section(data: ReportData) -> str:
         )
     figures, points = [], []
     for view in _views(data):
+        if view.curve is None:
+            continue
         body = (
             f"Precision against recall for {data.positive!r} at every threshold on its "
             "probability; dashed: predicted from the probabilities alone"

@@ -42,7 +42,7 @@ def summarize(data: ReportData) -> list[str]:
             + _lean(data.before, acc.before.estimate)
             + "."
         )
-        if data.after is not None:
+        if data.after is not None and acc.after is not None:
             text.append("After calibration they are " + _lean(data.after, acc.after.estimate) + ".")
             if abs(acc.after.estimate - acc.before.estimate) > 1e-12:
                 text.append(
@@ -68,9 +68,9 @@ def summarize(data: ReportData) -> list[str]:
 
 def _calibration_sentence(data: ReportData, rows: str) -> str:
     ece = data.metric("ece")
-    if ece.after is None:
-        return f"ECE {_ci(ece.before)} on {rows} (no calibrated probabilities given)."
     change = ece.change
+    if ece.after is None or change is None:
+        return f"ECE {_ci(ece.before)} on {rows} (no calibrated probabilities given)."
     difference = ece.after.estimate - ece.before.estimate
     if abs(difference) <= NEGLIGIBLE:
         text = f"Calibration left ECE at {_ci(ece.before)} on {rows}"
@@ -91,8 +91,8 @@ def _calibration_sentence(data: ReportData, rows: str) -> str:
 
 def _point_sentences(data: ReportData) -> list[str]:
     out = []
-    for view in (data.before, data.after):
-        point = None if view is None else view.operating_point
+    for view in [v for v in (data.before, data.after) if v is not None]:
+        point = view.operating_point
         if point is None:
             continue
         which = "stated" if view.name == "before" else "calibrated"
@@ -102,7 +102,7 @@ def _point_sentences(data: ReportData) -> list[str]:
             f"of {data.n_rows:,} rows and {'meets' if point.met else 'cannot meet'} it by "
             f"prediction (predicted precision {point.predicted_precision:.3f}"
         )
-        if point.precision is not None:
+        if point.precision is not None and point.precision_ci is not None:
             low, high = point.precision_ci
             sentence += f", realised {point.precision:.3f} [{low:.3f}, {high:.3f}]"
         out.append(sentence + ").")
