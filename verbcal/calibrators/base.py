@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from verbcal.errors import ConfigurationError, InvalidInputError
@@ -25,6 +26,25 @@ def _shape(P) -> tuple:
         return np.shape(P)
     except ValueError:
         return ()
+
+
+class NotFittedError(ConfigurationError, SklearnNotFittedError):
+    """A calibrator was asked to predict before ``fit``.
+
+    Also scikit-learn's ``NotFittedError`` (a ``ValueError`` and ``AttributeError``),
+    so code written against scikit-learn's contract catches it.
+    """
+
+
+def check_fitted(estimator) -> None:
+    """Raise :class:`NotFittedError` ("call fit first") unless ``estimator`` is fitted."""
+    try:
+        check_is_fitted(estimator)
+    except SklearnNotFittedError:
+        name = type(estimator).__name__
+        raise NotFittedError(
+            f"this {name} is not fitted yet: call fit first (fit(P, y)), then predict_proba"
+        ) from None
 
 
 class BaseCalibrator(ClassifierMixin, BaseEstimator):
@@ -64,7 +84,7 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, P) -> np.ndarray:
         """Calibrated probability rows, shape (n, K)."""
-        check_is_fitted(self)
+        check_fitted(self)
         shape = _shape(P)
         if len(shape) == 2 and shape[1] != self.n_features_in_:
             name = type(self).__name__
@@ -77,7 +97,7 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
 
     def predict(self, P) -> np.ndarray:
         """Most probable class index of each calibrated row."""
-        check_is_fitted(self)
+        check_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(P), axis=1)]
 
     def __sklearn_tags__(self):
