@@ -117,7 +117,7 @@ def test_selective_threshold_reaches_the_accuracy_on_the_rows():
         assert (pred == y)[conf >= looser].mean() < 0.85
     sure = selective_threshold(P, y, 0.85, guarantee=0.9)
     assert sure.met and sure.threshold >= s.threshold and sure.bound >= 0.85
-    assert "accuracy on answered rows" in sure.explanation
+    assert "accuracy of the automatic answers" in sure.explanation
 
 
 def test_selective_threshold_guarantee_holds_over_draws():

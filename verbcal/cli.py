@@ -28,6 +28,11 @@ from verbcal.cli_batch import (
     run_batch_command,
     run_batch_stage,
 )
+from verbcal.cli_providers import (
+    add_provider_options,
+    backend_options,
+    run_dry,
+)
 from verbcal.errors import BackendError, VerbcalError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -146,7 +151,11 @@ def _add_elicit(sub) -> None:
         "--samples", type=_number("integer", 1), default=1, help="answers per item, averaged"
     )
     p.add_argument("--temperature", type=_number("real", 0, 2), default=0.0, help="0 to 2")
-    p.add_argument("--max-tokens", type=_number("integer", 1), default=256)
+    p.add_argument(
+        "--max-tokens",
+        type=_number("integer", 1),
+        help="answer-length cap (default: the provider's, 256 or 4096 for reasoning models)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aliases", type=_aliases, help="other label names, e.g. Yes=True,No=False")
     p.add_argument("--logprobs", action="store_true", help="also record token probabilities")
@@ -158,6 +167,7 @@ def _add_elicit(sub) -> None:
     )
     p.add_argument("--n-random-probes", type=_number("integer", 0), default=20)
     add_batch_options(p)
+    add_provider_options(p)
     p.set_defaults(run=_run_elicit)
 
 
@@ -182,10 +192,12 @@ def _run_elicit(args: argparse.Namespace) -> int:
     check_output(args.out, "--out", {"--input": args.input, "--cache": cache_path})
     check_output(cache_path, "--cache", {"--input": args.input})
 
-    def make_backend(cache=None):
+    def make_backend(cache=None, api_key=None):
         return OpenAIBackend(
             args.model,
             base_url=args.base_url,
+            api_key=api_key,
+            **backend_options(args),
             cache=cache,
             max_concurrency=args.concurrency,
             requests_per_minute=args.rpm,
@@ -205,9 +217,13 @@ def _run_elicit(args: argparse.Namespace) -> int:
             seed=args.seed,
             aliases=args.aliases,
             logprobs=args.logprobs,
+            reasoning_effort=args.reasoning_effort,
         )
 
+    if args.dry_run:
+        return run_dry(args, items, make_backend, make_elicitor, cache_path)
     elicitor = make_elicitor(make_backend())  # checks labels, template and options
+    print(elicitor.backend.profile.describe(), file=sys.stderr)
     probes = []
     if args.probes:
         probes = elicitor.probe_items([item.text for item in items], n_random=args.n_random_probes)
@@ -367,8 +383,57 @@ def _add_evaluate(sub) -> None:
         help=f"bootstrap resamples, at least {MIN_BOOT} (default 200)",
     )
     _add_allow_calibrated(p)
+    _add_decision_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_run_evaluate)
+
+
+def _add_decision_options(p) -> None:
+    from verbcal.decisions import parse_bands
+
+    p.add_argument(
+        "--bands",
+        type=_argparse_type(parse_bands),
+        default=(0.6, 0.8),
+        metavar="CUTS",
+        help="cuts of the confidence bands for calibration per band (default 0.6,0.8: "
+        "low, medium, high)",
+    )
+    p.add_argument(
+        "--costs",
+        type=Path,
+        help="JSON costs of each (decision, truth) pair, 'abstain' allowed "
+        "(format: see verbcal.decisions): Bayes decisions, predicted vs realised cost, "
+        "regret against the best fixed threshold",
+    )
+
+
+def _argparse_type(parse):
+    """An argparse type from a parser that raises ConfigurationError."""
+    from verbcal.errors import ConfigurationError
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _decision_results(args, labels, sides: dict) -> dict:
+    """Calibration per band and, with --costs, cost evaluations, for each probability side."""
+    from verbcal.decisions import band_calibration, evaluate_costs, load_costs
+
+    y = sides.pop("y")
+    out: dict = {"bands": {n: band_calibration(P, y, args.bands) for n, P in sides.items()}}
+    if args.costs:
+        costs = load_costs(args.costs, labels)
+        out["costs"] = {
+            n: evaluate_costs(P, costs, y, n_boot=args.n_boot) for n, P in sides.items()
+        }
+    return out
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -391,10 +456,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         "unlabelled_left_out": rows.n_unlabelled,
     }
     result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot).to_json()
+    sides = {"y": rows.y, "before": rows.P}
     if record is not None:
         result["method"] = record.method
         Q = record.calibrator.predict_proba(rows.P)
         result["after"] = evaluate(Q, rows.y, n_boot=args.n_boot).to_json()
+        sides["after"] = Q
+    decided = _decision_results(args, rows.labels, sides)
+    result["bands"] = {n: [b.to_json() for b in v] for n, v in decided["bands"].items()}
+    if "costs" in decided:
+        result["costs"] = {n: e.to_json() for n, e in decided["costs"].items()}
     if args.json:
         print(json.dumps(result, indent=1))
         return EXIT_OK
@@ -413,7 +484,84 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             a, lo, hi = result["after"][name]
             line += f" {a:>8.4f} [{lo:.4f}, {hi:.4f}]"
         print(line)
+    from verbcal.decisions import format_bands, format_costs
+
+    print()
+    print("\n".join(format_bands(decided["bands"])))
+    if "costs" in decided:
+        print()
+        print("\n".join(format_costs(decided["costs"])))
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- route
+
+
+def _add_route(sub) -> None:
+    p = sub.add_parser(
+        "route",
+        help="answer confident items automatically, hand the rest to a person",
+        description="Decide every item: 'auto' with a label, or 'human'. With "
+        "--target-accuracy, answer when the calibrated top probability reaches the threshold "
+        "that gives that accuracy on the automatic answers (chosen on the labelled rows the "
+        "calibrator was fitted on; with --guarantee G the accuracy on new items holds with "
+        "probability G). With --costs, take the decision of least expected cost ('abstain' "
+        "goes to a person). Unparsed answers go to a person. Writes one JSON object per item "
+        "and prints the coverage to expect (and, on labelled held-out items, what was "
+        "realised). Exit 1 when the target cannot be reached (or guaranteed).",
+    )
+    p.add_argument("--preds", required=True, type=Path)
+    p.add_argument("--calibrator", required=True, type=Path)
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument(
+        "--target-accuracy",
+        type=_number("real", 0, 1, "right"),
+        help="accuracy wanted on the automatic answers, e.g. 0.95",
+    )
+    rule.add_argument("--costs", type=Path, help="JSON costs per (decision, truth) pair")
+    p.add_argument(
+        "--guarantee",
+        type=_number("real", 0.5, 1, "neither"),
+        help="probability (0.5-1) that the accuracy holds on new items",
+    )
+    p.add_argument("--out", required=True, type=Path, help="routed JSONL to write")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=_run_route)
+
+
+def _run_route(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from verbcal.decisions import load_costs
+    from verbcal.persist import load_calibrator
+    from verbcal.predictions import read_predictions
+    from verbcal.routing import route_predictions, write_routed
+
+    record = load_calibrator(args.calibrator)
+    predictions = read_predictions(args.preds)
+    costs = None if args.costs is None else load_costs(args.costs, record.labels)
+    routing = route_predictions(
+        predictions,
+        record,
+        target_accuracy=args.target_accuracy,
+        guarantee=args.guarantee,
+        costs=costs,
+    )
+    write_routed(args.out, routing)
+    if args.json:
+        summary = {
+            "rule": routing.rule,
+            "selection": None if routing.selection is None else asdict(routing.selection),
+            "expected": routing.expected,
+            "realised": routing.realised,
+            "out": str(args.out),
+        }
+        print(json.dumps(summary, indent=1))
+    else:
+        print("\n".join(routing.summary_lines()))
+        print(f"wrote {len(routing.rows)} decisions to {args.out}")
+    met = routing.selection is None or routing.selection.met
+    return EXIT_OK if met else EXIT_INCOMPLETE
 
 
 # --------------------------------------------------------------------------- threshold
@@ -594,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply(sub)
     _add_evaluate(sub)
     _add_threshold(sub)
+    _add_route(sub)
     _add_report(sub)
     _add_demo(sub)
     add_batch_command(sub, run_batch_command)

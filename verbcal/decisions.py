@@ -54,6 +54,8 @@ __all__ = [
     "cost_matrix",
     "evaluate_costs",
     "expected_costs",
+    "format_bands",
+    "format_costs",
     "load_costs",
     "parse_bands",
 ]
@@ -384,6 +386,9 @@ class BandCalibration:
     gap: float
     accuracy_interval: tuple[float, float] | None
 
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
 
 def parse_bands(text: str) -> tuple[float, ...]:
     """Band cuts from ``"0.6,0.8"``: increasing numbers strictly inside (0, 1).
@@ -467,3 +472,65 @@ def band_calibration(P, y, bands: Sequence[float] = DEFAULT_BANDS) -> list[BandC
             )
         )
     return out
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _band_cells(band: BandCalibration) -> str:
+    if not band.n_rows:
+        return f"{'0':>6} {'—':>7} {'—':>7} {'—':>8}"
+    return f"{band.n_rows:>6} {band.confidence:>7.4f} {band.accuracy:>7.4f} {band.gap:>+8.4f}"
+
+
+def format_bands(columns: Mapping[str, list[BandCalibration]]) -> list[str]:
+    """Text table of :func:`band_calibration` results, one column group per name (before/after).
+
+    Examples
+    --------
+    >>> bands = band_calibration([[0.9, 0.1], [0.55, 0.45]], [0, 1])
+    >>> print("\\n".join(format_bands({"stated": bands})))  # doctest: +NORMALIZE_WHITESPACE
+    calibration by confidence band (gap = confidence - accuracy; > 0: overconfident)
+                        |             stated
+    band                |   rows    conf     acc      gap
+    low [0, 0.6)        |      1  0.5500  0.0000  +0.5500
+    medium [0.6, 0.8)   |      0       —       —        —
+    high [0.8, 1]       |      1  0.9000  1.0000  -0.1000
+    """
+    names = list(columns)
+    lines = [
+        "calibration by confidence band (gap = confidence - accuracy; > 0: overconfident)",
+        (f"{'':20}" + "".join(f"| {n:^31} " for n in names)).rstrip(),
+        (
+            f"{'band':20}"
+            + "".join(f"| {'rows':>6} {'conf':>7} {'acc':>7} {'gap':>8} " for _ in names)
+        ).rstrip(),
+    ]
+    for i, band in enumerate(columns[names[0]]):
+        closing = "]" if band.high == 1.0 else ")"
+        label = f"{band.name} [{band.low:g}, {band.high:g}{closing}"
+        lines.append(
+            f"{label:20}" + "".join(f"| {_band_cells(columns[n][i])} " for n in names).rstrip()
+        )
+    return lines
+
+
+def format_costs(columns: Mapping[str, CostEvaluation]) -> list[str]:
+    """Text lines describing :func:`evaluate_costs` results, one block per name."""
+    lines = []
+    for name, e in columns.items():
+        counts = ", ".join(f"{d}: {c}" for d, c in e.decision_counts.items())
+        lines.append(f"{name}: Bayes decisions ({counts})")
+        lines.append(f"  predicted mean cost {e.predicted_mean_cost:.4f}")
+        if e.realised_mean_cost is not None and e.realised_interval is not None:
+            low, high = e.realised_interval
+            lines.append(
+                f"  realised mean cost  {e.realised_mean_cost:.4f} (95% bootstrap "
+                f"{low:.4f}-{high:.4f})"
+            )
+            lines.append(
+                f"  best fixed threshold in hindsight ({e.best_threshold_policy}, "
+                f"t = {e.best_threshold:.4g}): {e.best_threshold_mean_cost:.4f}; "
+                f"regret {e.regret:+.4f}"
+            )
+    return lines

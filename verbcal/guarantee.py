@@ -110,18 +110,19 @@ class GuaranteedThreshold:
     rows_needed: int | None
     n_rows: int
 
-    def explain(self) -> str:
-        """One sentence a user can act on."""
+    def explain(self, what: str | None = None) -> str:
+        """One sentence a user can act on; ``what`` names the rate (default: ``kind``)."""
+        what = what or self.kind
         level = f"{self.guarantee:.0%}"
         if self.met:
             return (
-                f"with probability >= {level} over the calibration rows, {self.kind} on new "
+                f"with probability >= {level} over the calibration rows, {what} on new "
                 f"rows is >= {self.target:g} at threshold {self.threshold:g} (lower bound "
                 f"{self.bound:.4f} from {self.successes}/{self.trials})"
             )
         if self.rows_needed is None:
             return (
-                f"no threshold can be guaranteed at {level}: the observed {self.kind} "
+                f"no threshold can be guaranteed at {level}: the observed {what} "
                 f"({self.successes}/{self.trials}) is not above the target {self.target:g}, "
                 "so more rows at this rate would not help"
             )
@@ -129,7 +130,7 @@ class GuaranteedThreshold:
         return (
             f"no threshold can be guaranteed at {level} with {self.n_rows} labelled rows: "
             f"the first candidate's lower bound is {self.bound:.4f} < {self.target:g} "
-            f"({self.successes}/{self.trials}); at the observed {self.kind} about "
+            f"({self.successes}/{self.trials}); at the observed {what} about "
             f"{self.rows_needed} labelled rows ({more} more) would be needed"
         )
 

@@ -332,7 +332,7 @@ def selective_threshold(
         n_rows=n,
         bound=test.bound,
         rows_needed=test.rows_needed,
-        explanation=test.explain().replace("precision", "accuracy on answered rows"),
+        explanation=test.explain("accuracy of the automatic answers"),
     )
 
 
