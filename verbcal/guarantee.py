@@ -50,6 +50,7 @@ import numpy as np
 
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics.intervals import binomial_intervals
+from verbcal.validation import Interval, check_param
 
 __all__ = [
     "DEFAULT_GRID",
@@ -152,8 +153,7 @@ def check_guarantee(guarantee) -> float:
 
 
 def _check_target(target) -> float:
-    if isinstance(target, bool) or not isinstance(target, Real) or not 0 < target <= 1:
-        raise ConfigurationError(f"target must be a number in (0, 1], got {target!r}")
+    check_param("target", target, [Interval("real", 0, 1, closed="right")])
     if target == 1:
         raise ConfigurationError(
             "a target of 1 can never be guaranteed from a finite sample (no lower bound "

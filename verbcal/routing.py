@@ -32,6 +32,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -251,7 +252,7 @@ def route_predictions(
     else:
         expected_summary["mean_cost"] = float(per_row_cost.mean())  # type: ignore[union-attr]
 
-    realised = None
+    realised: dict[str, Any] | None = None
     check = ~fit_rows & (gold >= 0)
     if check.any():
         auto = answer[check]

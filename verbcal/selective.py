@@ -317,7 +317,7 @@ def selective_threshold(
             ),
         )
     test = precision_threshold(confidence, correct, target_accuracy, check_guarantee(guarantee))
-    t = test.threshold if test.met else plain.threshold
+    t = plain.threshold if test.threshold is None else test.threshold
     answered = confidence >= t
     n_answered, n_correct = int(answered.sum()), int((answered & correct).sum())
     return SelectiveThreshold(
