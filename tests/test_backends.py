@@ -110,13 +110,21 @@ def test_answer_text_usage_and_request_body():
         "failures_by_status": {},
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
+        "reasoning_tokens": 0,
+        "cached_tokens": 0,
+        "no_text": {},
     }
 
 
-def test_none_parameters_are_not_sent():
+def test_none_parameters_are_not_sent_and_the_cap_is_the_profiles():
+    """temperature=None is left out; max_tokens=None sends the profile's default cap."""
     with FaultServer() as server:
         run_one(server, temperature=None, max_tokens=None)
-    assert set(server.record.bodies[0]) == {"model", "messages"}
+    assert server.record.bodies[0] == {
+        "model": "test-model",
+        "messages": conversation(0),
+        "max_tokens": 256,
+    }
 
 
 # ---------------------------------------------------------------- retries
@@ -741,10 +749,10 @@ def test_bad_messages_are_refused(messages, match):
         backend.build_request(messages)
 
 
-def test_tokens_limit_needs_max_tokens():
+def test_tokens_limit_larger_than_a_request_can_use():
     with FaultServer() as server:
-        with pytest.raises(ConfigurationError, match="needs max_tokens"):
-            run_one(server, max_tokens=None, backend_kwargs={"tokens_per_minute": 1000})
+        with pytest.raises(ConfigurationError, match="raise the limit or lower max_tokens"):
+            run_one(server, max_tokens=5000, backend_kwargs={"tokens_per_minute": 1000})
         assert server.record.total == 0
 
 

@@ -346,3 +346,216 @@ def test_openai_quota_and_reply_kinds():
         "reasoning_tokens": 0,
         "cached_tokens": 0,
     }
+
+
+# ---------------------------------------------------------------- verbcal elicit against each
+
+
+def write_items(path, n: int, markers: dict[int, str] | None = None) -> None:
+    """``n`` labelled review items; item ``i`` gets the marker ``markers[i]`` in its text."""
+    rows = []
+    for i in range(n):
+        marker = (markers or {}).get(i, "")
+        text = f"Review {i}: the plot {'held' if i % 2 else 'lost'} me. {marker}".strip()
+        rows.append({"id": f"r{i}", "text": text, "label": LABELS[i % 2]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def elicit(server: ProviderServer, tmp_path, capsys, *extra: str, n_items: int = 50, name="out"):
+    """Run ``verbcal elicit`` against ``server``; return (exit code, predictions, stderr)."""
+    from verbcal.cli import main
+    from verbcal.predictions import read_predictions
+
+    items = tmp_path / "items.jsonl"
+    if not items.exists():
+        write_items(items, n_items)
+    out = tmp_path / f"{name}.jsonl"
+    argv = [
+        "elicit",
+        "--input",
+        str(items),
+        "--labels",
+        ",".join(LABELS),
+        "--model",
+        server.model,
+        "--base-url",
+        server.base_url,
+        "--provider",
+        server.profile,
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "cache.db"),
+        "--timeout",
+        "10",
+        *extra,
+    ]
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, (read_predictions(out) if out.exists() else []), err
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    for name in ("AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_elicit_50_items_with_3_samples_against_each_provider(provider, tmp_path, capsys, api_key):
+    """Done-when of issue 10: every item read, no request rejected, the right token counts.
+
+    Distribution template, --json-mode json_schema (each profile sends the form its
+    provider takes), --logprobs where the profile allows it, --samples 3: one request
+    with n=3 where the provider takes n, three requests elsewhere.
+    """
+    with serving(provider, reasoning_tokens=40) as server:
+        profile = get_profile(server.profile)
+        extra = ["--samples", "3", "--temperature", "0.7", "--json-mode", "json_schema"]
+        if profile.logprobs:
+            extra.append("--logprobs")
+        code, predictions, err = elicit(server, tmp_path, capsys, *extra)
+        first_requests = server.record.total
+        code2, again, _ = elicit(server, tmp_path, capsys, *extra, name="again")
+    assert code == 0 and code2 == 0, err
+    assert server.record.rejected == []
+    assert first_requests == (50 if profile.n else 150)
+    assert server.record.total == first_requests  # the rerun came from the cache
+    assert len(predictions) == 50 and all(p.status == "ok" for p in predictions)
+    assert all(len(p.raw) == 3 for p in predictions)
+    bill = server.record.bill
+    for key in ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens"):
+        assert sum(p.usage[key] for p in predictions) == getattr(bill, key), key
+        assert sum(p.usage[key] for p in again) == getattr(bill, key), key
+    assert all(not p.usage["from_cache"] for p in predictions)
+    assert all(p.usage["from_cache"] for p in again)
+    if profile.logprobs:
+        assert all(p.token_probs is not None for p in predictions)
+    if provider == "openai-reasoning":
+        assert bill.reasoning_tokens == 50 * 3 * 40
+    assert f"provider {profile.name}:" in err
+    assert f"tokens {bill.prompt_tokens} prompt ({bill.cached_tokens} cached)" in err
+
+
+def test_reasoning_model_with_logprobs_drops_them_with_one_warning(tmp_path, capsys, api_key):
+    """A reasoning model answers logprobs with 403 (issue threads): verbcal leaves them out,
+    says so once on stderr, and the run goes on."""
+    with serving("openai-reasoning", reasoning_tokens=30) as server:
+        code, predictions, err = elicit(server, tmp_path, capsys, "--logprobs")
+    notes = [line for line in err.splitlines() if line.startswith("verbcal: provider: ")]
+    assert code == 0 and server.record.rejected == []
+    assert notes == [
+        "verbcal: provider: temperature 0 left out: openai-reasoning models accept only the "
+        "default temperature 1",
+        "verbcal: provider: logprobs left out: openai-reasoning does not return token "
+        "probabilities (no token_probs in the predictions)",
+    ]
+    assert all(p.status == "ok" and p.token_probs is None for p in predictions)
+    assert all("max_completion_tokens" in b and "logprobs" not in b for b in server.record.bodies)
+
+
+def test_library_notes_are_provider_warnings_once_each(api_key):
+    """Through the API (no CLI), each note is one ProviderWarning per backend."""
+    from verbcal.elicit.backend import OpenAIBackend, ProviderWarning
+    from verbcal.elicit.elicitor import Elicitor
+    from verbcal.predictions import Item
+
+    with serving("anthropic-compat") as server:
+        backend = OpenAIBackend(server.model, base_url=server.base_url, provider=server.profile)
+        elicitor = Elicitor(backend, LABELS, json_mode="json_schema", seed=None, logprobs=True)
+        items = [Item(id=str(i), text=f"text {i}") for i in range(5)]
+        with pytest.warns(ProviderWarning) as caught:
+            predictions, _ = elicitor.run(items)
+    assert sorted(str(w.message).split(":")[0] for w in caught) == [
+        "logprobs left out",
+        "response_format left out",
+    ]
+    assert all(p.status == "ok" for p in predictions)
+    assert all("seed" not in b and "response_format" not in b for b in server.record.bodies)
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure", "vllm"])
+def test_replies_without_text_are_asked_once_cached_and_reported(
+    provider, tmp_path, capsys, api_key
+):
+    """A refusal (message.refusal), Azure's content filter and vLLM's reasoning-only reply:
+    paid for, so cached and reported as failed with the reason; a rerun sends nothing."""
+    markers = {3: "[[refuse]]", 7: "[[filter]]", 11: "[[reasoning-only]]"}
+    write_items(tmp_path / "items.jsonl", 20, markers)
+    with serving(provider) as server:
+        code, predictions, err = elicit(server, tmp_path, capsys)
+        sent = server.record.total
+        code2, again, err2 = elicit(server, tmp_path, capsys, name="again")
+    assert code == 0 and sent == 20 and server.record.total == 20  # asked once, rerun sends 0
+    by_id = {p.id: p for p in predictions}
+    assert by_id["r3"].status == "failed"
+    assert by_id["r3"].detail == f"no answer text: refused: {REFUSAL}"
+    assert by_id["r7"].detail == "no answer text: stopped by the content filter (violence)"
+    assert by_id["r11"].detail.startswith("no answer text: the reply holds reasoning but no")
+    assert sum(p.status == "ok" for p in predictions) == 17
+    assert [p.detail for p in again] == [p.detail for p in predictions]
+    assert "content_filter 1" in err and "refusal 1" in err and "reasoning_only 1" in err
+    # Their tokens were paid for and are counted.
+    assert by_id["r3"].usage["completion_tokens"] > 0
+    assert sum(p.usage["prompt_tokens"] for p in predictions) == server.record.bill.prompt_tokens
+
+
+REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+def test_length_cut_on_a_reasoning_model_says_to_raise_max_tokens(tmp_path, capsys, api_key):
+    with serving("openai-reasoning", reasoning_tokens=200) as server:
+        code, predictions, err = elicit(server, tmp_path, capsys, "--max-tokens", "120")
+        sent = server.record.total
+        elicit(server, tmp_path, capsys, "--max-tokens", "120", name="again")
+    assert code == 1 and sent == 50 and server.record.total == 50
+    assert all(p.status == "failed" for p in predictions)
+    assert predictions[0].detail == (
+        "no answer text: cut at the length limit while reasoning (120 reasoning tokens), "
+        "before any answer: raise --max-tokens"
+    )
+    assert all(p.usage["reasoning_tokens"] == 120 for p in predictions)
+
+
+def test_samples_reuse_cached_choices_when_k_changes(tmp_path, capsys, api_key):
+    """n=k: one cache entry holds k choices; k=5 after k=3 asks only for 2 more (n=2,
+    seed+3); k=2 after that asks for nothing."""
+    write_items(tmp_path / "items.jsonl", 10)
+    with serving("openai") as server:
+        common = ["--temperature", "0.7"]
+        elicit(server, tmp_path, capsys, *common, "--samples", "3")
+        assert [b["n"] for b in server.record.bodies] == [3] * 10
+        code, five, _ = elicit(server, tmp_path, capsys, *common, "--samples", "5", name="five")
+        later = server.record.bodies[10:]
+        code2, two, _ = elicit(server, tmp_path, capsys, *common, "--samples", "2", name="two")
+    assert code == 0 and code2 == 0
+    assert [(b["n"], b["seed"]) for b in later] == [(2, 3)] * 10
+    assert server.record.total == 20
+    assert all(len(p.raw) == 5 for p in five) and all(len(p.raw) == 2 for p in two)
+    assert [p.raw[:2] for p in five] == [p.raw for p in two]
+
+
+def test_dry_run_sends_nothing_and_prints_the_counts(tmp_path, capsys, api_key):
+    write_items(tmp_path / "items.jsonl", 40)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"default": {"input": 1.0, "output": 4.0}}))
+    with serving("ollama") as server:
+        code, predictions, err = elicit(
+            server,
+            tmp_path,
+            capsys,
+            "--dry-run",
+            "--samples",
+            "2",
+            "--temperature",
+            "1",
+            "--prices",
+            str(prices),
+        )
+    from verbcal.cli import main
+
+    assert code == 0 and server.record.total == 0 and predictions == []
+    out = capsys.readouterr()
+    del out, main
+    assert not (tmp_path / "cache.db").exists()

@@ -28,15 +28,26 @@ import math
 import os
 import threading
 import urllib.parse
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import openai
 
 from verbcal.elicit.cache import ResponseCache, encode_request
+from verbcal.elicit.providers import (
+    ProviderProfile,
+    build_body,
+    get_profile,
+    infer_profile,
+    make_client,
+    resolve_api_key,
+)
 from verbcal.elicit.ratelimit import RateLimiter, TokenEstimator
+from verbcal.elicit.replies import ChoiceText, read_choice, usage_counts
 from verbcal.elicit.retry import (
     AttemptError,
     RequestFailedError,
@@ -44,6 +55,7 @@ from verbcal.elicit.retry import (
     call_with_retries,
     classify_error,
 )
+from verbcal.elicit.server_limits import ServerLimits, read_ratelimit_headers
 from verbcal.elicit.token_probs import answer_label_probabilities
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.labels import LabelSet
@@ -54,6 +66,7 @@ __all__ = [
     "BackendStats",
     "CompletionResult",
     "OpenAIBackend",
+    "ProviderWarning",
     "RetryPolicy",
     "check_reply",
 ]
@@ -62,6 +75,12 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Sent as the API key to a loopback server when none is configured (local servers ignore it).
 LOOPBACK_API_KEY = "sk-local-no-key"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+#: Share of a limit the server announces (``x-ratelimit-limit-*``) that the backend uses.
+LEARNED_LIMIT_SHARE = 0.9
+
+
+class ProviderWarning(UserWarning):
+    """A request parameter the provider does not take was left out or changed."""
 
 
 # ---------------------------------------------------------------- results
@@ -74,7 +93,7 @@ class CompletionResult:
     Attributes
     ----------
     text : str
-        Content of the first choice.
+        Content of the first choice ("" when it holds no text: see ``choices``).
     texts : tuple of str
         Content of every choice (more than one when the request set ``n``).
     key : str
@@ -98,6 +117,13 @@ class CompletionResult:
         Why each earlier attempt failed, in order.
     response : dict
         The raw response body.
+    choices : tuple of ChoiceText
+        Every choice's text, or the kind of reply without text it is and why
+        (refusal, content filter, length, reasoning only: see
+        :func:`verbcal.elicit.replies.read_choice`).
+    usage : dict
+        Prompt, completion, reasoning and cached tokens the server reported
+        (:func:`verbcal.elicit.replies.usage_counts`).
     """
 
     text: str
@@ -112,6 +138,8 @@ class CompletionResult:
     from_cache: bool
     failed_attempts: tuple[str, ...]
     response: dict = field(repr=False)
+    choices: tuple[ChoiceText, ...] = ()
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,7 +149,11 @@ class BackendStats:
     ``requests_sent`` counts HTTP attempts; ``retries_by_reason`` counts failed
     attempts that were retried, by kind (``"429"``, ``"timeout"``…);
     ``failures_by_status`` counts requests that failed for good, by the kind of
-    their last attempt; tokens are the usage the server reported.
+    their last attempt; tokens are the usage the server reported for the
+    replies received (cache hits excluded; replies without text included:
+    they were paid for), reasoning tokens being part of the completion tokens
+    and cached tokens part of the prompt tokens; ``no_text`` counts received
+    choices without text by kind (``"refusal"``, ``"content_filter"``…).
     """
 
     requests_sent: int = 0
@@ -132,6 +164,9 @@ class BackendStats:
     failures_by_status: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    no_text: Counter = field(default_factory=Counter)
 
     def since(self, earlier: Mapping[str, Any]) -> dict[str, Any]:
         """The counters gained since ``earlier``, an :meth:`as_dict` taken before.
@@ -167,6 +202,9 @@ class BackendStats:
             "failures_by_status": dict(self.failures_by_status),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_tokens": self.cached_tokens,
+            "no_text": dict(self.no_text),
         }
 
 
@@ -186,14 +224,22 @@ def check_reply(data: object) -> dict:
     The one test of what the cache stores, for answers received interactively
     and for those a batch returns (:mod:`verbcal.elicit.batch`). The error is
     retryable: a malformed body may come out right next time.
+
+    A choice whose message holds no text (``content`` null or empty: a refusal,
+    a content filter, a length cut, reasoning only) is kept: the reply is
+    well-formed and was paid for, and asking again buys the same answer
+    (:func:`verbcal.elicit.replies.read_choice` says why it has no text).
     """
     choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices:
+    if not isinstance(data, dict) or not isinstance(choices, list) or not choices:
         raise AttemptError("malformed", "malformed body: no choices", retryable=True)
     for choice in choices:
         message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise AttemptError("malformed", "malformed body: a choice has no text", retryable=True)
+        content = message.get("content") if isinstance(message, dict) else 0
+        if not isinstance(message, dict) or not (content is None or isinstance(content, str)):
+            raise AttemptError(
+                "malformed", "malformed body: a choice has no message", retryable=True
+            )
     return data
 
 
@@ -208,8 +254,8 @@ def _resolve_base_url(base_url: str | None) -> str:
     return url.rstrip("/")
 
 
-def _resolve_api_key(api_key: str | None, base_url: str) -> str:
-    key = api_key or os.environ.get("OPENAI_API_KEY")
+def _resolve_api_key(api_key: str | None, base_url: str, profile: ProviderProfile) -> str:
+    key = resolve_api_key(profile, api_key)
     if key:
         return key
     if urllib.parse.urlsplit(base_url).hostname in _LOOPBACK_HOSTS:
@@ -244,6 +290,21 @@ class OpenAIBackend:
         Seconds one HTTP attempt may take.
     retry : RetryPolicy, optional
         Attempts and waits; ``RetryPolicy()`` by default.
+    provider : str or ProviderProfile, optional
+        What the endpoint accepts (:mod:`verbcal.elicit.providers`): the
+        parameters each request sends and how, the URL shape and the auth
+        header. Inferred from ``base_url`` and ``model`` when not given
+        (``generic``, which sends parameters as given, when nothing matches).
+    params : mapping, optional
+        Extra body fields sent with every request (``--param``).
+    on_note : callable, optional
+        Called once with each note on a parameter the provider profile left out
+        or changed (default: a :class:`ProviderWarning`).
+
+    Rate limits a server announces on its replies (``x-ratelimit-limit-requests``,
+    ``-tokens``) are paced at :data:`LEARNED_LIMIT_SHARE` of the announced
+    limit per ``rate_window`` when ``requests_per_minute`` / ``tokens_per_minute``
+    are not given.
 
     Examples
     --------
@@ -265,6 +326,9 @@ class OpenAIBackend:
         rate_window: float = 60.0,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        provider: str | ProviderProfile | None = None,
+        params: Mapping[str, Any] | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ConfigurationError(f"model must be a non-empty string, got {model!r}")
@@ -279,6 +343,10 @@ class OpenAIBackend:
         self.model = model
         self.max_concurrency = max_concurrency
         self.base_url = _resolve_base_url(base_url)
+        self.profile = (
+            infer_profile(self.base_url, model) if provider is None else get_profile(provider)
+        )
+        self.params = dict(params or {})
         self.cache = cache
         self.retry = retry or RetryPolicy()
         self.stats = BackendStats()
@@ -291,17 +359,25 @@ class OpenAIBackend:
         self.token_limiter = (
             RateLimiter(tokens_per_minute, rate_window) if tokens_per_minute else None
         )
+        self.rate_window = rate_window
+        self._learn_requests = not requests_per_minute
+        self._learn_tokens = not tokens_per_minute
+        #: The limits the server announced last (``x-ratelimit-*``), when it did.
+        self.server_limits: ServerLimits | None = None
+        self._noted: set[str] = set()
+        self._on_note = on_note
         #: Token estimates of the tokens-per-minute limit, tightened by reported usage.
         self.token_estimator = TokenEstimator()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._unsaved: list[tuple[tuple[str, str, str], asyncio.Future]] = []
         self._unsaved_lock = threading.Lock()  # shared with the writer thread
         self._writing = False
-        self._client = openai.AsyncOpenAI(
-            api_key=_resolve_api_key(api_key, self.base_url),
-            base_url=self.base_url,
+        # max_retries=0 in the client: tenacity retries; SDK retries would multiply attempts
+        self._client = make_client(
+            self.profile,
+            self.base_url,
+            _resolve_api_key(api_key, self.base_url, self.profile),
             timeout=float(timeout),
-            max_retries=0,  # tenacity retries; SDK retries would multiply attempts
         )
 
     async def aclose(self) -> None:
@@ -319,14 +395,21 @@ class OpenAIBackend:
         messages: Sequence[Mapping[str, Any]],
         *,
         temperature: float | None = 0.0,
-        max_tokens: int | None = 256,
+        max_tokens: int | None = None,
         response_format: Mapping[str, Any] | None = None,
         seed: int | None = None,
         logprob_labels: Sequence[str] | LabelSet | None = None,
         top_logprobs: int = 5,
+        n: int = 1,
+        reasoning_effort: str | None = None,
         **params: Any,
     ) -> dict[str, Any]:
-        """The JSON body :meth:`complete` sends (parameters as documented there)."""
+        """The JSON body :meth:`complete` sends (parameters as documented there).
+
+        The provider profile decides what is sent and how
+        (:func:`verbcal.elicit.providers.build_body`); each parameter it leaves
+        out or changes is reported once per backend as a :class:`ProviderWarning`.
+        """
         if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
             raise InvalidInputError(
                 "messages must be a non-empty list of {'role', 'content'} dicts"
@@ -336,42 +419,82 @@ class OpenAIBackend:
                 raise InvalidInputError(
                     f"messages[{i}] must be a dict with a 'role', got {message!r}"
                 )
-        body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
-        optional = {
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "response_format": response_format,
-            "seed": seed,
-        }
-        body.update({k: v for k, v in optional.items() if v is not None})
-        if logprob_labels is not None:
-            body.update(logprobs=True, top_logprobs=top_logprobs)
-        body.update(params)
-        return body
+        built = build_body(
+            self.profile,
+            self.model,
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            response_format=response_format,
+            seed=seed,
+            logprobs=logprob_labels is not None,
+            top_logprobs=top_logprobs,
+            n=n,
+            reasoning_effort=reasoning_effort,
+            params={**self.params, **params},
+        )
+        for note in built.notes:
+            if note not in self._noted:
+                self._noted.add(note)
+                if self._on_note is not None:
+                    self._on_note(note)
+                else:
+                    warnings.warn(note, ProviderWarning, stacklevel=3)
+        return built.body
 
     def prepare(
-        self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+        self, messages: Sequence[Mapping[str, Any]], *, sample: int = 0, **kwargs: Any
     ) -> tuple[dict[str, Any], str, str]:
         """The body :meth:`complete` would send, its cache key and its canonical JSON text.
 
         The one place a request and its key are made: :meth:`complete` and the
         batch path (:mod:`verbcal.elicit.batch`) both call it, so a request sent
         either way is the same cache entry. Keyword arguments as for :meth:`complete`.
+
+        The key is the body and the base URL. A body without a ``seed`` (the
+        caller gave none, or the provider takes none) cannot tell repeated
+        samples of one prompt apart, so for ``sample`` > 0 the key also holds
+        the sample's index.
         """
         body = self.build_request(messages, **kwargs)
-        key, request_text = encode_request({"base_url": self.base_url, **body})
+        keyed = {"base_url": self.base_url, **body}
+        if sample and "seed" not in body:
+            keyed["verbcal_sample"] = sample
+        key, request_text = encode_request(keyed)
         return body, key, request_text
+
+    def lookup(
+        self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> CompletionResult | None:
+        """The cached answer to a request, or None (nothing is sent and nothing counted)."""
+        if self.cache is None:
+            return None
+        _, key, _ = self.prepare(messages, **kwargs)
+        cached = self.cache.get_by_key(key)
+        if cached is None:
+            return None
+        return _make_result(
+            cached,
+            key,
+            kwargs.get("logprob_labels"),
+            attempts=0,
+            from_cache=True,
+            reasoning_model=self.profile.reasoning_model,
+        )
 
     async def complete(
         self,
         messages: Sequence[Mapping[str, Any]],
         *,
         temperature: float | None = 0.0,
-        max_tokens: int | None = 256,
+        max_tokens: int | None = None,
         response_format: Mapping[str, Any] | None = None,
         seed: int | None = None,
         logprob_labels: Sequence[str] | LabelSet | None = None,
         top_logprobs: int = 5,
+        n: int = 1,
+        reasoning_effort: str | None = None,
+        sample: int = 0,
         **params: Any,
     ) -> CompletionResult:
         """Answer one chat request: from the cache, or from the endpoint with retries.
@@ -380,18 +503,27 @@ class OpenAIBackend:
         ----------
         messages : list of dict
             Chat messages, ``{"role": ..., "content": ...}``.
-        temperature, max_tokens, seed : optional
-            Sent when not None.
+        temperature, seed : optional
+            Sent when not None and the provider takes them.
+        max_tokens : int, optional
+            Answer-length cap, as ``max_tokens`` or ``max_completion_tokens``
+            (the provider's field); None: the provider profile's default.
         response_format : dict, optional
-            Sent as given: ``{"type": "json_schema", ...}`` for OpenAI,
-            ``{"type": "json_object", "schema": {...}}`` for llama.cpp.
+            ``{"type": "json_schema", ...}`` or ``{"type": "json_object", "schema": {...}}``,
+            turned into the form the provider accepts.
+        n : int, default 1
+            Choices in one request (providers whose profile has ``n``).
+        reasoning_effort : str, optional
+            Sent to providers that take it.
+        sample : int, default 0
+            Index of the first sample this request answers (see :meth:`prepare`).
         logprob_labels : sequence of str or LabelSet, optional
             Ask for ``logprobs`` with ``top_logprobs`` alternatives and turn the
             answer token's into probabilities of these labels (see ``label_probabilities``
             of :class:`CompletionResult`); a :class:`verbcal.labels.LabelSet`
             also counts the tokens of its aliases for their labels.
         **params
-            Any other request parameter (``n``, ``top_p``, ``stop``…), sent as given.
+            Any other request parameter (``top_p``, ``stop``…), sent as given.
 
         Returns
         -------
@@ -411,8 +543,12 @@ class OpenAIBackend:
             seed=seed,
             logprob_labels=logprob_labels,
             top_logprobs=top_logprobs,
+            n=n,
+            reasoning_effort=reasoning_effort,
+            sample=sample,
             **params,
         )
+        reasoning_model = self.profile.reasoning_model
         if self.cache is not None:
             # A point lookup on the cache's reading connection takes a few microseconds
             # (in WAL mode it does not wait for a commit); a hop to a thread costs ten times that.
@@ -420,11 +556,24 @@ class OpenAIBackend:
             if cached is not None:
                 self.stats.cache_hits += 1
                 self.stats.completed += 1
-                return _make_result(cached, key, logprob_labels, attempts=0, from_cache=True)
+                return _make_result(
+                    cached,
+                    key,
+                    logprob_labels,
+                    attempts=0,
+                    from_cache=True,
+                    reasoning_model=reasoning_model,
+                )
         response, attempts, reasons = await self._send_with_retries(body, key, request_text)
         self.stats.completed += 1
         return _make_result(
-            response, key, logprob_labels, attempts=attempts, from_cache=False, reasons=reasons
+            response,
+            key,
+            logprob_labels,
+            attempts=attempts,
+            from_cache=False,
+            reasons=reasons,
+            reasoning_model=reasoning_model,
         )
 
     async def complete_many(
@@ -487,7 +636,7 @@ class OpenAIBackend:
         estimate = 0
         if tokens is not None:
             estimate = self.token_estimator.estimate(
-                body["messages"], body.get("max_tokens"), body.get("n", 1)
+                body["messages"], body.get(self.profile.max_tokens_field), body.get("n", 1)
             )
         async with self._semaphore:
             request_ticket = token_ticket = None
@@ -556,19 +705,53 @@ class OpenAIBackend:
         """
         self.stats.requests_sent += 1
         try:
-            text = await self._client.post("/chat/completions", body=body, cast_to=str)
+            reply = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response)
         except openai.APIError as exc:
             raise classify_error(exc) from exc
+        text = reply.text
         response = _parse_body(text)
-        usage = response.get("usage") or {}
-        prompt, completion = (
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-        )
-        self.stats.prompt_tokens += prompt
-        self.stats.completion_tokens += completion
-        self.token_estimator.learn(body["messages"], prompt)
-        return (prompt + completion if usage else None), response, text
+        self._learn_limits(reply.headers)
+        counts = usage_counts(response.get("usage"))
+        self.stats.prompt_tokens += counts["prompt_tokens"]
+        self.stats.completion_tokens += counts["completion_tokens"]
+        self.stats.reasoning_tokens += counts["reasoning_tokens"]
+        self.stats.cached_tokens += counts["cached_tokens"]
+        for choice in response["choices"]:
+            kind = read_choice(choice, reasoning_model=self.profile.reasoning_model).kind
+            if kind is not None:
+                self.stats.no_text[kind] += 1
+        self.token_estimator.learn(body["messages"], counts["prompt_tokens"])
+        used = counts["prompt_tokens"] + counts["completion_tokens"]
+        return (used if response.get("usage") else None), response, text
+
+    def _learn_limits(self, headers: Mapping[str, str]) -> None:
+        """Pace below the limits a reply announces, where the user set none.
+
+        The first announcement of a request (token) limit installs a limiter at
+        :data:`LEARNED_LIMIT_SHARE` of it per ``rate_window``; a later, different
+        announcement adjusts it.
+        """
+        limits = read_ratelimit_headers(headers)
+        if limits.empty:
+            return
+        self.server_limits = limits
+        if self._learn_requests and limits.limit_requests:
+            self.request_limiter = _learned(
+                self.request_limiter, limits.limit_requests, self.rate_window
+            )
+        if self._learn_tokens and limits.limit_tokens:
+            self.token_limiter = _learned(self.token_limiter, limits.limit_tokens, self.rate_window)
+
+
+def _learned(limiter: RateLimiter | None, announced: float, window: float) -> RateLimiter:
+    """A limiter at :data:`LEARNED_LIMIT_SHARE` of an announced limit (``limiter`` if it is)."""
+    limit = max(1.0, math.floor(LEARNED_LIMIT_SHARE * announced))
+    if limiter is not None and limiter.limit == limit:
+        return limiter
+    if limiter is not None:
+        limiter.limit = limit  # keeps what is in its window
+        return limiter
+    return RateLimiter(limit, window)
 
 
 def _settle(waiters: Sequence[asyncio.Future], error: Exception | None) -> None:
@@ -590,16 +773,23 @@ def _make_result(
     attempts: int,
     from_cache: bool,
     reasons: Sequence[str] = (),
+    reasoning_model: bool = False,
 ) -> CompletionResult:
     choices = response["choices"]
-    usage = response.get("usage") or {}
-    probabilities, mass = answer_label_probabilities(response, labels) if labels else (None, None)
+    usage = usage_counts(response.get("usage"))
+    read = tuple(
+        read_choice(c, usage=response.get("usage"), reasoning_model=reasoning_model)
+        for c in choices
+    )
+    probabilities, mass = (None, None)
+    if labels and read[0].text is not None:
+        probabilities, mass = answer_label_probabilities(response, labels)
     return CompletionResult(
-        text=choices[0]["message"]["content"],
-        texts=tuple(c["message"]["content"] for c in choices),
+        text=read[0].text or "",
+        texts=tuple(r.text or "" for r in read),
         key=key,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
         finish_reason=choices[0].get("finish_reason"),
         label_probabilities=probabilities,
         label_mass=mass,
@@ -607,4 +797,6 @@ def _make_result(
         from_cache=from_cache,
         failed_attempts=tuple(reasons),
         response=response,
+        choices=read,
+        usage=usage,
     )

@@ -39,6 +39,9 @@ RUN_STOPPING_FAILURES = frozenset({"401", "403", "404", "quota"})
 #: Smoothing used when averaging several samples of one item in estimated-logit space.
 SAMPLE_AVERAGING_EPS = 1e-3
 
+#: Token counts recorded per prediction (``usage``) and per run, as the API reports them.
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
+
 
 @dataclass
 class ElicitationSummary:
@@ -67,9 +70,14 @@ class ElicitationSummary:
             f"{self.items} items in {self.seconds:.1f} s: {statuses}",
             f"requests sent {b.get('requests_sent', 0)}, cache hits {b.get('cache_hits', 0)}, "
             f"retries {sum(b.get('retries_by_reason', {}).values())}, "
-            f"tokens {b.get('prompt_tokens', 0)} prompt + {b.get('completion_tokens', 0)} "
-            "completion",
+            f"tokens {b.get('prompt_tokens', 0)} prompt ({b.get('cached_tokens', 0)} cached) + "
+            f"{b.get('completion_tokens', 0)} completion "
+            f"({b.get('reasoning_tokens', 0)} reasoning), replies without text included",
         ]
+        no_text = b.get("no_text") or {}
+        if no_text:
+            kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(no_text.items()))
+            lines.append(f"replies without text (paid, cached, not retried): {kinds}")
         for reason, count in self.failure_reasons.most_common(5):
             lines.append(f"  failed ×{count}: {reason}")
         return "\n".join(lines)
@@ -92,16 +100,23 @@ class Elicitor:
         (``json_schema``), the llama.cpp form (``json_object`` with a schema),
         or no constraint.
     samples : int, default 1
-        Answers per item. With more than one, each is requested with its own
-        seed (``seed + j``) and the parsed distributions are averaged in
-        estimated-logit space (the geometric mean of the smoothed rows).
+        Answers per item, and the parsed distributions are averaged in
+        estimated-logit space (the geometric mean of the smoothed rows). Where
+        the provider takes ``n`` they come in one request (the prompt is paid
+        once); elsewhere each is a request of its own with seed ``seed + j``
+        (see :meth:`requests`).
     temperature : float, default 0.0
-        Sampling temperature sent with every request.
-    max_tokens : int, default 256
+        Sampling temperature sent with every request (left out for providers
+        that accept only their default, such as OpenAI's reasoning models).
+    max_tokens : int, optional
+        Answer-length cap; None: the provider profile's default (256, or 4096 for
+        reasoning models, whose hidden reasoning counts against it).
         Answer length limit (reasoning templates need more).
-    seed : int, default 0
-        Sent with every request, so that a rerun is the same request (and a
-        cache hit).
+    seed : int or None, default 0
+        Sent with every request (where the provider takes it), so that a rerun
+        is the same request (and a cache hit); None sends no seed.
+    reasoning_effort : str, optional
+        Sent to providers that take it (``"low"``, ``"medium"``, ``"high"``…).
     aliases : mapping of str to str, optional
         Other names the model may use for a label, e.g. ``{"Yes": "True"}``.
     logprobs : bool, default False
@@ -130,15 +145,19 @@ class Elicitor:
         json_mode: str = "none",
         samples: int = 1,
         temperature: float = 0.0,
-        max_tokens: int = 256,
-        seed: int = 0,
+        max_tokens: int | None = None,
+        seed: int | None = 0,
         aliases: Mapping[str, str] | None = None,
         logprobs: bool = False,
         circuit_breaker: bool = True,
+        reasoning_effort: str | None = None,
     ) -> None:
         if not (isinstance(samples, int) and samples >= 1):
             raise ConfigurationError(f"samples must be an int >= 1, got {samples!r}")
-        if samples > 1 and temperature == 0:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigurationError(f"seed must be an int or None, got {seed!r}")
+        fixed = backend.profile.temperature == "default_only"
+        if samples > 1 and temperature == 0 and not fixed:
             raise ConfigurationError(
                 "samples > 1 needs temperature > 0: at temperature 0 every sample is the same"
             )
@@ -151,6 +170,7 @@ class Elicitor:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.seed = seed
+        self.reasoning_effort = reasoning_effort
         self.aliases = dict(aliases) if aliases else None
         self.logprobs = logprobs
         self.circuit_breaker = circuit_breaker
@@ -225,25 +245,57 @@ class Elicitor:
     # ------------------------------------------------------------------ one item
 
     def requests(self, item: Item) -> list[tuple[list[dict], dict[str, Any]]]:
-        """The requests an item needs: one ``(messages, keyword arguments)`` per sample.
+        """The requests an item needs: ``(messages, keyword arguments)`` pairs.
 
         What :meth:`arun` passes to ``backend.complete`` (and the batch path to
         ``backend.prepare``), so both ask for exactly the same requests.
+
+        Samples are numbered from 0; sample ``j`` is asked with seed ``seed + j``.
+        Where the provider takes no ``n``, each sample is a request of its own.
+        Where it does, the samples come in one request with ``n`` choices, and
+        answers already cached are reused: the samples still missing from
+        sample ``j`` on are covered by a cached request starting there (the
+        smallest holding enough choices, else the largest holding fewer), and
+        what no cached request covers is one new request. So a rerun with
+        more samples pays only for the new ones, and one with fewer pays nothing.
         """
         messages = self.template.render(item.text, self.labels, item.options)
-        return [
-            (
-                messages,
-                {
-                    "temperature": self.temperature,
-                    "max_tokens": self.max_tokens,
-                    "response_format": self.response_format,
-                    "seed": self.seed + j,
-                    "logprob_labels": self.label_set if self.logprobs else None,
-                },
-            )
-            for j in range(self.samples)
-        ]
+        common: dict[str, Any] = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "response_format": self.response_format,
+            "logprob_labels": self.label_set if self.logprobs else None,
+            "reasoning_effort": self.reasoning_effort,
+        }
+        if self.samples == 1 or not self.backend.profile.n:
+            return [(messages, {**common, **self._samples(j, 1)}) for j in range(self.samples)]
+        plan = []
+        first = 0
+        while first < self.samples:
+            need = self.samples - first
+            n = self._cached_choices(messages, common, first, need) or need
+            plan.append((messages, {**common, **self._samples(first, n)}))
+            first += n
+        return plan
+
+    def _samples(self, first: int, n: int) -> dict[str, Any]:
+        """Request arguments for ``n`` samples from sample ``first`` on."""
+        seed = None if self.seed is None else self.seed + first
+        args: dict[str, Any] = {"seed": seed, "sample": first}
+        if n > 1:
+            args["n"] = n
+        return args
+
+    def _cached_choices(
+        self, messages: list[dict], common: dict[str, Any], first: int, need: int
+    ) -> int | None:
+        """Choices of a cached request for samples from ``first`` on (see :meth:`requests`)."""
+        if self.backend.cache is None:
+            return None
+        for n in (*range(need, 2 * need + 1), *range(need - 1, 0, -1)):
+            if self.backend.lookup(messages, **common, **self._samples(first, n)) is not None:
+                return n
+        return None
 
     async def _predict(self, item: Item, kind: str) -> Prediction:
         answers = await asyncio.gather(
@@ -256,20 +308,23 @@ class Elicitor:
         if not results:
             base.detail = f"request failed ({failed[0].kind}): {failed[0]}"
             return base
-        base.raw = results[0].text if self.samples == 1 else [r.text for r in results]
-        base.usage = {
-            "prompt_tokens": sum(r.prompt_tokens for r in results),
-            "completion_tokens": sum(r.completion_tokens for r in results),
-            "from_cache": all(r.from_cache for r in results),
-        }
+        # The samples in order: each request's choices, as many as the item still needs.
+        choices = [choice for r in results for choice in r.choices][: self.samples]
+        base.raw = choices[0].text or "" if self.samples == 1 else [c.text or "" for c in choices]
+        base.usage = {key: sum(r.usage.get(key, 0) for r in results) for key in USAGE_KEYS}
+        base.usage["from_cache"] = all(r.from_cache for r in results)
         if self.logprobs and results[0].label_probabilities is not None:
             base.token_probs = results[0].label_probabilities
-        return self._combine(base, results, n_failed_requests=len(failed))
+        texts = [c.text for c in choices if c.text is not None]
+        if not texts:
+            # Paid for and cached, but nothing to parse: say why (refusal, content filter…).
+            reasons = dict.fromkeys(c.reason for c in choices)
+            base.detail = "no answer text: " + "; ".join(reasons)
+            return base
+        return self._combine(base, texts)
 
-    def _combine(
-        self, base: Prediction, results: list[CompletionResult], n_failed_requests: int
-    ) -> Prediction:
-        parsed = [parse_verbalized(r.text, self.label_set) for r in results]
+    def _combine(self, base: Prediction, texts: list[str]) -> Prediction:
+        parsed = [parse_verbalized(text, self.label_set) for text in texts]
         good = [p for p in parsed if p.probs is not None]
         if not good:
             base.detail = "; ".join(parsed[0].detail)
@@ -280,7 +335,7 @@ class Elicitor:
         else:
             probs = softmax(invert_softmax(stated, eps=SAMPLE_AVERAGING_EPS).mean(axis=0))
         notes = [d for p in good for d in p.detail if p.status == REPAIRED]
-        lost = len(parsed) - len(good) + n_failed_requests
+        lost = self.samples - len(good)  # failed requests, replies without text, unparsed
         if lost:
             notes.append(f"{lost} of {self.samples} samples unusable")
         base.probs = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}

@@ -5,9 +5,12 @@ attempts would multiply). Each failed HTTP attempt is classified into an
 :class:`AttemptError` (:func:`classify_error`): 408, 409, 429, 5xx, timeouts,
 dropped connections and malformed bodies are retryable, with jittered
 exponential back-off that waits at least what ``Retry-After`` /
-``retry-after-ms`` ask for (:func:`parse_retry_after`); 400, 401, 403, 404,
-422, any other 4xx and quota exhaustion (429 with ``insufficient_quota``) are
-final, since retrying cannot fix them. :func:`call_with_retries` runs one
+``retry-after-ms`` ask for (:func:`parse_retry_after`), or a Gemini body's
+``retryDelay``; 400, 401, 403, 404, 422, any other 4xx and quota exhaustion
+(``insufficient_quota``, Gemini ``RESOURCE_EXHAUSTED`` on a daily quota: see
+:func:`verbcal.elicit.providers.quota_exhausted`) are final, since retrying
+cannot fix them. Error bodies that are JSON lists (Gemini) are shown in full.
+:func:`call_with_retries` runs one
 request's attempts under a :class:`RetryPolicy`; a request that failed for good
 is reported as a :class:`RequestFailedError`.
 """
@@ -33,6 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from verbcal.elicit.providers import error_message, quota_exhausted, retry_delay
 from verbcal.errors import BackendError, ConfigurationError
 
 __all__ = [
@@ -188,21 +192,25 @@ def classify_error(exc: openai.APIError) -> AttemptError:
     if not isinstance(exc, openai.APIStatusError):
         return AttemptError("client", f"{type(exc).__name__}: {exc}", retryable=False)
     status = exc.status_code
-    message = f"HTTP {status}: {_server_message(exc)}"
-    if status == 429 and "insufficient_quota" in (exc.code, exc.type):
-        return AttemptError("quota", f"quota exhausted ({message})", retryable=False)
+    message = f"HTTP {status}: {error_message(exc.body, exc.message)}"
+    quota = quota_exhausted(exc.body) if status in (403, 429) else None
+    if quota is not None:
+        return AttemptError(
+            "quota",
+            f"quota exhausted ({message}): retrying cannot help until the quota is raised or "
+            "renewed",
+            retryable=False,
+        )
     retryable = status in RETRYABLE_STATUS or status >= 500
-    retry_after = parse_retry_after(exc.response.headers) if retryable else None
+    retry_after = None
+    if retryable:
+        # Retry-After headers, else a Google RetryInfo retryDelay in the body (Gemini).
+        retry_after = parse_retry_after(exc.response.headers)
+        if retry_after is None:
+            retry_after = retry_delay(exc.body)
     if retry_after is not None:
         message += f" (retry after {retry_after:g} s)"
     return AttemptError(str(status), message, retryable=retryable, retry_after=retry_after)
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        return body["message"]
-    return exc.message
 
 
 async def call_with_retries(policy: RetryPolicy, attempt: Callable[[], Awaitable[T]]) -> T:
