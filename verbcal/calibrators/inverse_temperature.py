@@ -22,6 +22,7 @@ from verbcal.calibrators.base import check_log_defined
 
 __all__ = [
     "BETA_BOUNDS",
+    "class_major",
     "fit_inverse_temperature",
     "fit_smoothed_inverse_temperature",
     "inverse_temperature_by_newton",
