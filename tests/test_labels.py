@@ -70,6 +70,9 @@ def test_a_prefix_shared_by_two_labels_names_neither():
         ("True or False", None),
         ("True/False", None),
         ("False, and True in some cases", None),
+        ("True for older generations, False for the latest generation", None),
+        ("False for many nationalities, but Yes for some", None),  # an alias names True
+        ("False, the claim that it is true is a myth", 1),  # a word, not the label
         ("Not true", None),
         ("Untrue", None),
         ("Truest of all", None),

@@ -130,10 +130,13 @@ class LabelSet:
     def match_start(self, text: object) -> int | None:
         """Index of the label a qualified answer starts with (``"True, with some caveats"``).
 
-        The answer must start with a form of exactly one label, followed by the
-        end of the text, punctuation, or (for a form longer than one
-        character) a space and more words; ``"True or False"`` and
-        ``"A lot of …"`` (for a label ``"A"``) name no label.
+        The answer must start with a form of a label, followed by the end of
+        the text, punctuation, or (for a form longer than one character) a
+        space and more words; and the qualification must not name another
+        label as the label set writes it (``"True for some, False for
+        others"``; a lower-case ``"true"`` inside a sentence is a word, not a
+        label). ``"True or False"`` and ``"A lot of …"`` (for a label ``"A"``)
+        name no label.
         """
         if not isinstance(text, str):
             return None
@@ -149,7 +152,16 @@ class LabelSet:
         joined = _JOINERS.match(rest)
         if joined is not None and self._start.match(rest[joined.end() :]) is not None:
             return None
+        others = [name for name, i in self._written() if i != index]
+        named = rf"(?<![^\W_])(?:{'|'.join(map(re.escape, others))})(?![^\W_])"
+        if re.search(named, rest) is not None:
+            return None
         return index
+
+    def _written(self) -> list[tuple[str, int]]:
+        """Each label and alias as written, with its label's index."""
+        written = [(label, i) for i, label in enumerate(self.labels)]
+        return written + [(alias, self.labels.index(t)) for alias, t in self.aliases.items()]
 
     def pattern(self) -> str:
         """A regex alternation of every written form, longest first."""

@@ -6,14 +6,21 @@ anything else by a small recursive-descent reader that accepts single quotes,
 unquoted keys and values, trailing commas, Python literals, stray backslashes,
 line breaks and unescaped quotes inside strings, and names each leniency it
 needed so the caller can report it.
+
+An object the text cuts off (a reply that hit its token limit) is returned
+with what it holds up to the cut: the members whose values are complete.
+:class:`FoundObject` says whether it was cut, and whether its last value is a
+bare number running into the end of the text (``"D": 0.05`` could have been
+``0.055``), which the caller must confirm some other way.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 
-__all__ = ["MAX_DEPTH", "NUMBER", "NUMBER_RE", "json_objects"]
+__all__ = ["MAX_DEPTH", "NUMBER", "NUMBER_RE", "FoundObject", "json_objects"]
 
 #: A number as models write it (sign, integer or decimal part, exponent).
 NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
@@ -23,6 +30,32 @@ NUMBER_RE = re.compile(NUMBER)
 MAX_DEPTH = 64
 # At most this many "{" positions are tried, so pathological texts stay fast.
 _MAX_OBJECT_STARTS = 200
+
+
+# A number that is complete if nothing follows it: no trailing "." or exponent sign.
+_WHOLE_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+@dataclass
+class FoundObject:
+    """One JSON object found in a text.
+
+    Attributes
+    ----------
+    value : dict
+        The object (for a cut-off object: its complete members).
+    leniencies : list of str
+        The departures from JSON needed to read it ("single-quoted strings"…).
+    cut : bool
+        The text ends inside the object.
+    open_end : bool
+        The last value kept is a bare number that runs into the end of the text.
+    """
+
+    value: dict
+    leniencies: list[str] = field(default_factory=list)
+    cut: bool = False
+    open_end: bool = False
 
 
 class _JsonishError(Exception):
@@ -53,6 +86,9 @@ class _LenientReader:
         self.text = text
         self.pos = pos
         self.leniencies: list[str] = []
+        self.cut = False  # the text ended inside an object
+        self.open_end = False  # the last value kept is a number running into the end
+        self._ran_out = False  # the value just read is a number running into the end
 
     def _note(self, what: str) -> None:
         if what not in self.leniencies:
@@ -78,20 +114,31 @@ class _LenientReader:
         return self._bare(stop=",}]\n")
 
     def _object(self, depth: int) -> dict:
+        """An object; when the text ends inside it, its complete members (and ``cut`` is set)."""
         self.pos += 1
         result: dict = {}
-        while self._skip_space() != "}":
-            ch = self.text[self.pos]
-            if ch in "\"'":
-                key = self._string()
-            else:
-                key = self._word(stop=":,}\n")
-                self._note("unquoted keys")
-            if self._skip_space() not in ":=":
-                raise _JsonishError("missing ':' after an object key")
-            self.pos += 1
-            result[key] = self.value(depth + 1)
-            self._after_item("}")
+        try:
+            while self._skip_space() != "}":
+                ch = self.text[self.pos]
+                if ch in "\"'":
+                    key = self._string()
+                else:
+                    key = self._word(stop=":,}\n")
+                    self._note("unquoted keys")
+                if self._skip_space() not in ":=":
+                    raise _JsonishError("missing ':' after an object key")
+                self.pos += 1
+                self._ran_out = False
+                value = self.value(depth + 1)
+                result[key] = value
+                if self._ran_out:
+                    self.open_end = True
+                self._after_item("}")
+        except _JsonishError as exc:
+            if not exc.truncated:
+                raise
+            self.cut = True
+            return result
         self.pos += 1
         return result
 
@@ -146,12 +193,12 @@ class _LenientReader:
         self._note("invalid backslash escapes")
         return "\\"
 
-    def _word(self, stop: str) -> str:
-        """The unquoted text up to the next character in ``stop``, stripped."""
+    def _word(self, stop: str, *, to_end: bool = False) -> str:
+        """The unquoted text up to the next character in ``stop`` (or the end), stripped."""
         start = self.pos
         while self.pos < len(self.text) and self.text[self.pos] not in stop:
             self.pos += 1
-        if self.pos >= len(self.text):
+        if self.pos >= len(self.text) and not to_end:
             raise _JsonishError("text ends inside a value", truncated=True)
         word = self.text[start : self.pos].strip()
         if not word:
@@ -159,8 +206,16 @@ class _LenientReader:
         return word
 
     def _bare(self, stop: str) -> object:
-        """A number, literal or unquoted string value."""
-        word = self._word(stop)
+        """A number, literal or unquoted string value.
+
+        A value the text ends in is kept only when it is a whole number
+        (``0.05``, not ``0.`` or ``1e``), with ``_ran_out`` set.
+        """
+        word = self._word(stop, to_end=True)
+        if self.pos >= len(self.text):
+            if not _WHOLE_NUMBER.fullmatch(word):
+                raise _JsonishError("text ends inside a value", truncated=True)
+            self._ran_out = True
         if re.fullmatch(r"[+-]?\d{1,300}", word):
             return int(word)
         if NUMBER_RE.fullmatch(word):
@@ -176,14 +231,19 @@ class _LenientReader:
         return word
 
 
-def json_objects(text: str) -> tuple[list[tuple[dict, list[str]]], bool]:
-    """Every top-level JSON object in ``text`` with the leniencies needed to read it.
+def json_objects(text: str) -> list[FoundObject]:
+    """Every top-level JSON object in ``text``, in order, read as leniently as needed.
 
-    Also returns whether some object is cut off by the end of the text.
+    Examples
+    --------
+    >>> [found.value for found in json_objects('Sure: {"A": 0.2, "B": 0.8} and {C: 1}')]
+    [{'A': 0.2, 'B': 0.8}, {'C': 1}]
+    >>> found = json_objects('{"A": 0.25, "B": 0.75')[0]
+    >>> found.value, found.cut, found.open_end
+    ({'A': 0.25, 'B': 0.75}, True, True)
     """
     decoder = json.JSONDecoder()
-    objects: list[tuple[dict, list[str]]] = []
-    truncated = False
+    objects: list[FoundObject] = []
     pos = 0
     for _ in range(_MAX_OBJECT_STARTS):
         start = text.find("{", pos)
@@ -191,15 +251,16 @@ def json_objects(text: str) -> tuple[list[tuple[dict, list[str]]], bool]:
             break
         try:
             obj, pos = decoder.raw_decode(text, start)
-            leniencies: list[str] = []
+            objects.append(FoundObject(obj))
+            continue
         except (ValueError, RecursionError):
-            reader = _LenientReader(text, start)
-            try:
-                obj = reader.value()
-            except _JsonishError as exc:
-                truncated = truncated or exc.truncated
-                pos = start + 1
-                continue
-            pos, leniencies = reader.pos, reader.leniencies
-        objects.append((obj, leniencies))
-    return objects, truncated
+            pass
+        reader = _LenientReader(text, start)
+        try:
+            obj = reader._object(0)  # text[start] is "{"
+        except _JsonishError:
+            pos = start + 1
+            continue
+        pos = reader.pos
+        objects.append(FoundObject(obj, reader.leniencies, reader.cut, reader.open_end))
+    return objects

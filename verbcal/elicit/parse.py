@@ -9,13 +9,21 @@ How an answer is read, in order:
    around it are ignored). Invalid JSON as models write it (single quotes,
    unquoted keys or values, trailing commas, Python literals, stray
    backslashes, unescaped quotes inside strings) is read leniently and the
-   leniency is reported as a repair.
+   leniency is reported as a repair (:mod:`verbcal.elicit.lenient_json`).
+   An object the text cuts off (the reply hit its token limit) is read only
+   when every value the reading needs is complete: every label has its number
+   (``…"C": 0.15, "D": 0.05`` with no closing brace), and a last number that
+   runs into the end of the text is confirmed by the values summing to 1
+   (``"D": 0.0`` may be the start of ``0.05``). ``"D": "0.`` is refused.
 2. In an object, keys that name a label give a distribution (the paper's
    style: ``{"Answer": "C", "A": 0.05, ..., "D": 0.05}``); the ``Answer``
    key is then ignored. Without label keys, a nested object with label keys is
    used; failing that an answer + confidence pair
    (``{"Answer": "C", "Confidence": 0.8}``) puts the confidence on the answer
-   and spreads the rest evenly over the other labels.
+   and spreads the rest evenly over the other labels. An answer qualified
+   after its label (``"True, but only in some states"``) is that label,
+   unless the qualification names another label (``"True for some, False for
+   others"``); see :meth:`verbcal.labels.LabelSet.match_start`.
 3. When several objects state something, the last one that reads as a valid
    distribution wins (models correct themselves at the end).
 4. Without any usable JSON, plain text is scanned for ``label: value`` pairs
@@ -31,9 +39,10 @@ Values are then completed into a distribution:
 * a sum off 1 by more than ``tolerance`` is renormalised.
 
 Each of these marks the result ``repaired`` and says so in ``detail``.
-Negative, NaN or out-of-range values, answers outside the label set, and texts
-that state no distribution (empty, refusals, "Unknown", truncated JSON) give
-``failed`` with the reason.
+Negative, NaN or out-of-range values, all-zero distributions, answers outside
+the label set (``"None"``, ``""``), and texts that state no distribution
+(empty, refusals, "Unknown", JSON cut off before its values are complete)
+give ``failed`` with the reason.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from verbcal.elicit.lenient_json import MAX_DEPTH, NUMBER, NUMBER_RE, json_objects
+from verbcal.elicit.lenient_json import MAX_DEPTH, NUMBER, NUMBER_RE, FoundObject, json_objects
 from verbcal.errors import ConfigurationError
 from verbcal.labels import LabelSet, normalise_label
 
@@ -94,6 +103,7 @@ class _Reading:
     probs: np.ndarray | None
     repairs: list[str]
     reason: str = ""
+    cut: bool = False  # read from an object the text cuts off
 
 
 # --------------------------------------------------------------------------- numbers
@@ -153,9 +163,17 @@ def _to_fractions(values: dict[str, tuple[float, bool]], repairs: list[str]) -> 
 
 
 def _distribution(
-    stated: dict[int, tuple[float, bool]], label_set: LabelSet, tolerance: float
+    stated: dict[int, tuple[float, bool]],
+    label_set: LabelSet,
+    tolerance: float,
+    *,
+    open_end: bool = False,
 ) -> _Reading:
-    """Complete per-label values into a distribution (missing labels, renormalising)."""
+    """Complete per-label values into a distribution (missing labels, renormalising).
+
+    With ``open_end`` (the last value runs into the end of a cut-off text, so
+    it may be the start of a longer number), the values must sum to 1.
+    """
     repairs: list[str] = []
     names = {i: f"the value for {label_set.labels[i]!r}" for i in stated}
     fractions = _to_fractions({names[i]: v for i, v in stated.items()}, repairs)
@@ -172,6 +190,11 @@ def _distribution(
     total = probs.sum()
     if total <= 0:
         raise _Rejected("the stated probabilities sum to 0")
+    if open_end and abs(total - 1.0) > tolerance + 1e-12:
+        raise _Rejected(
+            f"the answer is truncated: its last value may be cut off (the stated values sum "
+            f"to {total:.4g})"
+        )
     if abs(total - 1.0) > tolerance + 1e-12:  # slack for 0.33 + 0.33 + 0.33 in floating point
         repairs.append(f"probabilities summed to {total:.4g}; renormalised")
     return _Reading(probs / total, repairs)
@@ -180,13 +203,26 @@ def _distribution(
 def _answer_with_confidence(
     answer: object, confidence: object, label_set: LabelSet, *, has_confidence: bool
 ) -> _Reading:
-    """Confidence on the stated answer, the rest spread evenly over the other labels."""
+    """Confidence on the stated answer, the rest spread evenly over the other labels.
+
+    An answer that is no label but starts with one ("True, with some caveats")
+    is that label, reported as a repair.
+    """
+    repairs: list[str] = []
     label = label_set.match(answer)
     if label is None:
+        label = label_set.match_start(answer)
+        if label is not None:
+            repairs.append(
+                f"the answer {answer!r} read as {label_set.labels[label]!r}, the label it "
+                "starts with"
+            )
+    if label is None:
+        if answer is None or (isinstance(answer, str) and not answer.strip()):
+            raise _Rejected("the answer is empty")
         raise _Rejected(f"the answer {answer!r} is not one of the labels {label_set.labels}")
     if not has_confidence:
         raise _Rejected(f"the answer {answer!r} comes with no probability or confidence")
-    repairs: list[str] = []
     stated = {"the confidence": _number(confidence, "the confidence", repairs)}
     conf = _to_fractions(stated, repairs)["the confidence"]
     k = len(label_set.labels)
@@ -196,20 +232,33 @@ def _answer_with_confidence(
 
 
 def _read_object(
-    obj: dict, label_set: LabelSet, tolerance: float, depth: int = 0
+    obj: dict, label_set: LabelSet, tolerance: float, cut: FoundObject | None, depth: int = 0
 ) -> _Reading | None:
-    """The distribution one JSON object states, or None when it says nothing about labels."""
+    """The distribution one JSON object states, or None when it says nothing about labels.
+
+    ``cut`` is the object as found when the text ends inside it: it is read
+    only when every value the reading needs is complete.
+    """
     try:
-        return _read_object_or_reject(obj, label_set, tolerance, depth)
+        reading = _read_object_or_reject(obj, label_set, tolerance, cut, depth)
     except _Rejected as exc:
-        return _Reading(None, [], str(exc))
+        reading = _Reading(None, [], str(exc))
+    if reading is not None and cut is not None:
+        reading.cut = True
+        if reading.probs is not None:
+            reading.repairs.append(
+                "the answer is cut off after its last value (a JSON object is never closed); "
+                "read the values it gives"
+            )
+    return reading
 
 
 def _read_object_or_reject(
-    obj: dict, label_set: LabelSet, tolerance: float, depth: int
+    obj: dict, label_set: LabelSet, tolerance: float, cut: FoundObject | None, depth: int
 ) -> _Reading | None:
     stated: dict[int, tuple[float, bool]] = {}
     roles: dict[str, object] = {}
+    role_keys: dict[str, str] = {}
     repairs: list[str] = []
     for key, value in obj.items():
         label = label_set.match(key)
@@ -217,6 +266,7 @@ def _read_object_or_reject(
             role = normalise_label(key)
             if role in _ANSWER_KEYS or role in _CONFIDENCE_KEYS:
                 roles["answer" if role in _ANSWER_KEYS else "confidence"] = value
+                role_keys["answer" if role in _ANSWER_KEYS else "confidence"] = key
             continue
         if value is None:
             continue
@@ -224,13 +274,25 @@ def _read_object_or_reject(
             raise _Rejected(f"label {label_set.labels[label]!r} is given more than once")
         stated[label] = _number(value, f"the value for {label_set.labels[label]!r}", repairs)
     if stated:
-        reading = _distribution(stated, label_set, tolerance)
+        missing = [repr(label) for i, label in enumerate(label_set.labels) if i not in stated]
+        if cut is not None and missing:
+            values = "values" if len(missing) > 1 else "value"
+            raise _Rejected(
+                f"the answer is truncated: it ends before the {values} for {', '.join(missing)}"
+            )
+        open_end = cut is not None and cut.open_end
+        reading = _distribution(stated, label_set, tolerance, open_end=open_end)
         reading.repairs[:0] = repairs
         return reading
     nested_objects = [value for value in obj.values() if isinstance(value, dict)]
     for value in nested_objects if depth < MAX_DEPTH else []:
-        if nested := _read_object(value, label_set, tolerance, depth + 1):
+        if nested := _read_object(value, label_set, tolerance, cut, depth + 1):
             return nested
+    if "answer" in roles and cut is not None:
+        if "confidence" not in roles:
+            raise _Rejected("the answer is truncated: it ends before the confidence")
+        if cut.open_end and list(obj)[-1] in role_keys.values():
+            raise _Rejected("the answer is truncated: its confidence may be cut off")
     if "answer" in roles:
         return _answer_with_confidence(
             roles["answer"],
@@ -284,12 +346,13 @@ def _read_plain_text(text: str, label_set: LabelSet, tolerance: float) -> _Readi
 
 
 def _read(text: str, label_set: LabelSet, tolerance: float) -> _Reading:
-    objects, truncated = json_objects(text)
+    objects = json_objects(text)
     readings = []
-    for obj, leniencies in objects:
-        reading = _read_object(obj, label_set, tolerance) if isinstance(obj, dict) else None
+    for found in objects:
+        cut = found if found.cut else None
+        reading = _read_object(found.value, label_set, tolerance, cut)
         if reading is not None:
-            reading.repairs[:0] = [f"invalid JSON: {what}" for what in leniencies]
+            reading.repairs[:0] = [f"invalid JSON: {what}" for what in found.leniencies]
             readings.append(reading)
     valid = [r for r in readings if r.probs is not None]
     if valid:
@@ -297,7 +360,9 @@ def _read(text: str, label_set: LabelSet, tolerance: float) -> _Reading:
         if len(readings) > 1:
             chosen.repairs.append(f"{len(readings)} answers in the text; used the last valid one")
         return chosen
-    if truncated:
+    if readings and readings[-1].cut:
+        return readings[-1]
+    if any(found.cut for found in objects):
         return _Reading(None, [], "the answer is truncated: a JSON object is never closed")
     if readings:
         return readings[-1]
