@@ -87,6 +87,8 @@ class BatchRecord:
     #: custom_ids of every batch created, by batch id, in creation order.
     batch_lines: dict[str, list[str]] = field(default_factory=dict)
     chat_requests: int = 0
+    #: custom_ids that got a 200 in each batch's output file.
+    answered: dict[str, list[str]] = field(default_factory=dict)
     downloads: Counter = field(default_factory=Counter)
     retrieves: int = 0
 
@@ -135,6 +137,9 @@ class BatchServer:
         The documented limits of one input file.
     seed : int
         Seed of the per-request outcomes.
+    foreign_lines : int
+        Result lines added to each output file for requests the batch never
+        held (a client must not store them).
     """
 
     def __init__(
@@ -152,7 +157,9 @@ class BatchServer:
         max_requests: int = MAX_REQUESTS,
         max_bytes: int = MAX_BYTES,
         seed: int = 0,
+        foreign_lines: int = 0,
     ) -> None:
+        self.foreign_lines = foreign_lines
         self.labels = list(labels)
         self.validate_seconds = validate_seconds
         self.rate = rate
@@ -435,6 +442,7 @@ class BatchServer:
         out_path = os.path.join(self._dir, f"{obj['id']}.out.tmp")
         err_path = os.path.join(self._dir, f"{obj['id']}.err.tmp")
         n_out = n_err = 0
+        answered = self.record.answered.setdefault(obj["id"], [])
         with (
             open(self._paths[obj["input_file_id"]], encoding="utf-8") as source,
             open(out_path, "w", encoding="utf-8") as out,
@@ -451,6 +459,7 @@ class BatchServer:
                 elif outcome == "200":
                     body = self.chat_answer(row["body"])
                     out.write(_line(line_id, row["custom_id"], _response(200, body), None))
+                    answered.append(row["custom_id"])
                     n_out += 1
                 else:
                     status = int(outcome)
@@ -458,6 +467,9 @@ class BatchServer:
                     body = {"error": {"message": f"HTTP {status}", "type": kind, "code": None}}
                     err.write(_line(line_id, row["custom_id"], _response(status, body), None))
                     n_err += 1
+            for k in range(self.foreign_lines if n_out else 0):
+                body = self.chat_answer({"messages": [{"role": "user", "content": str(k)}]})
+                out.write(_line(f"batch_req_x{k}", f"never-sent-{k}", _response(200, body), None))
         for count, path, key, name in (
             (n_out, out_path, "output_file_id", "output"),
             (n_err, err_path, "error_file_id", "error"),

@@ -23,6 +23,17 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+class _AlsoBatch(argparse.Action):
+    """A flag that also turns ``--batch`` on."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, True)
+        namespace.batch = True
+
+
 def add_batch_options(p: argparse.ArgumentParser) -> None:
     """The ``--batch…`` options of ``verbcal elicit``."""
     g = p.add_argument_group(
@@ -37,13 +48,13 @@ def add_batch_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--batch-wait",
-        action="store_true",
+        action=_AlsoBatch,
         help="wait for the batches (polling with back-off), collect them and write the "
         "predictions; without it the command exits after submitting",
     )
     g.add_argument(
         "--batch-no-submit",
-        action="store_true",
+        action=_AlsoBatch,
         help="only write and record the request files (for 'verbcal batch export')",
     )
     _add_common(g)
@@ -213,24 +224,31 @@ def _status(args: argparse.Namespace, jobs: Any) -> int:
 
 
 def _collect(args: argparse.Namespace, jobs: Any) -> int:
-    backend = None
-    if args.fallback == "interactive" and args.model:
+    make_backend = None
+    if args.fallback == "interactive":
         from verbcal.elicit.backend import OpenAIBackend
+        from verbcal.errors import InvalidInputError
 
         urls = {f.base_url for f in jobs.records.files()}
-        if len(urls) == 1:
-            backend = OpenAIBackend(
-                args.model,
-                base_url=urls.pop(),
-                cache=jobs.cache,
-                max_concurrency=args.concurrency,
+        if not args.model or len(urls) > 1:
+            raise InvalidInputError(
+                "--fallback interactive needs --model (and batches of one endpoint)"
             )
+        base_url = urls.pop() if urls else None
+
+        def make_backend() -> OpenAIBackend:
+            return OpenAIBackend(
+                args.model, base_url=base_url, cache=jobs.cache, max_concurrency=args.concurrency
+            )
+
     if args.wait:
-        summary = jobs.wait(fallback=args.fallback, poll_initial=args.batch_poll, backend=backend)
+        summary = jobs.wait(
+            fallback=args.fallback, poll_initial=args.batch_poll, make_backend=make_backend
+        )
     else:
         jobs.submit()
         jobs.poll()
-        summary = jobs.collect(fallback=args.fallback, backend=backend)
+        summary = jobs.collect(fallback=args.fallback, make_backend=make_backend)
     print(summary)
     if jobs.active():
         print("batches still running: run 'verbcal batch collect' again later (or with --wait)")

@@ -32,6 +32,7 @@ and writes as OpenAI does.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -320,9 +321,10 @@ class BatchJobs:
                 return self.records.update_file(f.id, state="uploaded", file_id=found)
         if f.path is None or not os.path.exists(f.path):
             raise InvalidInputError(f"request file #{f.id} is gone from {f.path}: build it again")
+        path = f.path
         f = self.records.update_file(f.id, state="uploading")
         try:
-            with open(f.path, "rb") as handle:
+            with open(path, "rb") as handle:
                 uploaded = client.files.create(
                     file=(f.upload_name, handle, "application/jsonl"), purpose="batch"
                 )
@@ -392,10 +394,9 @@ class BatchJobs:
         out = []
         for f in self.records.files("submitted"):
             if f.status not in TERMINAL_STATUSES:
-                client = self.client(f.base_url)
-                batch = self._call(
-                    f"checking {f.batch_id}", lambda c=client, f=f: c.batches.retrieve(f.batch_id)
-                )
+                client, batch_id = self.client(f.base_url), str(f.batch_id)
+                retrieve = functools.partial(client.batches.retrieve, batch_id)
+                batch = self._call(f"checking {batch_id}", retrieve)
                 counts = batch.request_counts
                 f = self.records.update_file(
                     f.id,
@@ -438,7 +439,7 @@ class BatchJobs:
         fallback: str = "batch",
         poll_initial: float = 5.0,
         poll_max: float = 120.0,
-        backend: OpenAIBackend | None = None,
+        make_backend: Callable[[], OpenAIBackend] | None = None,
     ) -> CollectSummary:
         """Submit, poll with back-off, collect and re-queue until no batch is left running."""
         summary = CollectSummary()
@@ -448,7 +449,7 @@ class BatchJobs:
             files = self.poll()
             if files:
                 self.progress(self.progress_line(files))
-            self.collect(fallback=fallback, summary=summary, backend=backend)
+            self.collect(fallback=fallback, summary=summary, make_backend=make_backend)
             if not self.active():
                 return summary
             time.sleep(delay)
@@ -461,7 +462,7 @@ class BatchJobs:
         *,
         fallback: str = "batch",
         summary: CollectSummary | None = None,
-        backend: OpenAIBackend | None = None,
+        make_backend: Callable[[], OpenAIBackend] | None = None,
     ) -> CollectSummary:
         """Read every finished batch's results into the cache, then re-queue what may pass.
 
@@ -469,8 +470,14 @@ class BatchJobs:
         ----------
         fallback : {"batch", "interactive"}
             Where requests go whose results say another attempt may pass: a
-            new batch, or the interactive path (needs ``backend``, else a
-            plain ``verbcal elicit`` rerun sends them).
+            new batch, or the interactive path through a backend from
+            ``make_backend`` (without one, a plain ``verbcal elicit`` rerun
+            sends them).
+        summary : CollectSummary, optional
+            Counts are added to it (a new one by default).
+        make_backend : callable, optional
+            Makes the :class:`~verbcal.elicit.backend.OpenAIBackend` (with this
+            cache) for ``fallback="interactive"``.
         """
         if fallback not in FALLBACKS:
             raise ConfigurationError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -480,8 +487,8 @@ class BatchJobs:
                 self._collect_file(f, summary)
         if fallback == "batch":
             summary.requeued += self._requeue()
-        elif backend is not None:
-            summary.interactive += self._send_interactively(backend)
+        elif make_backend is not None:
+            summary.interactive += self._send_interactively(make_backend)
         return summary
 
     def _collect_file(self, f: BatchFile, summary: CollectSummary) -> None:
@@ -614,8 +621,8 @@ class BatchJobs:
             self.submit()
         return moved
 
-    def _send_interactively(self, backend: OpenAIBackend) -> int:
-        """Send the requests to retry through ``backend`` (interactively); return how many."""
+    def _send_interactively(self, make_backend: Callable[[], OpenAIBackend]) -> int:
+        """Send the requests to retry interactively (``make_backend()``); return how many."""
         import asyncio
 
         rows = self.records.conn.execute(
@@ -625,24 +632,25 @@ class BatchJobs:
             return 0
 
         async def send() -> list[tuple[str, str | None, str]]:
-            async def one(key: str, text: str) -> tuple[str, str | None, str]:
-                # The stored body, as keyword arguments that make the same body again
-                # (checked below: the key must come out the same).
-                kwargs: dict[str, Any] = {"temperature": None, "max_tokens": None}
-                kwargs.update(_body_of(text))
-                messages = kwargs.pop("messages")
-                kwargs.pop("model", None)
-                if kwargs.pop("logprobs", False):
-                    kwargs["logprob_labels"] = ()
-                try:
-                    result = await backend.complete(messages, **kwargs)
-                except RequestFailedError as exc:
-                    return "failed", str(exc), key
-                if result.key != key:
-                    return "failed", "sent again interactively as a different request", key
-                return "answered", None, key
+            async with make_backend() as backend:
+                return list(await asyncio.gather(*(one(backend, k, t) for k, t in rows)))
 
-            return list(await asyncio.gather(*(one(k, t) for k, t in rows)))
+        async def one(backend: OpenAIBackend, key: str, text: str) -> tuple[str, str | None, str]:
+            # The stored body, as keyword arguments that make the same body again
+            # (checked below: the key must come out the same).
+            kwargs: dict[str, Any] = {"temperature": None, "max_tokens": None}
+            kwargs.update(_body_of(text))
+            messages = kwargs.pop("messages")
+            kwargs.pop("model", None)
+            if kwargs.pop("logprobs", False):
+                kwargs["logprob_labels"] = ()
+            try:
+                result = await backend.complete(messages, **kwargs)
+            except RequestFailedError as exc:
+                return "failed", str(exc), key
+            if result.key != key:
+                return "failed", "sent again interactively as a different request", key
+            return "answered", None, key
 
         states = asyncio.run(send())
         self.records.set_request_states(states)
@@ -657,9 +665,12 @@ class BatchJobs:
             if f.status in TERMINAL_STATUSES or f.status == "cancelling":
                 continue
             client = self.client(f.base_url)
-            batch = self._call(
-                f"cancelling {f.batch_id}", lambda c=client, f=f: c.batches.cancel(f.batch_id)
-            )
+            try:
+                batch = client.batches.cancel(str(f.batch_id))
+            except openai.APIStatusError as exc:
+                if exc.status_code != 409:  # 409: it finished meanwhile
+                    raise BackendError(f"cancelling {f.batch_id}: {exc.message}") from None
+                continue
             cancelled.append(self.records.update_file(f.id, status=batch.status))
         return cancelled
 
