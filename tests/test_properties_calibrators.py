@@ -200,7 +200,8 @@ def test_monotone_calibrators_keep_the_order_within_each_row(name, data):
     sorted_P, sorted_Q = P[rows, order], Q[rows, order]
     larger = np.diff(sorted_P, axis=1) > 0
     assert (np.diff(sorted_Q, axis=1)[larger] >= -1e-12).all()
-    top = P.max(axis=1, keepdims=True) == P
+    # The calibrated top class is a stated top class (a tie up to float noise may go either way).
+    top = P.max(axis=1, keepdims=True) - P <= 1e-12
     assert top[np.arange(len(P)), Q.argmax(axis=1)].all()
 
 
