@@ -22,6 +22,14 @@ Method (split conformal; Vovk et al. 2005, Angelopoulos & Bates 2021):
    * ``"raps"`` (regularised APS, Angelopoulos et al. 2021): APS plus
      ``lam * max(0, rank(k) - k_reg)``, which keeps unlikely labels out.
 
+   APS and RAPS are *randomised* by default, as in both papers: a row's own
+   probability ``p[k]`` counts only by a uniform random share ``1 - u`` (one
+   ``u`` per row). Without it, a confident model's true label scores close
+   to 1 (the mass through it) even when it is ranked first, and every set
+   grows to nearly all labels; verbalized probabilities, coarse and often
+   0.9+, are the extreme case. ``randomized=False`` gives the deterministic
+   sets (same guarantee, larger sets). Randomised sets can be empty.
+
 2. On ``n`` labelled calibration rows, ``q`` is the ``ceil((n + 1)(1 - alpha))``-th
    smallest score of the true labels (``+inf`` when that rank exceeds ``n``:
    too few rows for this ``alpha``, every set is full).
@@ -109,7 +117,9 @@ def _ranked(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, rank
 
 
-def nonconformity(P, score: Score = "lac", *, lam: float = 0.01, k_reg: int = 1) -> np.ndarray:
+def nonconformity(
+    P, score: Score = "lac", *, lam: float = 0.01, k_reg: int = 1, u=None
+) -> np.ndarray:
     """The score of every label of every row, shape (n, K): lower is more conforming.
 
     Parameters
@@ -120,6 +130,9 @@ def nonconformity(P, score: Score = "lac", *, lam: float = 0.01, k_reg: int = 1)
         See the module notes.
     lam, k_reg : float, int
         RAPS penalty per rank beyond ``k_reg`` (ignored by the other scores).
+    u : array-like of shape (n,), optional
+        APS/RAPS randomisation: ``u[i] * P[i, k]`` is taken off the mass
+        through label ``k`` (so the row's own probability counts by ``1 - u``).
 
     Returns
     -------
@@ -131,6 +144,8 @@ def nonconformity(P, score: Score = "lac", *, lam: float = 0.01, k_reg: int = 1)
     [[0.6, 0.9, 1.0]]
     >>> nonconformity([[0.6, 0.3, 0.1]], "raps", lam=0.1, k_reg=1).round(6).tolist()
     [[0.6, 1.0, 1.2]]
+    >>> nonconformity([[0.6, 0.3, 0.1]], "aps", u=[0.5]).round(6).tolist()
+    [[0.3, 0.75, 0.95]]
     """
     check_params(
         {"score": score, "lam": lam, "k_reg": k_reg},
@@ -147,6 +162,11 @@ def nonconformity(P, score: Score = "lac", *, lam: float = 0.01, k_reg: int = 1)
     mass = np.cumsum(np.take_along_axis(arr, order, axis=1), axis=1)
     through = np.empty_like(mass)
     np.put_along_axis(through, order, mass, axis=1)
+    if u is not None:
+        shares = np.asarray(u, dtype=np.float64)
+        if shares.shape != (arr.shape[0],) or not ((shares >= 0) & (shares <= 1)).all():
+            raise InvalidInputError("u must hold one number in [0, 1] per row of P")
+        through = through - shares[:, None] * arr
     if score == "aps":
         return through
     return through + lam * np.maximum(0, rank - k_reg)
@@ -232,6 +252,10 @@ class ConformalSets:
         RAPS penalty per rank beyond ``k_reg``.
     k_reg : int, default 1
         Ranks free of the RAPS penalty.
+    randomized : bool, default True
+        Randomise APS/RAPS (module notes); ignored by LAC.
+    random_state : int, numpy Generator or None
+        Seed of the randomisation.
 
     Attributes
     ----------
@@ -249,6 +273,9 @@ class ConformalSets:
     >>> summary = summarize_sets(sets, y[250:])
     >>> summary.coverage >= 0.75, round(summary.mean_size, 2)
     (True, 1.38)
+    >>> aps = ConformalSets(alpha=0.2, score="aps", random_state=0).fit(P[:250], y[:250])
+    >>> round(summarize_sets(aps.predict_sets(P[250:]), y[250:]).mean_size, 2)
+    1.6
     """
 
     def __init__(
@@ -259,28 +286,42 @@ class ConformalSets:
         class_conditional: bool = False,
         lam: float = 0.01,
         k_reg: int = 1,
+        randomized: bool = True,
+        random_state=None,
     ) -> None:
         self.alpha = alpha
         self.score = score
         self.class_conditional = class_conditional
         self.lam = lam
         self.k_reg = k_reg
+        self.randomized = randomized
+        self.random_state = random_state
 
     def _validate_params(self) -> None:
         check_params(
-            {"alpha": self.alpha, "class_conditional": self.class_conditional},
+            {
+                "alpha": self.alpha,
+                "class_conditional": self.class_conditional,
+                "randomized": self.randomized,
+            },
             {
                 "alpha": [Interval("real", 0, 1, closed="neither")],
                 "class_conditional": [bool],
+                "randomized": [bool],
             },
         )
 
     def _scores(self, P) -> np.ndarray:
-        return nonconformity(P, self.score, lam=self.lam, k_reg=self.k_reg)
+        arr = check_probabilities(P)
+        u = None
+        if self.randomized and self.score != "lac":
+            u = self._rng.uniform(size=arr.shape[0])
+        return nonconformity(arr, self.score, lam=self.lam, k_reg=self.k_reg, u=u)
 
     def fit(self, P, y) -> ConformalSets:
         """Compute the threshold(s) on labelled calibration rows; returns ``self``."""
         self._validate_params()
+        self._rng = np.random.default_rng(self.random_state)
         S = self._scores(P)
         gold = check_labels(y, S.shape[0], S.shape[1])
         true_scores = S[np.arange(gold.size), gold]
