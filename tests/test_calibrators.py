@@ -703,8 +703,16 @@ def test_renormalize_opt_in():
         (ContextualCalibration(mode="both"), 'mode must be "diagonal" or "bias"'),
         (ContextualCalibration(eps="auto"), "eps must be a number"),
         (HistogramBinning(n_bins=0), "n_bins must be an integer >= 1"),
-        (IsotonicCalibration(min_probability=0.7), r"min_probability must be in \[0, 0.5\)"),
-        (ShrinkageBinning(prior_strength=0), 'prior_strength must be "auto" or > 0'),
+        (
+            IsotonicCalibration(min_probability=0.7),
+            r"min_probability must be a number in \[0, 0.5\), got 0.7",
+        ),
+        (
+            ShrinkageBinning(prior_strength=0),
+            'prior_strength must be "auto" or a finite number > 0, got 0',
+        ),
+        (ShrinkageBinning(max_bins=True), "max_bins must be an integer >= 1, got True"),
+        (HistogramBinning(n_bins=np.int64(3), renormalize="yes"), "renormalize must be True or"),
         (VectorScaling(reg_intercept=-1.0), "reg_intercept must be a finite number >= 0"),
         (AutoCalibrator(cv=1), "cv must be an integer >= 2"),
         (AutoCalibrator(candidates=[]), "candidates must be a non-empty list"),

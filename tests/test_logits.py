@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from verbcal import InvalidInputError, invert_softmax, softmax
+from verbcal import ConfigurationError, InvalidInputError, invert_softmax, softmax
 
 
 def test_softmax_hand_computed():
@@ -49,7 +49,6 @@ def test_one_dimensional_input_is_positive_class_probability():
     ("P", "kwargs", "match"),
     [
         ([[0.5, 0.5, 0.0]], {"eps": 0.0}, "row 0 has a probability of exactly 0"),
-        ([[0.5, 0.5]], {"eps": -1.0}, "eps must be"),
         ([[0.5, 0.6]], {}, "row 0 sums to 1.1"),
         ([[0.5, 0.5], [np.nan, 1.0]], {}, "row 1 contains NaN"),
         ([[0.5, 0.5], [1.5, -0.5]], {}, "row 1 has a negative value"),
@@ -62,6 +61,12 @@ def test_one_dimensional_input_is_positive_class_probability():
 def test_invert_softmax_rejects_bad_input(P, kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
         invert_softmax(P, **kwargs)
+
+
+def test_invert_softmax_refuses_a_negative_eps():
+    # eps is a parameter, not input data: a ConfigurationError, as for every calibrator.
+    with pytest.raises(ConfigurationError, match="eps must be a finite number >= 0, got -1.0"):
+        invert_softmax([[0.5, 0.5]], eps=-1.0)
 
 
 def test_renormalize_opt_in():

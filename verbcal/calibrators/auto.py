@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import clone
@@ -19,6 +20,7 @@ from verbcal.calibrators.scaling import (
 )
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics import ece
+from verbcal.validation import Constraint, Interval
 
 __all__ = ["AutoCalibrator", "CalibratorChain", "default_candidates"]
 
@@ -198,6 +200,11 @@ class AutoCalibrator(BaseCalibrator):
     True
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "cv": [Interval("integer", 2, None)],
+    }
+
     def __init__(self, candidates=None, cv=5, random_state=0, renormalize=False):
         self.candidates = candidates
         self.cv = cv
@@ -213,8 +220,6 @@ class AutoCalibrator(BaseCalibrator):
         return pairs
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)) or self.cv < 2:
-            raise ConfigurationError(f"cv must be an integer >= 2, got {self.cv!r}")
         if len(y) < 2 * self.cv:
             raise InvalidInputError(
                 f"AutoCalibrator needs at least {2 * self.cv} rows for {self.cv}-fold "

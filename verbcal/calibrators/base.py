@@ -1,11 +1,15 @@
-"""What every verbcal calibrator shares: the estimator contract, input checks, NLL fitting.
+"""What every verbcal calibrator shares: the estimator contract and its checks.
 
 A calibrator maps probability rows ``P`` (n, K) to calibrated rows ``Q`` (n, K).
-Subclasses implement ``_fit(P, y)`` and ``_predict_proba(P)`` on arrays that have
-already been checked here, once.
+Subclasses declare what each parameter may be in ``_parameter_constraints``
+(as scikit-learn does; checked by :func:`verbcal.validation.check_params` when
+``fit`` starts) and implement ``_fit(P, y)`` and ``_predict_proba(P)`` on
+arrays that have already been checked here, once.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 from scipy.sparse import issparse
@@ -13,11 +17,35 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from verbcal.calibrators.logits import check_log_defined, log_smoothed
 from verbcal.errors import ConfigurationError, InvalidInputError
-from verbcal.validation import check_labels, check_probabilities
+from verbcal.validation import (
+    Constraint,
+    Interval,
+    Options,
+    check_labels,
+    check_params,
+    check_probabilities,
+)
+
+__all__ = [
+    "EPS",
+    "EPS_AUTO",
+    "EPS_GRID",
+    "BaseCalibrator",
+    "NotFittedError",
+    "check_eps",
+    "check_fitted",
+    "check_log_defined",
+    "log_smoothed",
+]
 
 #: Smoothings tried by ``eps="auto"``: from "trust a stated 0" to "a stated 0 is a 3% chance".
 EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+#: What a smoothing ``eps`` may be: a finite number >= 0 (``EPS_AUTO`` also allows "auto").
+EPS: list[Constraint] = [Interval("real", 0, None)]
+EPS_AUTO: list[Constraint] = [Options(("auto",)), *EPS]
 
 
 def _shape(P) -> tuple:
@@ -50,13 +78,21 @@ def check_fitted(estimator) -> None:
 class BaseCalibrator(ClassifierMixin, BaseEstimator):
     """Estimator contract shared by the calibrators (not for direct use).
 
-    ``fit(P, y)`` checks its input once and calls ``_fit``; ``predict_proba``
-    checks that the estimator is fitted and that ``P`` has the fitted number of
-    columns, then calls ``_predict_proba``.
+    ``fit(P, y)`` checks the parameters against ``_parameter_constraints`` and
+    its input once, then calls ``_fit``; ``predict_proba`` checks that the
+    estimator is fitted and that ``P`` has the fitted number of columns, then
+    calls ``_predict_proba``.
     """
 
-    #: False for calibrators that learn from unlabelled rows (``fit(P, y=None)``).
+    #: False for calibrators that learn from unlabelled rows: ``fit`` drops ``y``.
     _needs_labels = True
+
+    #: Parameter name → what it may be; every parameter of ``__init__`` is listed.
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"renormalize": [bool]}
+
+    def _validate_params(self) -> None:
+        """Raise a ConfigurationError naming the first parameter that breaks its constraint."""
+        check_params(self.get_params(deep=False), self._parameter_constraints)
 
     def fit(self, P, y=None):
         """Learn the calibration map from probability rows ``P`` and class indices ``y``.
@@ -66,17 +102,18 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
         P : array-like of shape (n, K) or (n,)
             Probability rows (a 1-D array is the positive-class probability of a
             binary problem).
-        y : array-like of shape (n,)
-            Gold class indices 0..K-1 (column numbers of ``P``).
+        y : array-like of shape (n,), or None
+            Gold class indices 0..K-1 (column numbers of ``P``). Ignored by the
+            label-free calibrators (contextual and batch calibration).
 
         Returns
         -------
         self
         """
+        self._validate_params()
         P = self._check_P(P)
         self._check_n_classes(P.shape[1])
-        if self._needs_labels or y is not None:
-            y = self._check_y(y, P)
+        y = self._check_y(y, P) if self._needs_labels else None
         self.classes_ = np.arange(P.shape[1])
         self.n_features_in_ = P.shape[1]
         self._fit(P, y)
@@ -166,18 +203,3 @@ def check_eps(eps, *, allow_auto: bool = True) -> None:
         raise ConfigurationError(f"eps must be {allowed}a number >= 0, got {eps!r}")
     if not np.isfinite(eps) or eps < 0:
         raise ConfigurationError(f"eps must be a finite number >= 0, got {eps!r}")
-
-
-def log_smoothed(P: np.ndarray, eps: float) -> np.ndarray:
-    """Estimated logits ``log(P + eps)`` (defined up to a constant per row)."""
-    check_log_defined(P, eps)
-    with np.errstate(divide="ignore"):
-        return np.log(P + eps)
-
-
-def check_log_defined(P: np.ndarray, eps: float) -> None:
-    """Raise unless every ``log(P + eps)`` is finite (an exact 0 with ``eps`` = 0 is not)."""
-    if eps == 0 and (P == 0).any():
-        raise InvalidInputError(
-            "P has a probability of exactly 0 and eps is 0, so its logit would be -inf; use eps > 0"
-        )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from verbcal.calibrators.base import BaseCalibrator
+from verbcal.calibrators.base import EPS_AUTO, BaseCalibrator
 from verbcal.calibrators.scaling import TemperatureScaling
-from verbcal.errors import ConfigurationError
 from verbcal.metrics.binning import assign_bins, uniform_edges
+from verbcal.validation import Constraint, Interval, Options
 
 #: Prior strengths tried by ``ShrinkageBinning(prior_strength="auto")``.
 PRIOR_STRENGTH_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0)
@@ -25,9 +27,8 @@ def _as_stated(P: np.ndarray) -> np.ndarray:
     return np.round(P, STATED_DECIMALS)
 
 
-def _check_min_probability(value) -> None:
-    if isinstance(value, bool) or not 0 <= value < 0.5:
-        raise ConfigurationError(f"min_probability must be in [0, 0.5), got {value!r}")
+#: What a ``min_probability`` floor may be.
+MIN_PROBABILITY: list[Constraint] = [Interval("real", 0, 0.5, closed="left")]
 
 
 def _floor_and_renormalise(Q: np.ndarray, min_probability: float) -> np.ndarray:
@@ -73,12 +74,16 @@ class IsotonicCalibration(BaseCalibrator):
     [[0.999, 0.001]]
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "min_probability": MIN_PROBABILITY,
+    }
+
     def __init__(self, min_probability=1e-3, renormalize=False):
         self.min_probability = min_probability
         self.renormalize = renormalize
 
     def _fit(self, P, y):
-        _check_min_probability(self.min_probability)
         P = _as_stated(P)
         fits = [
             IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
@@ -133,6 +138,12 @@ class HistogramBinning(BaseCalibrator):
     [[0.0, 0.5], [0.5, 1.0]]
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "n_bins": [Interval("integer", 1, None)],
+        "min_probability": MIN_PROBABILITY,
+    }
+
     def __init__(self, n_bins=10, min_probability=1e-3, renormalize=False):
         self.n_bins = n_bins
         self.min_probability = min_probability
@@ -142,12 +153,7 @@ class HistogramBinning(BaseCalibrator):
         return assign_bins(_as_stated(p), self.bin_edges_)
 
     def _fit(self, P, y):
-        if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, (int, np.integer)):
-            raise ConfigurationError(f"n_bins must be an integer >= 1, got {self.n_bins!r}")
-        if self.n_bins < 1:
-            raise ConfigurationError(f"n_bins must be an integer >= 1, got {self.n_bins!r}")
-        _check_min_probability(self.min_probability)
-        self.bin_edges_ = uniform_edges(self.n_bins)
+        self.bin_edges_ = uniform_edges(int(self.n_bins))
         midpoints = (self.bin_edges_[:-1] + self.bin_edges_[1:]) / 2
         values = []
         for k in range(P.shape[1]):
@@ -276,14 +282,13 @@ class ShrinkageBinning(BaseCalibrator):
         self.eps = eps
         self.renormalize = renormalize
 
-    def _check_params(self) -> None:
-        alpha = self.prior_strength
-        if not (alpha == "auto" if isinstance(alpha, str) else alpha > 0):
-            raise ConfigurationError(f'prior_strength must be "auto" or > 0, got {alpha!r}')
-        if isinstance(self.max_bins, bool) or not isinstance(self.max_bins, (int, np.integer)):
-            raise ConfigurationError(f"max_bins must be an integer >= 1, got {self.max_bins!r}")
-        if self.max_bins < 1:
-            raise ConfigurationError(f"max_bins must be an integer >= 1, got {self.max_bins!r}")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "prior_strength": [Options(("auto",)), Interval("real", 0, None, closed="neither")],
+        "by_class": [bool],
+        "max_bins": [Interval("integer", 1, None)],
+        "eps": EPS_AUTO,
+    }
 
     def _key(self, P: np.ndarray) -> np.ndarray:
         """The stated top probability (rounded), shifted by 2 per predicted class if ``by_class``.
@@ -311,7 +316,6 @@ class ShrinkageBinning(BaseCalibrator):
         return self.block_of_value_[np.searchsorted(midpoints, self._key(P))]
 
     def _fit(self, P, y):
-        self._check_params()
         self.temperature_scaling_ = TemperatureScaling(eps=self.eps).fit(P, y)
         Q = self.temperature_scaling_.predict_proba(P)
         top = self._key(P)

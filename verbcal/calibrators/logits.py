@@ -11,10 +11,29 @@ from __future__ import annotations
 import numpy as np
 
 from verbcal.errors import InvalidInputError
-from verbcal.validation import check_probabilities
+from verbcal.validation import Interval, check_param, check_probabilities
+
+__all__ = ["DEFAULT_EPS", "check_log_defined", "invert_softmax", "log_smoothed", "softmax"]
 
 #: Smoothing added to every probability before the log, so that a stated 0.0 stays finite.
 DEFAULT_EPS = 1e-3
+
+
+def check_log_defined(P: np.ndarray, eps: float) -> None:
+    """Raise unless every ``log(P + eps)`` is finite (an exact 0 with ``eps`` = 0 is not)."""
+    if eps == 0 and (P == 0).any():
+        row = int(np.flatnonzero((P == 0).any(axis=-1))[0]) if P.ndim == 2 else 0
+        raise InvalidInputError(
+            f"P row {row} has a probability of exactly 0 and eps is 0, so its logit would be "
+            "-inf; use eps > 0"
+        )
+
+
+def log_smoothed(P: np.ndarray, eps: float) -> np.ndarray:
+    """Estimated logits ``log(P + eps)`` of checked rows (defined up to a constant per row)."""
+    check_log_defined(P, eps)
+    with np.errstate(divide="ignore"):
+        return np.log(P + eps)
 
 
 def softmax(Z, axis: int = -1) -> np.ndarray:
@@ -78,14 +97,6 @@ def invert_softmax(P, eps: float = DEFAULT_EPS, *, renormalize: bool = False) ->
     >>> softmax(Z).round(4).tolist()
     [[0.8835, 0.1068, 0.0097]]
     """
-    if not np.isfinite(eps) or eps < 0:
-        raise InvalidInputError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_param("eps", eps, [Interval("real", 0, None)])
     arr = check_probabilities(P, renormalize=renormalize)
-    if eps == 0 and (arr == 0).any():
-        row = int(np.flatnonzero((arr == 0).any(axis=1))[0])
-        raise InvalidInputError(
-            f"P row {row} has a probability of exactly 0, whose log is -inf; use eps > 0"
-        )
-    k = arr.shape[1]
-    with np.errstate(divide="ignore"):
-        return np.log(arr + eps) - np.log1p(k * eps)
+    return log_smoothed(arr, eps) - np.log1p(arr.shape[1] * eps)
