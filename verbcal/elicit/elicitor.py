@@ -171,7 +171,6 @@ class Elicitor:
         self.max_tokens = max_tokens
         self.seed = seed
         self.reasoning_effort = reasoning_effort
-        self.aliases = dict(aliases) if aliases else None
         self.logprobs = logprobs
         self.circuit_breaker = circuit_breaker
         self._breaker: CircuitBreaker | None = None
