@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verbcal.calibrators.base import check_log_defined
+from verbcal.calibrators.logits import check_log_defined
 
 __all__ = [
     "BETA_BOUNDS",
@@ -91,12 +91,19 @@ def fit_inverse_temperature(Z: np.ndarray, y: np.ndarray) -> tuple[float, float]
 
 
 def fit_smoothed_inverse_temperature(
-    P: np.ndarray, y: np.ndarray, eps_grid: tuple[float, ...]
+    P: np.ndarray, y: np.ndarray, eps_grid: tuple[float, ...], prior_scale: float | None = None
 ) -> tuple[float, float, float]:
     """The smoothing and inverse temperature of ``softmax(beta * log(P + eps))`` with least NLL.
 
     Every ``eps`` of the grid gets its best ``beta`` (float32 logits); the pair
     with the lowest NLL is then refined on float64 logits.
+
+    With ``prior_scale`` ``s``, the fit is the posterior mode under normal priors
+    ``log(beta) ~ N(0, s^2)`` (the stated values are taken as they are unless the
+    labels say otherwise) and ``log10(eps) ~ N(m, s^2)``, ``m`` the middle of the
+    grid on the log scale: the penalised NLL is
+    ``NLL + (log(beta)^2 + (log10(eps) - m)^2) / (2 s^2 n)``. The priors weigh as
+    much as a few rows, so they decide with 25 labelled rows and vanish with thousands.
 
     Parameters
     ----------
@@ -106,11 +113,13 @@ def fit_smoothed_inverse_temperature(
         Gold class indices.
     eps_grid : tuple of float
         Smoothings to compare (each >= 0; 0 only when ``P`` has no exact 0).
+    prior_scale : float, optional
+        ``s`` above; None fits by NLL alone (maximum likelihood).
 
     Returns
     -------
     nll, eps, beta : float
-        The NLL at the fitted pair, the smoothing and the inverse temperature.
+        The (unpenalised) NLL at the fitted pair, the smoothing and the inverse temperature.
     """
     for eps in eps_grid:
         check_log_defined(P, eps)
@@ -130,6 +139,15 @@ def fit_smoothed_inverse_temperature(
         with np.errstate(divide="ignore"):
             return np.log(gold_p + eps) - np.log(top + eps)
 
+    n = len(y)
+    weight = 0.0 if prior_scale is None else 1.0 / (prior_scale**2 * n)
+    middle = float(np.mean(np.log10(np.maximum(eps_grid, 1e-12))))
+
+    def eps_penalty(eps: float) -> float:
+        if len(eps_grid) == 1:
+            return 0.0
+        return weight * (np.log10(max(eps, 1e-12)) - middle) ** 2 / 2
+
     if len(eps_grid) == 1:
         eps, beta = eps_grid[0], None
     else:
@@ -140,14 +158,20 @@ def fit_smoothed_inverse_temperature(
         fits = []
         beta, curvature = None, np.nan
         for eps in eps_grid:
-            beta, nll, curvature = _newton(
-                shifted_logits(search, eps, Zt), gold_logits(eps), beta, curvature
+            beta, objective, curvature = _newton(
+                shifted_logits(search, eps, Zt),
+                gold_logits(eps),
+                beta,
+                curvature,
+                prior_weight=weight,
             )
-            fits.append((nll, eps, beta))
+            fits.append((objective + eps_penalty(eps), eps, beta))
         del search, Zt
         _, eps, beta = min(fits)
-    beta, nll, _ = _newton(shifted_logits(Pt, eps, Pt), gold_logits(eps), beta, subsample=False)
-    return nll, eps, beta
+    beta, objective, _ = _newton(
+        shifted_logits(Pt, eps, Pt), gold_logits(eps), beta, subsample=False, prior_weight=weight
+    )
+    return objective - weight * np.log(beta) ** 2 / 2, eps, beta
 
 
 def inverse_temperature_by_newton(
@@ -188,18 +212,27 @@ def _newton(
     curvature: float = np.nan,
     *,
     subsample: bool = True,
+    prior_weight: float = 0.0,
 ) -> tuple[float, float, float]:
     """:func:`inverse_temperature_by_newton`, with a first guess of the curvature ``F''``.
 
     With ``subsample`` and enough items, a fit on every ``m``-th item (``m >= 8``,
     at most about ``WARM_START_ROWS`` items) refines ``start`` and ``curvature``
-    first. Returns ``(beta, nll, curvature)``: the last curvature used.
+    first. ``prior_weight`` adds ``prior_weight * log(beta)**2 / 2`` to the mean
+    NLL (a normal prior on ``log(beta)``, divided by the number of items).
+    Returns ``(beta, objective, curvature)``: the objective is the penalised mean
+    NLL and the curvature the last one used.
     """
     n = Zt.shape[1]
     if subsample and n >= 8 * MIN_SUBSAMPLE_ROWS:
         every = max(8, n // WARM_START_ROWS)
         start, _, curvature = _newton(
-            np.ascontiguousarray(Zt[:, ::every]), gold[::every], start, curvature, subsample=False
+            np.ascontiguousarray(Zt[:, ::every]),
+            gold[::every],
+            start,
+            curvature,
+            subsample=False,
+            prior_weight=prior_weight,
         )
     exact = Zt.dtype == np.float64 or np.isnan(curvature)
     tolerance = NEWTON_STEP_TOLERANCE if Zt.dtype == np.float64 else FLOAT32_STEP_TOLERANCE
@@ -212,12 +245,14 @@ def _newton(
         np.exp(work, out=work)
         s0 = work.sum(axis=0).astype(np.float64)  # K terms each: float32 sums suffice
         mean_z = np.einsum("kn,kn->n", work, Zt) / s0
-        value = float(np.log(s0).mean()) - beta * mean_gold
-        gradient = float(mean_z.mean(dtype=np.float64)) - mean_gold
+        u = np.log(beta)
+        value = float(np.log(s0).mean()) - beta * mean_gold + prior_weight * u * u / 2
+        gradient = float(mean_z.mean(dtype=np.float64)) - mean_gold + prior_weight * u / beta
         if squared is None:
             return value, gradient, np.nan
         mean_z2 = np.einsum("kn,kn->n", work, squared) / s0
-        return value, gradient, float((mean_z2 - mean_z * mean_z).mean(dtype=np.float64))
+        variance = float((mean_z2 - mean_z * mean_z).mean(dtype=np.float64))
+        return value, gradient, variance + prior_weight * (1.0 - u) / beta**2
 
     low, high = BETA_BOUNDS
     low_known = high_known = False  # has the gradient's sign been seen at low / high?
