@@ -196,7 +196,7 @@ def build_verbalized(
     if kind == "near_duplicates":
         # The same stated value an ulp or two apart, as renormalising leaves it.
         ulps = np.where(P > 0, rng.integers(-2, 3, size=P.shape), 0)
-        P = P + ulps * np.spacing(P)
+        P = np.minimum(P + ulps * np.spacing(P), 1.0)
     return Verbalized(P=P, y=y, renormalize=renormalize, recipe=recipe)
 
 
