@@ -73,7 +73,7 @@ TERMINAL_STATUSES = frozenset({"completed", "expired", "cancelled", "failed"})
 #: Where requests that failed in a retryable way go: a new batch, or the interactive path.
 FALLBACKS = ("batch", "interactive")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-_INGEST_CHUNK = 2000
+_INGEST_CHUNK = 5000  # result lines read, stored and committed together
 
 
 @dataclass

@@ -179,17 +179,13 @@ class BatchRecords:
                 "SELECT key, request, state FROM batch_requests WHERE file = ?", (file_row,)
             )
             return {key: (request, state) for key, request, state in rows}
-        keys = list(keys)
-        out: dict[str, tuple[str, str]] = {}
-        for start in range(0, len(keys), 900):
-            chunk = keys[start : start + 900]
-            rows = self.conn.execute(
-                "SELECT key, request, state FROM batch_requests "
-                f"WHERE file = ? AND key IN ({','.join('?' * len(chunk))})",
-                (file_row, *chunk),
-            )
-            out.update({key: (request, state) for key, request, state in rows})
-        return out
+        # By primary key, then the file checked here: a query on both would walk the
+        # file's index over all its rows for every chunk of keys.
+        return {
+            key: (request, state)
+            for key, (file, request, state) in self.locate(keys).items()
+            if file == file_row
+        }
 
     def locate(self, keys: Iterable[str]) -> dict[str, tuple[int, str, str]]:
         """``key -> (file row, request JSON, state)`` for the keys that were ever sent."""
