@@ -649,6 +649,8 @@ ANSWER_ALTERNATIVES = [lp("neg", 0.6), lp(" pos", 0.3), lp("The", 0.1)]
         ),
         # a token that merges the opening quote with the start of the value
         (['{"Answer":', ' "neg', 'ative"}'], 1),
+        # another answer key the parser reads, in another case, and a bracketed value
+        (['{"', "final", "_answer", '":', ' "(', "neg", 'ative)"}'], 5),
         # plain text: the first token that matches a label
         (["The", " answer", " is", " negative", "."], 3),
         # plain text naming no label: the first word token, where the answer would start

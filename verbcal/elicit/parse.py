@@ -66,9 +66,10 @@ FAILED = "failed"
 #: Default allowed deviation of a stated sum from 1 before a row counts as repaired.
 SUM_TOLERANCE = 0.01
 
-# Keys (after normalisation) that hold the chosen label or the confidence in it.
-_ANSWER_KEYS = frozenset({"answer", "final answer", "label", "prediction", "choice"})
-_CONFIDENCE_KEYS = frozenset({"confidence", "confidence level", "probability", "certainty"})
+#: Keys (after :func:`~verbcal.labels.normalise_label`) that hold the chosen label.
+ANSWER_KEYS = frozenset({"answer", "final answer", "label", "prediction", "choice"})
+#: Keys (normalised) that hold the confidence in the chosen label.
+CONFIDENCE_KEYS = frozenset({"confidence", "confidence level", "probability", "certainty"})
 
 _QUOTE = "[\"'*]*"  # quotes or markdown bold around a key or value in plain text
 
@@ -264,9 +265,9 @@ def _read_object_or_reject(
         label = label_set.match(key)
         if label is None:
             role = normalise_label(key)
-            if role in _ANSWER_KEYS or role in _CONFIDENCE_KEYS:
-                roles["answer" if role in _ANSWER_KEYS else "confidence"] = value
-                role_keys["answer" if role in _ANSWER_KEYS else "confidence"] = key
+            if role in ANSWER_KEYS or role in CONFIDENCE_KEYS:
+                roles["answer" if role in ANSWER_KEYS else "confidence"] = value
+                role_keys["answer" if role in ANSWER_KEYS else "confidence"] = key
             continue
         if value is None:
             continue

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from verbcal.elicit.parse import ANSWER_KEYS
 from verbcal.labels import LabelSet
 
 __all__ = ["answer_label_probabilities", "answer_position", "label_probabilities_from_logprobs"]
@@ -71,8 +72,15 @@ def label_probabilities_from_logprobs(
     return {label: m / total for label, m in zip(label_set.labels, mass, strict=True)}, total
 
 
-#: Where the value of a JSON answer's ``"Answer"`` field starts (after an opening quote).
-_ANSWER_VALUE = re.compile(r'"Answer"\s*:\s*"?\s*(?=\w)')
+#: Where the value of a JSON answer's ``"Answer"`` field (or another answer key the parser
+#: reads, in any case) starts: after an opening quote and brackets.
+_ANSWER_KEY_FORMS = sorted(ANSWER_KEYS, key=lambda key: (-len(key), key))
+_ANSWER_VALUE = re.compile(
+    "[\"'](?:"
+    + "|".join(key.replace(" ", r"[\W_]+") for key in _ANSWER_KEY_FORMS)
+    + r")[\"']\s*:\s*[\"']?[\s(\[*]*(?=[^\W_])",
+    re.IGNORECASE,
+)
 _WORD = re.compile(r"[^\W_]")
 
 
@@ -82,7 +90,8 @@ def answer_position(
     """The token position that states the answer label, or None when there is none.
 
     In a JSON answer (the shipped templates), it is the token where the value
-    of the ``"Answer"`` field starts; a JSON answer without that field has no
+    of the ``"Answer"`` field (or another key in
+    :data:`verbcal.elicit.parse.ANSWER_KEYS`) starts; a JSON answer without one has no
     answer token (its first label-like tokens are keys). In any other text, it
     is the first token that matches a label (see :func:`label_probabilities_from_logprobs`);
     when no token does (``"The movie review"``), the first token with a word
