@@ -564,6 +564,57 @@ def _run_route(args: argparse.Namespace) -> int:
     return EXIT_OK if met else EXIT_INCOMPLETE
 
 
+# --------------------------------------------------------------------------- conformal
+
+
+def _add_conformal(sub) -> None:
+    from verbcal.conformal import SCORES
+
+    p = sub.add_parser(
+        "conformal",
+        help="a label set per item that holds the true label with probability >= 1 - alpha",
+        description="Split-conformal label sets from calibrated probabilities: each item gets "
+        "the labels whose nonconformity score is within the threshold calibrated on the "
+        "labelled items the calibrator was not fitted on, so the set holds the true label "
+        "with probability at least 1 - alpha (marginally, or for every class with "
+        "--class-conditional). Scores: lac (smallest sets), aps and raps (adaptive; "
+        "randomised). Writes one JSON object per item: id, set, size.",
+    )
+    p.add_argument("--preds", required=True, type=Path)
+    p.add_argument("--calibrator", required=True, type=Path)
+    p.add_argument(
+        "--alpha",
+        type=_number("real", 0, 1, "neither"),
+        default=0.1,
+        help="miscoverage allowed (default 0.1: sets hold the truth >= 90%% of the time)",
+    )
+    p.add_argument("--score", choices=SCORES, default="lac", help="nonconformity score")
+    p.add_argument("--class-conditional", action="store_true", help="coverage per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the aps/raps randomisation")
+    p.add_argument("--out", required=True, type=Path, help="label sets JSONL to write")
+    p.set_defaults(run=_run_conformal)
+
+
+def _run_conformal(args: argparse.Namespace) -> int:
+    from verbcal.persist import load_calibrator
+    from verbcal.predictions import read_predictions
+    from verbcal.routing import conformal_predictions, write_routed
+
+    record = load_calibrator(args.calibrator)
+    result = conformal_predictions(
+        read_predictions(args.preds),
+        record,
+        alpha=args.alpha,
+        score=args.score,
+        class_conditional=args.class_conditional,
+        seed=args.seed,
+    )
+    write_routed(args.out, result)
+    print("\n".join(result.summary_lines()))
+    print(f"wrote {len(result.rows)} label sets to {args.out}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- threshold
 
 
@@ -743,6 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_threshold(sub)
     _add_route(sub)
+    _add_conformal(sub)
     _add_report(sub)
     _add_demo(sub)
     add_batch_command(sub, run_batch_command)

@@ -24,6 +24,17 @@ row is a JSON object::
 (with costs, ``"expected_cost"`` too). The summary says what coverage and
 accuracy (or cost) to expect, and, on labelled rows the calibrator was not
 fitted on, what was realised.
+
+Label sets (``verbcal conformal``, :func:`conformal_predictions`): instead of
+one decision, each item gets the set of labels that holds the true one with
+probability ``>= 1 - alpha`` (:mod:`verbcal.conformal`), calibrated on the
+labelled items the calibrator was *not* fitted on (they are exchangeable with
+new items; the fitted ones are not quite)::
+
+    {"id": "17", "set": ["B"], "size": 1}
+    {"id": "18", "set": ["A", "C"], "size": 2}
+
+An unparsed item gets every label.
 """
 
 from __future__ import annotations
@@ -36,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from verbcal.conformal import ConformalSets, SetSummary, summarize_sets
 from verbcal.decisions import ABSTAIN, CostEvaluation, CostMatrix, evaluate_costs, expected_costs
-from verbcal.errors import ConfigurationError
+from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics.intervals import clopper_pearson
 from verbcal.persist import CalibratorRecord
 from verbcal.predictions import ITEM, Prediction, to_arrays
@@ -49,7 +61,15 @@ from verbcal.selective import (
 )
 from verbcal.workflow import check_same_labels
 
-__all__ = ["AUTO", "HUMAN", "Routing", "route_predictions", "write_routed"]
+__all__ = [
+    "AUTO",
+    "HUMAN",
+    "LabelSets",
+    "Routing",
+    "conformal_predictions",
+    "route_predictions",
+    "write_routed",
+]
 
 AUTO, HUMAN = "auto", "human"
 
@@ -269,7 +289,7 @@ def route_predictions(
     return Routing(rows, rule, selection, expected_summary, realised)
 
 
-def write_routed(path: str | os.PathLike, routing: Routing) -> Path:
+def write_routed(path: str | os.PathLike, routing: Routing | LabelSets) -> Path:
     """Write one JSON object per item (see the module notes) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,3 +297,98 @@ def write_routed(path: str | os.PathLike, routing: Routing) -> Path:
         for row in routing.rows:
             out.write(json.dumps(row) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class LabelSets:
+    """Every item's conformal label set, and how they were made.
+
+    Attributes
+    ----------
+    rows : list of dict
+        ``{"id", "set", "size"}`` per item prediction, in input order.
+    sets : ConformalSets
+        The fitted set maker (``quantile_``, ``n_calibration_``).
+    summary : SetSummary
+        Sizes over the parsed items (no coverage: their labels calibrated it).
+    n_unparsed : int
+        Items that got every label because their answer could not be parsed.
+    """
+
+    rows: list[dict]
+    sets: ConformalSets
+    summary: SetSummary
+    n_unparsed: int
+
+    def summary_lines(self) -> list[str]:
+        s, cs = self.summary, self.sets
+        scope = "for every class" if cs.class_conditional else "marginally"
+        return [
+            f"{cs.score.upper()} sets with coverage >= {1 - cs.alpha:g} {scope}, calibrated on "
+            f"{cs.n_calibration_} labelled items the calibrator was not fitted on",
+            f"{s.n_rows} parsed items: mean set size {s.mean_size:.3f}, singletons "
+            f"{s.singleton_rate:.1%}, empty {s.empty_rate:.1%}"
+            + (f"; {self.n_unparsed} unparsed items get every label" if self.n_unparsed else ""),
+        ]
+
+
+def conformal_predictions(
+    predictions: list[Prediction],
+    record: CalibratorRecord,
+    *,
+    alpha: float = 0.1,
+    score: str = "lac",
+    class_conditional: bool = False,
+    seed: int | None = 0,
+) -> LabelSets:
+    """Conformal label sets for every item, calibrated on held-out labelled items.
+
+    Parameters
+    ----------
+    predictions : list of Prediction
+    record : CalibratorRecord
+    alpha : float in (0, 1), default 0.1
+        Miscoverage allowed.
+    score : {"lac", "aps", "raps"}, default "lac"
+    class_conditional : bool, default False
+    seed : int or None, default 0
+        Seed of the APS/RAPS randomisation.
+
+    Returns
+    -------
+    LabelSets
+    """
+    check_same_labels(predictions, record.labels)
+    labels = record.labels
+    items = to_arrays(predictions, kind=ITEM, prefer_labelled=False)
+    Q = record.calibrator.predict_proba(items.P)
+    gold = _label_indices(predictions, items.ids, labels)
+    fitted = set(record.fitted_ids)
+    calibrate = np.array([i not in fitted for i in items.ids], dtype=bool) & (gold >= 0)
+    if not calibrate.any():
+        raise InvalidInputError(
+            "conformal sets need labelled items the calibrator was not fitted on: fit with "
+            "--holdout > 0 on labelled predictions"
+        )
+    sets = ConformalSets(
+        alpha,
+        score,  # type: ignore[arg-type]
+        class_conditional=class_conditional,
+        random_state=seed,
+    ).fit(Q[calibrate], gold[calibrate])
+    mask = sets.predict_sets(Q)
+    by_id = {
+        item_id: [labels[k] for k in np.flatnonzero(row)]
+        for item_id, row in zip(items.ids, mask, strict=True)
+    }
+    rows = []
+    unparsed = 0
+    for p in predictions:
+        if p.kind != ITEM:
+            continue
+        chosen = by_id.get(p.id)
+        if chosen is None:
+            unparsed += 1
+            chosen = list(labels)
+        rows.append({"id": p.id, "set": chosen, "size": len(chosen)})
+    return LabelSets(rows, sets, summarize_sets(mask), unparsed)
