@@ -698,10 +698,10 @@ def test_renormalize_opt_in():
 @pytest.mark.parametrize(
     ("estimator", "match"),
     [
-        (TemperatureScaling(eps="big"), 'eps must be "auto" or a number'),
-        (TemperatureScaling(eps=-1.0), "eps must be a finite number >= 0"),
+        (TemperatureScaling(eps="big"), 'eps must be "auto" or a finite number >= 0'),
+        (TemperatureScaling(eps=-1.0), r"eps must be .* a finite number >= 0, got -1.0"),
         (ContextualCalibration(mode="both"), 'mode must be "diagonal" or "bias"'),
-        (ContextualCalibration(eps="auto"), "eps must be a number"),
+        (ContextualCalibration(eps="auto"), "eps must be a finite number >= 0, got 'auto'"),
         (HistogramBinning(n_bins=0), "n_bins must be an integer >= 1"),
         (
             IsotonicCalibration(min_probability=0.7),

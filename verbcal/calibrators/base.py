@@ -17,7 +17,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from verbcal.calibrators.logits import check_log_defined, log_smoothed
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.validation import (
     Constraint,
@@ -34,10 +33,7 @@ __all__ = [
     "EPS_GRID",
     "BaseCalibrator",
     "NotFittedError",
-    "check_eps",
     "check_fitted",
-    "check_log_defined",
-    "log_smoothed",
 ]
 
 #: Smoothings tried by ``eps="auto"``: from "trust a stated 0" to "a stated 0 is a 3% chance".
@@ -189,17 +185,3 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
                 "2 classes to learn anything"
             )
         return y
-
-
-# -- shared math ---------------------------------------------------------------------------
-
-
-def check_eps(eps, *, allow_auto: bool = True) -> None:
-    """Raise a ConfigurationError unless ``eps`` is "auto" (when allowed) or a number >= 0."""
-    if allow_auto and isinstance(eps, str) and eps == "auto":
-        return
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
-        allowed = '"auto" or ' if allow_auto else ""
-        raise ConfigurationError(f"eps must be {allowed}a number >= 0, got {eps!r}")
-    if not np.isfinite(eps) or eps < 0:
-        raise ConfigurationError(f"eps must be a finite number >= 0, got {eps!r}")

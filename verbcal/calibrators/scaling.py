@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-from verbcal.calibrators.base import EPS_GRID, BaseCalibrator, check_eps, log_smoothed
+from verbcal.calibrators.base import EPS, EPS_AUTO, EPS_GRID, BaseCalibrator
 from verbcal.calibrators.inverse_temperature import (
     class_major,
     fit_inverse_temperature,
     fit_smoothed_inverse_temperature,
 )
-from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.calibrators.logits import log_smoothed
+from verbcal.errors import InvalidInputError
+from verbcal.validation import Constraint, Interval, Options
 
 
 class TemperatureScaling(BaseCalibrator):
@@ -54,12 +58,16 @@ class TemperatureScaling(BaseCalibrator):
     [[0.5, 0.5]]
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "eps": EPS_AUTO,
+    }
+
     def __init__(self, eps="auto", renormalize=False):
         self.eps = eps
         self.renormalize = renormalize
 
     def _fit(self, P, y):
-        check_eps(self.eps)
         grid = EPS_GRID if self.eps == "auto" else (float(self.eps),)
         self.nll_, self.eps_, beta = fit_smoothed_inverse_temperature(P, y, grid)
         self.temperature_ = 1.0 / beta
@@ -170,31 +178,18 @@ class ContextualCalibration(BaseCalibrator):
 
     _needs_labels = False
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "mode": [Options(("diagonal", "bias"))],
+        "eps": EPS,
+    }
+
     def __init__(self, mode="diagonal", eps=1e-3, renormalize=False):
         self.mode = mode
         self.eps = eps
         self.renormalize = renormalize
 
-    def fit(self, P, y=None):
-        """Learn ``p_cf`` from the rows of content-free inputs; ``y`` is ignored.
-
-        Parameters
-        ----------
-        P : array-like of shape (n, K)
-            The model's probability rows for content-free inputs.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self
-        """
-        return super().fit(P, None)
-
     def _fit(self, P, y):
-        if self.mode not in ("diagonal", "bias"):
-            raise ConfigurationError(f'mode must be "diagonal" or "bias", got {self.mode!r}')
-        check_eps(self.eps, allow_auto=False)
         mean = P.mean(axis=0)
         self.content_free_proba_ = mean / mean.sum()
         self.eps_ = float(self.eps)
@@ -238,27 +233,16 @@ class BatchCalibration(BaseCalibrator):
 
     _needs_labels = False
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "eps": EPS,
+    }
+
     def __init__(self, eps=1e-3, renormalize=False):
         self.eps = eps
         self.renormalize = renormalize
 
-    def fit(self, P, y=None):
-        """Estimate the class prior from unlabelled rows ``P``; ``y`` is ignored.
-
-        Parameters
-        ----------
-        P : array-like of shape (n, K)
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self
-        """
-        return super().fit(P, None)
-
     def _fit(self, P, y):
-        check_eps(self.eps, allow_auto=False)
         self.prior_ = P.mean(axis=0)
         self.eps_ = float(self.eps)
 
@@ -313,10 +297,8 @@ def _fit_affine(Z, y, *, diagonal: bool, reg_off_diagonal: float, reg_intercept:
     return unpack(result.x)
 
 
-def _check_regularisation(**values):
-    for name, value in values.items():
-        if isinstance(value, bool) or not np.isfinite(value) or value < 0:
-            raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+#: What a regularisation strength may be.
+REGULARISATION: list[Constraint] = [Interval("real", 0, None)]
 
 
 class VectorScaling(BaseCalibrator):
@@ -345,14 +327,18 @@ class VectorScaling(BaseCalibrator):
     [0, 0, 1, 1]
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "reg_intercept": REGULARISATION,
+        "eps": EPS,
+    }
+
     def __init__(self, reg_intercept=1e-2, eps=1e-3, renormalize=False):
         self.reg_intercept = reg_intercept
         self.eps = eps
         self.renormalize = renormalize
 
     def _fit(self, P, y):
-        _check_regularisation(reg_intercept=self.reg_intercept)
-        check_eps(self.eps, allow_auto=False)
         self.eps_ = float(self.eps)
         W, self.intercept_ = _fit_affine(
             log_smoothed(P, self.eps_),
@@ -396,6 +382,13 @@ class MatrixScaling(BaseCalibrator):
     (2, 2)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "reg_off_diagonal": REGULARISATION,
+        "reg_intercept": REGULARISATION,
+        "eps": EPS,
+    }
+
     def __init__(self, reg_off_diagonal=1e-2, reg_intercept=1e-2, eps=1e-3, renormalize=False):
         self.reg_off_diagonal = reg_off_diagonal
         self.reg_intercept = reg_intercept
@@ -403,10 +396,6 @@ class MatrixScaling(BaseCalibrator):
         self.renormalize = renormalize
 
     def _fit(self, P, y):
-        _check_regularisation(
-            reg_off_diagonal=self.reg_off_diagonal, reg_intercept=self.reg_intercept
-        )
-        check_eps(self.eps, allow_auto=False)
         self.eps_ = float(self.eps)
         self.coef_, self.intercept_ = _fit_affine(
             log_smoothed(P, self.eps_),
@@ -444,6 +433,11 @@ class PlattScaling(BaseCalibrator):
     [0, 0, 1, 1]
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **BaseCalibrator._parameter_constraints,
+        "eps": EPS,
+    }
+
     def __init__(self, eps=1e-3, renormalize=False):
         self.eps = eps
         self.renormalize = renormalize
@@ -465,7 +459,6 @@ class PlattScaling(BaseCalibrator):
             )
 
     def _fit(self, P, y):
-        check_eps(self.eps, allow_auto=False)
         self.eps_ = float(self.eps)
         s = self._log_odds(P)
         n_pos = np.sum(y == 1)
