@@ -232,6 +232,20 @@ def test_an_answer_cut_off_after_every_label_has_its_number_is_read(ending):
 
 
 @pytest.mark.parametrize(
+    ("ending", "expected"),
+    [
+        # two decimals are taken as written, even when the stated values do not sum to 1
+        ('"A": 0.05, "B": 0.70, "C": 0.15, "D": 0.05', [0.05, 0.70, 0.15, 0.05]),
+        ('"A": 0.1, "B": 0.6, "C": 0.2, "D": 0.1', [0.1, 0.6, 0.2, 0.1]),  # sums to 1
+    ],
+)
+def test_a_cut_off_last_number_is_read_when_it_cannot_be_longer(ending, expected):
+    result = parse_verbalized(MC_REASONING + ending, ABCD)
+    assert result.status == "repaired", result.detail
+    np.testing.assert_allclose(result.probs, np.array(expected) / sum(expected), atol=1e-12)
+
+
+@pytest.mark.parametrize(
     ("ending", "reason"),
     [
         ('"A": 0.05, "B": 0.75, "C": 0.15, "D": "0.', "ends before the value for 'D'"),
@@ -240,6 +254,8 @@ def test_an_answer_cut_off_after_every_label_has_its_number_is_read(ending):
         ('"A": 0.05, "B": 0.75, "C": 0.1', "ends before the value for 'D'"),
         # "0.0" may be the start of "0.05": the stated values do not reach 1, so it is not read
         ('"A": 0.05, "B": 0.75, "C": 0.15, "D": 0.0', r"last value may be cut off .*sum to 0.95"),
+        ('"A": 0.05, "B": 0.75, "C": 0.1', "ends before the value for 'D'"),
+        ('"A": 0.1, "B": 0.6, "C": 0.1, "D": 0.1', r"last value may be cut off .*sum to 0.9"),
         ('"A": 5, "B": 75, "C": 15, "D": 0', r"last value may be cut off"),
         ('"A": 0.05, "B": 0.', "ends before the values for 'B', 'C', 'D'"),
     ],
@@ -258,6 +274,7 @@ TOP1_REASONING = '{"Reasoning": "The treaty was signed in 1648, which settles it
     ("ending", "expected", "reason"),
     [
         ('"Answer": "True", "Confidence": 0.9, "Note": "the date is', [0.9, 0.1], None),
+        ('"Answer": "True", "Confidence": 0.85', [0.85, 0.15], None),
         ('"Answer": "True", "Confidence": 0.9', None, "confidence may be cut off"),
         ('"Answer": "True", "Confidence": 0.', None, "ends before the confidence"),
         ('"Answer": "True", "Conf', None, "ends before the confidence"),

@@ -10,8 +10,11 @@ needed so the caller can report it.
 An object the text cuts off (a reply that hit its token limit) is returned
 with what it holds up to the cut: the members whose values are complete.
 :class:`FoundObject` says whether it was cut, and whether its last value is a
-bare number running into the end of the text (``"D": 0.05`` could have been
-``0.055``), which the caller must confirm some other way.
+bare number that runs into the end of the text and may be the start of a
+longer one, which the caller must confirm some other way: a whole number
+(``5`` may be ``50``) or one with a single decimal (``0.1`` may be ``0.15``).
+Numbers with two or more decimals (``0.05``) are taken as written: stated
+probabilities rarely carry more.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ MAX_DEPTH = 64
 _MAX_OBJECT_STARTS = 200
 
 
-# A number that is complete if nothing follows it: no trailing "." or exponent sign.
-_WHOLE_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
+# A number that may be complete if nothing follows it: no trailing "." or exponent sign;
+# with two or more decimals and no exponent, it is taken as complete.
+_COMPLETE_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
+_PRECISE_NUMBER = re.compile(r"[+-]?\d*\.\d{2,}")
 
 
 @dataclass
@@ -49,7 +54,8 @@ class FoundObject:
     cut : bool
         The text ends inside the object.
     open_end : bool
-        The last value kept is a bare number that runs into the end of the text.
+        The last value kept is a bare number that runs into the end of the
+        text and may be cut short (fewer than two decimals).
     """
 
     value: dict
@@ -208,14 +214,15 @@ class _LenientReader:
     def _bare(self, stop: str) -> object:
         """A number, literal or unquoted string value.
 
-        A value the text ends in is kept only when it is a whole number
-        (``0.05``, not ``0.`` or ``1e``), with ``_ran_out`` set.
+        A value the text ends in is kept only when it is a complete number
+        (``0.05``, not ``0.`` or ``1e``); ``_ran_out`` is set when it has fewer
+        than two decimals, so it may be the start of a longer number.
         """
         word = self._word(stop, to_end=True)
         if self.pos >= len(self.text):
-            if not _WHOLE_NUMBER.fullmatch(word):
+            if not _COMPLETE_NUMBER.fullmatch(word):
                 raise _JsonishError("text ends inside a value", truncated=True)
-            self._ran_out = True
+            self._ran_out = not _PRECISE_NUMBER.fullmatch(word)
         if re.fullmatch(r"[+-]?\d{1,300}", word):
             return int(word)
         if NUMBER_RE.fullmatch(word):
@@ -240,7 +247,9 @@ def json_objects(text: str) -> list[FoundObject]:
     [{'A': 0.2, 'B': 0.8}, {'C': 1}]
     >>> found = json_objects('{"A": 0.25, "B": 0.75')[0]
     >>> found.value, found.cut, found.open_end
-    ({'A': 0.25, 'B': 0.75}, True, True)
+    ({'A': 0.25, 'B': 0.75}, True, False)
+    >>> json_objects('{"A": 0.2, "B": 0.8')[0].open_end  # 0.8 may be the start of 0.85
+    True
     """
     decoder = json.JSONDecoder()
     objects: list[FoundObject] = []

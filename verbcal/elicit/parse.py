@@ -13,8 +13,9 @@ How an answer is read, in order:
    An object the text cuts off (the reply hit its token limit) is read only
    when every value the reading needs is complete: every label has its number
    (``…"C": 0.15, "D": 0.05`` with no closing brace), and a last number that
-   runs into the end of the text is confirmed by the values summing to 1
-   (``"D": 0.0`` may be the start of ``0.05``). ``"D": "0.`` is refused.
+   runs into the end of the text with fewer than two decimals is confirmed by
+   the values summing to 1 (``"D": 0.0`` may be the start of ``0.05``).
+   ``"D": "0.`` is refused.
 2. In an object, keys that name a label give a distribution (the paper's
    style: ``{"Answer": "C", "A": 0.05, ..., "D": 0.05}``); the ``Answer``
    key is then ignored. Without label keys, a nested object with label keys is
