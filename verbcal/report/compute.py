@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from verbcal import metrics, thresholds
+from verbcal.decisions import DEFAULT_BANDS, CostMatrix, cost_matrix
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics import ReliabilityTable
 from verbcal.metrics.binning import assign_bins, uniform_edges
@@ -30,6 +31,7 @@ from verbcal.report.data import (
     ReportData,
     Side,
 )
+from verbcal.report.decisions import compute_decisions
 from verbcal.report.summary import summarize
 from verbcal.validation import Interval, check_labels, check_params, check_probabilities
 
@@ -270,6 +272,16 @@ def _view(
 # ----------------------------------------------------------------------------- entry point
 
 
+def _cost_matrix(costs, labels: list[str]) -> CostMatrix | None:
+    if costs is None:
+        return None
+    if not isinstance(costs, CostMatrix):
+        return cost_matrix(costs, labels)
+    if costs.labels != labels:
+        raise InvalidInputError(f"the costs are for labels {costs.labels}, the rows for {labels}")
+    return costs
+
+
 def compute_report(
     labels: Sequence[str],
     P_before,
@@ -285,6 +297,8 @@ def compute_report(
     n_boot: int = 200,
     seed: int = 0,
     title: str = "Calibration report",
+    costs=None,
+    bands: Sequence[float] = DEFAULT_BANDS,
 ) -> ReportData:
     """Compute everything the reliability report shows, as plain data.
 
@@ -315,6 +329,11 @@ def compute_report(
     seed : int, default 0
         Seed of the bootstrap.
     title : str, default "Calibration report"
+    costs : CostMatrix or mapping, optional
+        Costs of each (decision, truth) pair (:mod:`verbcal.decisions`): the
+        report then compares the Bayes decisions' predicted and realised cost.
+    bands : sequence of float, default (0.6, 0.8)
+        Cuts of the confidence bands for calibration per band.
 
     Returns
     -------
@@ -364,6 +383,14 @@ def compute_report(
         parsing=None if predictions is None else summarize_parsing(predictions),
         calibrator=calibrator,
         summary=[],
+        decisions=compute_decisions(
+            {"before": before} if after is None else {"before": before, "after": after},
+            y,
+            costs=_cost_matrix(costs, labels),
+            bands=bands,
+            n_boot=n_boot,
+            seed=seed,
+        ),
     )
     return replace(data, summary=summarize(data))
 

@@ -13,12 +13,14 @@ import numpy as np
 
 from verbcal.metrics import ReliabilityTable
 from verbcal.metrics.comparison import MetricComparison, Verdict
+from verbcal.report.decisions import DecisionData
 from verbcal.thresholds import PrecisionRecallCurve, Target
 
 __all__ = [
     "CalibratorInfo",
     "ClassCalibration",
     "CurveData",
+    "DecisionData",
     "FailureReason",
     "MetricComparison",
     "OperatingPointCheck",
@@ -158,6 +160,8 @@ class ReportData:
     parsing: ParseSummary | None
     calibrator: CalibratorInfo | None
     summary: list[str]
+    #: Risk–coverage, routing table, calibration per confidence band, costs.
+    decisions: DecisionData | None = None
 
     def metric(self, name: str) -> MetricComparison:
         """The row of the metrics table called ``name`` (e.g. ``"ece"``)."""
