@@ -112,6 +112,7 @@ REPAIR_CASES = [
     ),
     # plain text, no JSON
     ("Answer: B, confidence 90%", ["A", "B"], [0.1, 0.9], "plain text"),
+    ("Answer: True, with some caveats\nConfidence: 0.7", BOOL, [0.7, 0.3], "plain text"),
     ("The answer is **C** with probability 0.4", ["A", "B", "C"], [0.3, 0.3, 0.4], "plain text"),
     ("A: 0.7\nB: 0.3", ["A", "B"], [0.7, 0.3], "plain text"),
 ]
@@ -122,6 +123,8 @@ def test_repairs_are_made_and_reported(text, labels, expected, repair):
     result = parse_verbalized(text, labels)
     assert result.status == "repaired"
     assert any(repair in what for what in result.detail), result.detail
+    if '"' not in text and "'" not in text:
+        assert "numbers in quotes" not in result.detail
     np.testing.assert_allclose(result.probs, expected, rtol=0, atol=1e-12)
 
 
