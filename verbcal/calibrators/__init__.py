@@ -37,22 +37,6 @@ from verbcal.calibrators.scaling import (
     VectorScaling,
 )
 
-#: The calibrator classes (what ``verbcal fit`` and saved calibrator files can name).
-CALIBRATORS = (
-    "AutoCalibrator",
-    "BatchCalibration",
-    "CalibratorChain",
-    "ContextualCalibration",
-    "HistogramBinning",
-    "IsotonicCalibration",
-    "MatrixScaling",
-    "NaiveTemperatureScaling",
-    "PlattScaling",
-    "ShrinkageBinning",
-    "TemperatureScaling",
-    "VectorScaling",
-)
-
 __all__ = [
     "AutoCalibrator",
     "BaseCalibrator",
@@ -70,3 +54,6 @@ __all__ = [
     "invert_softmax",
     "softmax",
 ]
+
+#: The calibrator classes (what ``verbcal fit`` and saved calibrator files can name).
+CALIBRATORS = tuple(name for name in __all__ if name[0].isupper() and name != "BaseCalibrator")
