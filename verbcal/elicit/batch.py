@@ -638,8 +638,9 @@ class BatchJobs:
         async def one(backend: OpenAIBackend, key: str, text: str) -> tuple[str, str | None, str]:
             # The stored body, as keyword arguments that make the same body again
             # (checked below: the key must come out the same).
+            body, sample = _split_request(text)
             kwargs: dict[str, Any] = {"temperature": None, "max_tokens": None}
-            kwargs.update(_body_of(text))
+            kwargs.update(body, sample=sample)
             messages = kwargs.pop("messages")
             kwargs.pop("model", None)
             if kwargs.pop("logprobs", False):
@@ -728,11 +729,24 @@ class BatchJobs:
         return summary
 
 
-def _body_of(request_text: str) -> dict[str, Any]:
-    """The request body stored under a cache key (its request JSON without ``base_url``)."""
+def _split_request(request_text: str) -> tuple[dict[str, Any], int]:
+    """The body and sample index of a request stored under its cache key.
+
+    The stored request is what :meth:`OpenAIBackend.prepare` hashed: the body,
+    plus ``base_url`` and, for a repeated sample sent without a seed,
+    ``verbcal_sample``, neither of which is sent.
+
+    >>> _split_request('{"base_url":"http://h/v1","model":"m","verbcal_sample":2}')
+    ({'model': 'm'}, 2)
+    """
     body = json.loads(request_text)
     body.pop("base_url", None)
-    return body
+    return body, int(body.pop("verbcal_sample", 0))
+
+
+def _body_of(request_text: str) -> dict[str, Any]:
+    """The body a request stored under its cache key was sent with."""
+    return _split_request(request_text)[0]
 
 
 def _batch_errors(batch: Any) -> str | None:
