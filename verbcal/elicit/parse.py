@@ -334,11 +334,12 @@ def _read_plain_text(text: str, label_set: LabelSet, tolerance: float) -> _Readi
             reading = _distribution(stated, label_set, tolerance)
         elif answers:
             # A number in prose is no "number in quotes": only a percent sign is worth a note.
-            stated = confidences[-1].replace(" ", "") if confidences else None
-            if stated is not None and not stated.endswith("%"):
-                stated = float(stated)
+            confidence: object = None
+            if confidences:
+                written = confidences[-1].replace(" ", "")
+                confidence = written if written.endswith("%") else float(written)
             reading = _answer_with_confidence(
-                answers[-1], stated, label_set, has_confidence=bool(confidences)
+                answers[-1], confidence, label_set, has_confidence=bool(confidences)
             )
         else:
             return None
