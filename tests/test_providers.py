@@ -642,3 +642,89 @@ def test_dry_run_of_1000_items_within_5_percent_of_the_bill(
         f"estimate ${estimate['cost']:.4f} ({estimate['cost'] / billed - 1:+.1%})"
     )
     assert abs(estimate["cost"] / billed - 1) < 0.35
+
+
+# ---------------------------------------------------------------- limits, quota, retry delays
+
+
+def run_elicitor(server: ProviderServer, n_items: int, **backend_kwargs):
+    """Elicit ``n_items`` through the API against ``server``; return (predictions, backend)."""
+    from verbcal.elicit.backend import OpenAIBackend, RetryPolicy
+    from verbcal.elicit.elicitor import Elicitor
+    from verbcal.predictions import Item
+
+    backend_kwargs.setdefault("retry", RetryPolicy(backoff_initial=0.01, backoff_max=0.05))
+    backend = OpenAIBackend(
+        server.model,
+        base_url=server.base_url,
+        api_key=server.api_key,
+        provider=server.profile,
+        **backend_kwargs,
+    )
+    items = [Item(id=str(i), text=f"Review {i}: fine.") for i in range(n_items)]
+    elicitor = Elicitor(backend, LABELS, seed=None)
+    predictions, summary = elicitor.run(items)
+    return predictions, backend, summary
+
+
+def test_pace_below_announced_rate_limits():
+    """Success replies carry x-ratelimit-limit-requests (DESIGN.md); without --rpm the backend
+    paces at 90% of it, so the emulator, which answers 429 above its limit, never has to."""
+    with serving("openai", requests_per_window=20, window=1.0) as server:
+        predictions, backend, _ = run_elicitor(server, 60, max_concurrency=8, rate_window=1.0)
+    assert all(p.status == "ok" for p in predictions)
+    assert server.record.statuses[429] == 0
+    assert backend.request_limiter is not None and backend.request_limiter.limit == 18
+    assert backend.server_limits.limit_requests == 20
+    assert server.record.max_in_window(1.0) <= 20
+    # 60 requests at 18 per second cannot finish in under two windows.
+    arrivals = sorted(server.record.arrivals)
+    assert arrivals[-1] - arrivals[0] >= 2.0
+
+
+def test_without_the_headers_the_limit_is_hit_and_retried():
+    """The same run against a server that announces nothing meets 429s (and retries them):
+    the pacing above is what kept them away."""
+    from verbcal.elicit.backend import RetryPolicy
+
+    patient = RetryPolicy(max_attempts=50, backoff_initial=0.01, backoff_max=0.05)
+    with serving("vllm", requests_per_window=20, window=1.0) as server:
+        predictions, backend, _ = run_elicitor(
+            server, 60, max_concurrency=8, rate_window=1.0, retry=patient
+        )
+    assert all(p.status == "ok" for p in predictions)
+    assert server.record.statuses[429] > 0
+    assert backend.request_limiter is None
+
+
+def test_gemini_retry_delay_is_honoured():
+    """429 RESOURCE_EXHAUSTED on a per-minute quota carries RetryInfo.retryDelay: the retry of
+    each request waits at least that long (issue threads, DESIGN.md)."""
+    with serving("gemini-compat", throttle_first=0.3) as server:
+        predictions, backend, _ = run_elicitor(server, 6, max_concurrency=6)
+    assert all(p.status == "ok" for p in predictions)
+    assert server.record.statuses[429] == 6 and server.record.statuses[200] == 6
+    retried = {}
+    for body, arrival in zip(server.record.bodies, server.record.arrivals, strict=True):
+        retried.setdefault(json.dumps(body["messages"]), []).append(arrival)
+    gaps = [times[1] - times[0] for times in retried.values()]
+    assert len(gaps) == 6 and min(gaps) >= 0.3
+    assert backend.stats.retries_by_reason["429"] == 6
+
+
+@pytest.mark.parametrize("provider", ["gemini-compat", "openai"])
+def test_quota_exhaustion_stops_the_run_at_once(provider, tmp_path, capsys, api_key):
+    """insufficient_quota (OpenAI) and RESOURCE_EXHAUSTED on a per-day quota (Gemini) are not
+    retried: the run stops with exit 3 and the provider's whole error body."""
+    with serving(provider, quota_after=5) as server:
+        code, _, printed = elicit(server, tmp_path, capsys, "--concurrency", "1")
+    assert code == 3
+    # Not retried: every request the quota refused is a different item (the run's other
+    # worker may have had one request waiting for the slot when the first was refused).
+    refused = [json.dumps(b["messages"]) for b in server.record.bodies[5:]]
+    assert 1 <= len(refused) <= 2 and len(set(refused)) == len(refused)
+    assert server.record.statuses[429] == len(refused)
+    assert "quota exhausted" in printed
+    if provider == "gemini-compat":
+        assert "GenerateRequestsPerDayPerProjectPerModel-FreeTier" in printed
+        assert '"status": "RESOURCE_EXHAUSTED"' in printed

@@ -632,13 +632,14 @@ class OpenAIBackend:
         The answer is stored before the concurrency slot is released, so at most
         ``max_concurrency`` paid-for answers are ever not yet on disk.
         """
-        requests, tokens = self.request_limiter, self.token_limiter
-        estimate = 0
-        if tokens is not None:
-            estimate = self.token_estimator.estimate(
-                body["messages"], body.get(self.profile.max_tokens_field), body.get("n", 1)
-            )
         async with self._semaphore:
+            # Read inside the slot: a limiter learned from a reply meanwhile applies at once.
+            requests, tokens = self.request_limiter, self.token_limiter
+            estimate = 0
+            if tokens is not None:
+                estimate = self.token_estimator.estimate(
+                    body["messages"], body.get(self.profile.max_tokens_field), body.get("n", 1)
+                )
             request_ticket = token_ticket = None
             used: float | None = 0  # tokens the attempt used; None = unknown, keep the estimate
             try:
@@ -736,22 +737,35 @@ class OpenAIBackend:
             return
         self.server_limits = limits
         if self._learn_requests and limits.limit_requests:
+            used = max(
+                limits.limit_requests - (limits.remaining_requests or limits.limit_requests),
+                self.stats.requests_sent,  # those still in flight are not counted by the server
+            )
             self.request_limiter = _learned(
-                self.request_limiter, limits.limit_requests, self.rate_window
+                self.request_limiter, limits.limit_requests, used, self.rate_window
             )
         if self._learn_tokens and limits.limit_tokens:
-            self.token_limiter = _learned(self.token_limiter, limits.limit_tokens, self.rate_window)
+            used = limits.limit_tokens - (limits.remaining_tokens or limits.limit_tokens)
+            self.token_limiter = _learned(
+                self.token_limiter, limits.limit_tokens, used, self.rate_window
+            )
 
 
-def _learned(limiter: RateLimiter | None, announced: float, window: float) -> RateLimiter:
-    """A limiter at :data:`LEARNED_LIMIT_SHARE` of an announced limit (``limiter`` if it is)."""
+def _learned(
+    limiter: RateLimiter | None, announced: float, used: float, window: float
+) -> RateLimiter:
+    """A limiter at :data:`LEARNED_LIMIT_SHARE` of an announced limit (``limiter`` if it is).
+
+    A new limiter starts with ``used`` units in its window: what was spent
+    before the first announcement arrived.
+    """
     limit = max(1.0, math.floor(LEARNED_LIMIT_SHARE * announced))
-    if limiter is not None and limiter.limit == limit:
-        return limiter
     if limiter is not None:
         limiter.limit = limit  # keeps what is in its window
         return limiter
-    return RateLimiter(limit, window)
+    limiter = RateLimiter(limit, window)
+    limiter.record(used)
+    return limiter
 
 
 def _settle(waiters: Sequence[asyncio.Future], error: Exception | None) -> None:

@@ -106,6 +106,17 @@ class RateLimiter:
         if self._changed is not None:
             self._changed.set()
 
+    def record(self, amount: float) -> None:
+        """Count ``amount`` units spent outside the limiter (before it existed), from now on.
+
+        A limiter made from the limits a server announced starts with what the
+        server says was already used (``x-ratelimit-limit`` minus ``-remaining``).
+        """
+        if amount > 0:
+            now = time.monotonic()
+            self._settled.append((now + self.window, float(amount)))
+            self.history.append((now, now, float(amount)))
+
 
 #: Chat markup tokens counted per message, and once for the reply's priming.
 TOKENS_PER_MESSAGE, TOKENS_PER_REPLY = 4, 3
