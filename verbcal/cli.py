@@ -533,10 +533,16 @@ def _run_route(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from verbcal.decisions import load_costs
+    from verbcal.outputs import check_output
     from verbcal.persist import load_calibrator
     from verbcal.predictions import read_predictions
     from verbcal.routing import route_predictions, write_routed
 
+    check_output(
+        args.out,
+        "--out",
+        {"--preds": args.preds, "--calibrator": args.calibrator, "--costs": args.costs},
+    )
     record = load_calibrator(args.calibrator)
     predictions = read_predictions(args.preds)
     costs = None if args.costs is None else load_costs(args.costs, record.labels)
@@ -596,10 +602,12 @@ def _add_conformal(sub) -> None:
 
 
 def _run_conformal(args: argparse.Namespace) -> int:
+    from verbcal.outputs import check_output
     from verbcal.persist import load_calibrator
     from verbcal.predictions import read_predictions
     from verbcal.routing import conformal_predictions, write_routed
 
+    check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
     record = load_calibrator(args.calibrator)
     result = conformal_predictions(
         read_predictions(args.preds),
@@ -697,8 +705,9 @@ def _add_report(sub) -> None:
         description="Write one self-contained HTML file: reliability diagrams before/after "
         "calibration with per-bin intervals, confidence histograms, metrics with bootstrap "
         "intervals, per-class calibration, the calibrator, parse statuses, the "
-        "precision-recall curve with operating points, and a plain-language summary. Only "
-        "rows the calibrator was not fitted on are used.",
+        "precision-recall curve with operating points, the risk-coverage curve and routing "
+        "table, calibration per confidence band (--bands), Bayes decisions under --costs, "
+        "and a plain-language summary. Only rows the calibrator was not fitted on are used.",
     )
     p.add_argument("--preds", required=True, type=Path)
     p.add_argument("--calibrator", type=Path, help="omit to report on the raw probabilities")
@@ -708,19 +717,26 @@ def _add_report(sub) -> None:
     target.add_argument("--target-precision", type=_number("real", 0, 1, closed="right"))
     target.add_argument("--target-recall", type=_number("real", 0, 1, closed="right"))
     p.add_argument("--title", default="Calibration report")
+    _add_decision_options(p)
     _add_allow_calibrated(p)
     p.set_defaults(run=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from verbcal.decisions import load_costs
     from verbcal.outputs import check_output
     from verbcal.persist import load_calibrator
     from verbcal.predictions import read_predictions
     from verbcal.report import report_from_predictions, write_report
 
-    check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
+    check_output(
+        args.out,
+        "--out",
+        {"--preds": args.preds, "--calibrator": args.calibrator, "--costs": args.costs},
+    )
     predictions = read_predictions(args.preds)
     record = load_calibrator(args.calibrator) if args.calibrator else None
+    costs = None if args.costs is None else load_costs(args.costs, predictions[0].labels)
     if record is not None:
         _refuse_calibrated(args, predictions)
     if args.positive is not None and args.positive not in predictions[0].labels:
@@ -732,6 +748,8 @@ def _run_report(args: argparse.Namespace) -> int:
         target_precision=args.target_precision,
         target_recall=args.target_recall,
         title=args.title,
+        costs=costs,
+        bands=args.bands,
     )
     path = write_report(args.out, data)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")

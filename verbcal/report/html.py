@@ -278,6 +278,137 @@ def _pr_section(data: ReportData) -> str:
     )
 
 
+def _decisions_section(data: ReportData) -> str:
+    """Risk–coverage figure, routing table, calibration per confidence band, costs."""
+    d = data.decisions
+    if d is None:
+        return ""
+    parts = [
+        '<section aria-labelledby="dec-h"><h2 id="dec-h">Decisions: answer, hand to a person, '
+        "or weigh the costs</h2>"
+    ]
+    if d.risk_coverage:
+        curves = [(c, COLORS[s], SIDE_NAMES[s].lower()) for s, c in d.risk_coverage.items()]
+        svg = _svg.risk_coverage(
+            curves,
+            "rc",
+            "Risk–coverage curve",
+            "Error rate of the answered items against the share answered, answering the most "
+            "confident first.",
+        )
+        caption = (
+            "Answering only the most confident items: the error rate among the answered "
+            "(risk) against the share answered (coverage). Lower is better; AURC is the area "
+            "under the curve. "
+            + "; ".join(
+                f"{SIDE_NAMES[s].lower()}: excess AURC {c.excess_aurc:.4f}"
+                for s, c in d.risk_coverage.items()
+            )
+            + " (0 would rank every error last)."
+        )
+        parts.append(
+            f'<div class="figures"><figure>{svg}<figcaption>{esc(caption)}</figcaption>'
+            "</figure></div>"
+        )
+    if d.routing:
+        header = ["Probabilities", "Target accuracy", "Threshold", "Answered automatically"]
+        header += ["Predicted accuracy"]
+        header += ["Realised accuracy [95% CI]"] if data.labelled else []
+        rows = []
+        for r in d.routing:
+            target = f"{r.target_accuracy:g}"
+            if not r.met:
+                target += ' <span class="worse">(not reachable)</span>'
+            row = [
+                "stated" if r.side == "before" else "calibrated",
+                target,
+                _num(r.threshold, 4),
+                f"{r.n_answered:,} ({r.predicted_coverage:.1%})",
+                _num(r.predicted_accuracy),
+            ]
+            row += [_interval(r.accuracy, r.accuracy_ci)] if data.labelled else []
+            rows.append(row)
+        caption = (
+            "Routing: answer automatically when the top probability reaches the threshold the "
+            "probabilities predict for each target accuracy, hand the rest to a person"
+            + (", then checked on the gold labels of the same rows." if data.labelled else ".")
+            + " <code>verbcal route --guarantee</code> chooses thresholds with a finite-sample "
+            "guarantee on labelled rows instead."
+        )
+        parts.append(_table(caption, header, rows))
+    if d.bands:
+        header = ["Band", "Probabilities", "Rows", "Mean confidence", "Accuracy [95% CI]", "Gap"]
+        rows = []
+        for side, bands in d.bands.items():
+            for b in bands:
+                closing = "]" if b.high == 1.0 else ")"
+                rows.append(
+                    [
+                        f"{esc(b.name)} [{b.low:g}, {b.high:g}{closing}",
+                        "stated" if side == "before" else "calibrated",
+                        f"{b.n_rows:,}",
+                        _num(b.confidence),
+                        _interval(None if b.n_rows == 0 else b.accuracy, b.accuracy_interval),
+                        _num(b.gap),
+                    ]
+                )
+        parts.append(
+            _table(
+                "Calibration by confidence band: a model can be calibrated on average and "
+                "wrong where decisions are made. Gap = mean confidence − accuracy (positive: "
+                "overconfident in that band).",
+                header,
+                rows,
+            )
+        )
+    if d.costs and d.cost_matrix is not None:
+        m = d.cost_matrix
+        cost_rows = [
+            [esc(dec)] + [_num(float(c), 3) for c in row]
+            for dec, row in zip(m.decisions, m.C, strict=True)
+        ]
+        parts.append(
+            _table(
+                "Costs: rows are decisions, columns the true label.",
+                ["Decision"] + [f"truth {esc(lab)}" for lab in m.labels],
+                cost_rows,
+            )
+        )
+        header = ["Probabilities", "Decisions", "Predicted mean cost"]
+        header += ["Realised mean cost [95% CI]", "Best fixed threshold", "Regret"]
+        rows = []
+        for side, e in d.costs.items():
+            counts = ", ".join(f"{esc(k)}: {v:,}" for k, v in e.decision_counts.items())
+            best = "—"
+            if e.best_threshold_mean_cost is not None:
+                t = f"<small>(t = {e.best_threshold:.4g})</small>"
+                best = f"{_num(e.best_threshold_mean_cost)} {t}"
+            rows.append(
+                [
+                    "stated" if side == "before" else "calibrated",
+                    counts,
+                    _num(e.predicted_mean_cost),
+                    _interval(e.realised_mean_cost, e.realised_interval),
+                    best,
+                    _num(e.regret),
+                ]
+            )
+        policy = next(iter(d.costs.values())).best_threshold_policy
+        parts.append(
+            _table(
+                "Bayes decisions (least expected cost under the probabilities): the cost the "
+                "probabilities predict against the cost realised on the gold labels, and the "
+                f"regret against the best fixed threshold chosen in hindsight ({esc(policy)}); "
+                "negative regret: the probabilities beat every threshold.",
+                header,
+                rows,
+                text_columns=(1,),
+            )
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _point_row(name: Side, point: OperatingPointCheck, labelled: bool) -> list[str]:
     target = f"{esc(point.target)} ≥ {point.target_value:g}"
     if not point.met:
@@ -389,6 +520,7 @@ def render_html(data: ReportData) -> str:
             _reliability_section(data),
             _class_section(data),
             _pr_section(data),
+            _decisions_section(data),
             _calibrator_section(data.calibrator),
             _parsing_section(data.parsing),
             "<footer>Generated by verbcal. Self-contained: no scripts, no external files.</footer>",

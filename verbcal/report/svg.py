@@ -292,3 +292,31 @@ def _point_marks(frame: Frame, point, color: str) -> str:
         marks.append(_line(rx, frame.y(low), rx, frame.y(high), INK, ' stroke-width="1.5"'))
         marks.append(f'<circle cx="{_f(rx)}" cy="{_f(ry)}" r="5" fill="{INK}"/>')
     return f"<g><title>{esc(tip)}</title>{''.join(marks)}</g>"
+
+
+def risk_coverage(curves: list, key: str, title: str, desc: str) -> str:
+    """Risk (error rate of answered rows) against coverage; one line per ``(curve, color, name)``.
+
+    Each curve is a :class:`verbcal.selective.RiskCoverageCurve`; the line
+    starts at the most confident point and steps through every distinct
+    confidence to full coverage.
+    """
+    top = nice_ceiling(max(float(np.max(c.risk)) for c, _, _ in curves))
+    frame = Frame(y_max=min(top, 1.0))
+    ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    y_ticks = [frame.y_max * i / 4 for i in range(5)]
+    parts = [
+        _open(frame, key, title, desc),
+        _axes(frame, "coverage", "risk (error rate)", ticks, y_ticks),
+    ]
+    legend = []
+    for curve, color, name in curves:
+        parts.append(
+            _polyline(frame, np.r_[0.0, curve.coverage], np.r_[curve.risk[0], curve.risk], color)
+        )
+        legend.append(
+            (_line(0, 0, 16, 0, color, ' stroke-width="1.8"'), f"{name} (AURC {curve.aurc:.3f})")
+        )
+    parts.append(_legend(frame, legend, top=True))
+    parts.append("</svg>")
+    return "".join(parts)
