@@ -279,6 +279,52 @@ def test_sigterm_to_the_demo_stops_its_server(smollm2_path, tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.server
+def test_sigkill_to_the_demo_leaves_no_server_behind(smollm2_path, tmp_path):
+    # kill -9 gives the demo no chance to stop its server. The server reads a pipe whose
+    # write end only the demo holds; the kernel closes it, and the server stops itself.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "verbcal.cli", "demo", "--out-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    servers: list[int] = []
+    try:
+        ready = next(line for line in demo.stdout if line.startswith("server ready at"))
+        port = urlsplit(ready.split()[-1]).port
+        servers = processes_listing(f"--port\0{port}\0")
+        assert servers, "the demo's server is not running"
+        status = Path(f"/proc/{servers[0]}/status").read_text()
+        assert f"PPid:\t{demo.pid}\n" in status  # the demo's own child
+        log = Path(os.readlink(f"/proc/{servers[0]}/fd/1"))
+        assert log.name.startswith("verbcal-llama-") and log.exists()
+
+        demo.kill()
+        demo.wait(timeout=10)
+        killed = time.monotonic()
+        while any(process_alive(pid) for pid in servers) and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+
+        assert not any(process_alive(pid) for pid in servers), "server outlived the demo by 10 s"
+        assert port_is_free(port)
+        assert not log.exists()  # the orphan removed its log too
+    finally:
+        demo.kill()
+        for pid in servers:  # left behind only when the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 # --- clear errors --------------------------------------------------------------------------
 
 

