@@ -168,6 +168,10 @@ def _free_port(host: str = "127.0.0.1") -> int:
 class LocalLlamaServer:
     """A llama.cpp chat server for one GGUF model, as a child process on 127.0.0.1.
 
+    The server never outlives the process that started it: if that process
+    ends without calling :meth:`stop` (even ``kill -9``), the server notices
+    within a fraction of a second and exits within ``ORPHAN_GRACE`` seconds.
+
     Parameters
     ----------
     model_path : path-like, optional
