@@ -248,6 +248,9 @@ class ShrinkageBinning(BaseCalibrator):
         Most bins (distinct stated values) before merging at quantiles.
     eps : "auto" or float, default "auto"
         Passed to the inner :class:`TemperatureScaling`.
+    temperature_prior_scale : float or None, default None
+        ``prior_scale`` of the inner :class:`TemperatureScaling` (priors on its
+        temperature and smoothing, for few labelled rows).
     renormalize : bool, default False
 
     Attributes
@@ -274,12 +277,19 @@ class ShrinkageBinning(BaseCalibrator):
     """
 
     def __init__(
-        self, prior_strength="auto", by_class=False, max_bins=30, eps="auto", renormalize=False
+        self,
+        prior_strength="auto",
+        by_class=False,
+        max_bins=30,
+        eps="auto",
+        temperature_prior_scale=None,
+        renormalize=False,
     ):
         self.prior_strength = prior_strength
         self.by_class = by_class
         self.max_bins = max_bins
         self.eps = eps
+        self.temperature_prior_scale = temperature_prior_scale
         self.renormalize = renormalize
 
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
@@ -288,6 +298,7 @@ class ShrinkageBinning(BaseCalibrator):
         "by_class": [bool],
         "max_bins": [Interval("integer", 1, None)],
         "eps": EPS_AUTO,
+        "temperature_prior_scale": [None, Interval("real", 0, None, closed="neither")],
     }
 
     def _key(self, P: np.ndarray) -> np.ndarray:
@@ -316,7 +327,9 @@ class ShrinkageBinning(BaseCalibrator):
         return self.block_of_value_[np.searchsorted(midpoints, self._key(P))]
 
     def _fit(self, P, y):
-        self.temperature_scaling_ = TemperatureScaling(eps=self.eps).fit(P, y)
+        self.temperature_scaling_ = TemperatureScaling(
+            eps=self.eps, prior_scale=self.temperature_prior_scale
+        ).fit(P, y)
         Q = self.temperature_scaling_.predict_proba(P)
         top = self._key(P)
         values = np.unique(top)
