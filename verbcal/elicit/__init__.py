@@ -7,9 +7,12 @@ The flow is template → backend (with the response cache) → parser:
   with retries (:mod:`~verbcal.elicit.retry`), rate limits
   (:mod:`~verbcal.elicit.ratelimit`) and token probabilities
   (:mod:`~verbcal.elicit.token_probs`), storing every response in the
-  :mod:`verbcal.elicit.cache` before it is used;
+  :mod:`verbcal.elicit.cache` before it is used; a provider profile
+  (:mod:`~verbcal.elicit.providers`) decides what each endpoint is sent, and
+  :mod:`~verbcal.elicit.replies` reads replies that hold no text;
 * :mod:`verbcal.elicit.parse` reads the answer into probabilities with a status;
-* :class:`Elicitor` runs all three over many items.
+* :class:`Elicitor` runs all three over many items; :mod:`~verbcal.elicit.dryrun`
+  counts what a run would send and cost without sending it.
 
 The HTTP side (``Elicitor``, ``OpenAIBackend``, ``RetryPolicy``,
 ``ResponseCache``, ``LocalLlamaServer``) is imported on first use, so that
@@ -30,6 +33,9 @@ _LAZY = {
     "Elicitor": "verbcal.elicit.elicitor",
     "ElicitationSummary": "verbcal.elicit.elicitor",
     "OpenAIBackend": "verbcal.elicit.backend",
+    "ProviderWarning": "verbcal.elicit.backend",
+    "ProviderProfile": "verbcal.elicit.providers",
+    "PROFILES": "verbcal.elicit.providers",
     "RetryPolicy": "verbcal.elicit.retry",
     "ResponseCache": "verbcal.elicit.cache",
     "LocalLlamaServer": "verbcal.elicit.local_server",
@@ -43,11 +49,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PROFILES",
     "ElicitationSummary",
     "Elicitor",
     "LocalLlamaServer",
     "OpenAIBackend",
     "ParseResult",
+    "ProviderProfile",
+    "ProviderWarning",
     "ResponseCache",
     "RetryPolicy",
     "Template",
