@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from verbcal import __version__
 from verbcal.cli_batch import (
@@ -450,7 +451,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         record, rows = None, to_arrays(predictions, kind=ITEM)
     if rows.y is None:
         raise _usage_error(f"{args.preds}: evaluation needs predictions with gold labels")
-    result = {
+    result: dict[str, Any] = {
         "rows": len(rows.ids),
         "failed_to_parse": rows.n_failed,
         "unlabelled_left_out": rows.n_unlabelled,
@@ -475,7 +476,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         left_out += f" and {rows.n_unlabelled} unlabelled"
     print(f"{result['rows']} {which} ({left_out} rows left out)")
     header = f"{'metric':14} {'before':>26}"
-    if "after" in result:
+    if record is not None:
         header += f" {'after (' + record.method + ')':>26}"
     print(header)
     for name, (value, low, high) in result["before"].items():
@@ -864,8 +865,12 @@ def _stop_on_sigterm() -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None  # handlers can only be set from the main thread
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    # None: the old handler was not set from Python; the default is the best guess.
-    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    def restore() -> None:
+        # None: the old handler was not set from Python; the default is the best guess.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore
 
 
 if __name__ == "__main__":
