@@ -728,3 +728,90 @@ def test_quota_exhaustion_stops_the_run_at_once(provider, tmp_path, capsys, api_
     if provider == "gemini-compat":
         assert "GenerateRequestsPerDayPerProjectPerModel-FreeTier" in printed
         assert '"status": "RESOURCE_EXHAUSTED"' in printed
+
+
+# ---------------------------------------------------------------- small parts
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    message=st.dictionaries(
+        st.sampled_from(["content", "refusal", "reasoning_content", "reasoning", "role"]),
+        JSON_VALUES,
+    ),
+    finish=JSON_VALUES,
+    filtered=JSON_VALUES,
+    usage=JSON_VALUES,
+    reasoning_model=st.booleans(),
+)
+def test_reading_any_reply_never_raises(message, finish, filtered, usage, reasoning_model):
+    """Model output is untrusted: any choice and usage shape gives text or a kind with a reason."""
+    choice = {"message": message, "finish_reason": finish, "content_filter_results": filtered}
+    read = read_choice(choice, usage=usage, reasoning_model=reasoning_model)
+    assert (read.text is None) == (read.kind is not None)
+    assert read.kind is None or read.reason
+    counts = usage_counts(usage)
+    assert all(isinstance(v, int) and v >= 0 for v in counts.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(hours=st.integers(0, 3), minutes=st.integers(0, 59), millis=st.integers(0, 59_999))
+def test_parse_duration_reads_go_durations(hours, minutes, millis):
+    from verbcal.elicit.server_limits import parse_duration
+
+    seconds = millis / 1000
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + f"{seconds:g}s"
+    assert parse_duration(text) == pytest.approx(3600 * hours + 60 * minutes + seconds)
+    assert parse_duration(f"{millis}ms") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("[1, 2]", "expected a JSON object"),
+        ("{", "not JSON"),
+        ('{"other-model": {"input": 1, "output": 2}}', "no prices for model 'm'"),
+        ('{"default": {"input": -1, "output": 2}}', "'input' as a number >= 0"),
+        ('{"input": 1, "output": true}', "'output' as a number >= 0"),
+    ],
+)
+def test_bad_prices_file_is_named(tmp_path, content, match):
+    from verbcal.elicit.dryrun import load_prices
+    from verbcal.errors import InvalidInputError
+
+    path = tmp_path / "prices.json"
+    path.write_text(content)
+    with pytest.raises(InvalidInputError, match=match):
+        load_prices(path, "m")
+
+
+def test_shipped_prices_example_loads():
+    from verbcal.data import __file__ as data_init
+    from verbcal.elicit.dryrun import load_prices
+
+    example = Path(data_init).with_name("prices.example.json")
+    assert load_prices(example, "o4-mini").cached_input is not None
+    assert load_prices(example, "any-model") == load_prices(example, "default")
+    # Dollars per million tokens: a million prompt tokens cost the input price.
+    prices = load_prices(example, "gpt-4o-mini")
+    assert prices.cost(1_000_000, 0) == prices.input
+
+
+def test_samples_without_a_seed_are_told_apart_in_the_cache_key():
+    """Anthropic takes no seed: sample j > 0 of the same prompt gets its own key."""
+    from verbcal.elicit.backend import OpenAIBackend
+
+    backend = OpenAIBackend("claude", base_url="https://api.anthropic.com/v1", api_key="k")
+    assert backend.profile.name == "anthropic-compat"
+    with pytest.warns(UserWarning, match="seed left out"):
+        keys = [backend.prepare(MESSAGES, seed=j, sample=j)[1] for j in range(3)]
+    assert len(set(keys)) == 3
+    seeded = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", provider="vllm")
+    assert seeded.prepare(MESSAGES, seed=5, sample=2)[1] == seeded.prepare(MESSAGES, seed=5)[1]

@@ -12,6 +12,7 @@ cached like any answer and reported with the reason :func:`read_choice` gives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,7 @@ class ChoiceText:
 def read_choice(
     choice: Mapping[str, Any],
     *,
-    usage: Mapping[str, Any] | None = None,
+    usage: object = None,
     reasoning_model: bool = False,
 ) -> ChoiceText:
     """The text of a chat choice, or the kind of reply without text it is.
@@ -126,18 +127,24 @@ def _filtered_categories(choice: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _detail_count(usage: Mapping[str, Any] | None, group: str, name: str) -> int:
-    details = (usage or {}).get(group)
-    value = details.get(name) if isinstance(details, Mapping) else None
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+def _count(value: object) -> int:
+    """A token count from untrusted JSON: a finite number >= 0, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if math.isfinite(value) and value >= 0 else 0
 
 
-def reasoning_tokens(usage: Mapping[str, Any] | None) -> int:
+def _detail_count(usage: object, group: str, name: str) -> int:
+    details = usage.get(group) if isinstance(usage, Mapping) else None
+    return _count(details.get(name)) if isinstance(details, Mapping) else 0
+
+
+def reasoning_tokens(usage: object) -> int:
     """``usage.completion_tokens_details.reasoning_tokens`` (0 when absent)."""
     return _detail_count(usage, "completion_tokens_details", "reasoning_tokens")
 
 
-def usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
+def usage_counts(usage: object) -> dict[str, int]:
     """Prompt, completion, reasoning and cached tokens of a reply's ``usage`` (0 when absent).
 
     Reasoning tokens are part of the completion tokens and cached tokens part
@@ -151,15 +158,10 @@ def usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
     ...               "prompt_tokens_details": {"cached_tokens": 4}})
     {'prompt_tokens': 10, 'completion_tokens': 7, 'reasoning_tokens': 5, 'cached_tokens': 4}
     """
-    usage = usage if isinstance(usage, Mapping) else {}
-
-    def top(name: str) -> int:
-        value = usage.get(name)
-        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
+    top = usage if isinstance(usage, Mapping) else {}
     return {
-        "prompt_tokens": top("prompt_tokens"),
-        "completion_tokens": top("completion_tokens"),
+        "prompt_tokens": _count(top.get("prompt_tokens")),
+        "completion_tokens": _count(top.get("completion_tokens")),
         "reasoning_tokens": reasoning_tokens(usage),
         "cached_tokens": _detail_count(usage, "prompt_tokens_details", "cached_tokens"),
     }
