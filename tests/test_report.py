@@ -246,7 +246,8 @@ def test_recorded_report_summary_and_parsing(recorded_report):
     assert data.calibrator.fitted["temperature_"] == calibrator.temperature_
     page = render_html(data)
     assert f"{ece.after.estimate:.3f}" in page
-    assert len(svg_elements(page)) == 6  # 2 diagrams, 2 histograms, 2 PR curves
+    # 2 diagrams, 2 histograms, 2 PR curves, 1 risk-coverage figure
+    assert len(svg_elements(page)) == 7
 
 
 def test_report_from_predictions_uses_held_out_rows(recorded_data):
@@ -523,7 +524,7 @@ def test_page_is_well_formed_and_accessible(tmp_path):
     assert page.startswith("<!DOCTYPE html>") and '<html lang="en">' in page
     parse_page(page)
     svgs = svg_elements(page)
-    assert len(svgs) == 6
+    assert len(svgs) == 7  # with the risk-coverage figure
     for svg in svgs:
         assert svg.get("role") == "img"
         ids = svg.get("aria-labelledby").split()
@@ -619,9 +620,10 @@ def test_report_opens_in_headless_chromium(tmp_path):
 
     dom = run_chromium(browser, tmp_path / "profile2", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for section in ("summary-h", "metrics-h", "reliability-h", "classes-h", "pr-h", "parsing-h"):
+    sections = ("summary-h", "metrics-h", "reliability-h", "classes-h", "pr-h", "dec-h")
+    for section in (*sections, "parsing-h"):
         assert f'id="{section}"' in dom.stdout
-    assert dom.stdout.count("<svg") == 6 and "</footer>" in dom.stdout
+    assert dom.stdout.count("<svg") == 7 and "</footer>" in dom.stdout
     assert "<script" not in dom.stdout.lower() and "<img" not in dom.stdout.lower()
     console = [
         line
