@@ -22,14 +22,20 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Final, Literal
 
 import numpy as np
 
 from verbcal.errors import InvalidInputError, ParseError
 from verbcal.outputs import atomic_write
 
-ITEM = "item"
-CONTENT_FREE = "content_free"
+#: How an answer was read: as stated, after repairs, or not at all (``probs`` is None).
+Status = Literal["ok", "repaired", "failed"]
+STATUSES: tuple[Status, ...] = ("ok", "repaired", "failed")
+#: A real input, or a content-free probe (what contextual calibration fits on).
+Kind = Literal["item", "content_free"]
+ITEM: Final = "item"
+CONTENT_FREE: Final = "content_free"
 
 
 @dataclass
@@ -49,12 +55,12 @@ class Prediction:
     id: str
     labels: list[str]
     probs: dict[str, float] | None
-    status: str
+    status: Status
     detail: str = ""
     raw: str | list[str] | None = None  # a list when several samples were asked for
     usage: dict = field(default_factory=dict)
     label: str | None = None
-    kind: str = ITEM
+    kind: Kind = ITEM
     token_probs: dict[str, float] | None = None
     calibrated_by: str | None = None  # method name, once a calibrator was applied
 
@@ -345,6 +351,9 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
     kind = row.get("kind", ITEM)
     if kind not in (ITEM, CONTENT_FREE):
         raise _fail(path, line, f"'kind' must be {ITEM!r} or {CONTENT_FREE!r}, got {kind!r}")
+    status = row["status"]
+    if status not in STATUSES:
+        raise _fail(path, line, f"'status' must be one of {list(STATUSES)}, got {status!r}")
     calibrated_by = row.get("calibrated_by")
     if calibrated_by is not None and not isinstance(calibrated_by, str):
         raise _fail(path, line, f"'calibrated_by' must be a method name, got {calibrated_by!r}")
@@ -352,7 +361,7 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
         id=_id_text(path, line, row["id"]),
         labels=labels,
         probs=probs,
-        status=str(row["status"]),
+        status=status,
         detail=str(row.get("detail", "")),
         raw=row.get("raw"),
         usage=row.get("usage") or {},
@@ -369,7 +378,7 @@ def _is_number(value: object) -> bool:
 
 
 def to_arrays(
-    predictions: Sequence[Prediction], *, kind: str = ITEM, prefer_labelled: bool = True
+    predictions: Sequence[Prediction], *, kind: Kind = ITEM, prefer_labelled: bool = True
 ) -> PredictionArrays:
     """The parsed rows of one kind as arrays (rows renormalised to sum to 1).
 

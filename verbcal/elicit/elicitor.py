@@ -28,7 +28,7 @@ from verbcal.elicit.retry import RequestFailedError
 from verbcal.elicit.templates import Template, load_template, response_format
 from verbcal.errors import BackendError, ConfigurationError
 from verbcal.labels import LabelSet
-from verbcal.predictions import ITEM, Item, Prediction
+from verbcal.predictions import ITEM, Item, Kind, Prediction
 
 #: Called after each finished item with (items done, items in all).
 ProgressCallback = Callable[[int, int], None]
@@ -187,7 +187,7 @@ class Elicitor:
         self,
         items: Sequence[Item],
         *,
-        kind: str = ITEM,
+        kind: Kind = ITEM,
         progress: ProgressCallback | None = None,
     ) -> tuple[list[Prediction], ElicitationSummary]:
         """Predictions for ``items`` in input order, and a summary."""
@@ -296,7 +296,7 @@ class Elicitor:
                 return n
         return None
 
-    async def _predict(self, item: Item, kind: str) -> Prediction:
+    async def _predict(self, item: Item, kind: Kind) -> Prediction:
         answers = await asyncio.gather(
             *(self._ask(messages, kwargs) for messages, kwargs in self.requests(item))
         )

@@ -52,17 +52,18 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from verbcal.elicit.lenient_json import MAX_DEPTH, NUMBER, NUMBER_RE, FoundObject, json_objects
 from verbcal.errors import ConfigurationError
 from verbcal.labels import LabelSet, normalise_label
+from verbcal.predictions import Status
 
-OK = "ok"
-REPAIRED = "repaired"
-FAILED = "failed"
+OK: Final = "ok"
+REPAIRED: Final = "repaired"
+FAILED: Final = "failed"
 
 #: Default allowed deviation of a stated sum from 1 before a row counts as repaired.
 SUM_TOLERANCE = 0.01
@@ -92,7 +93,7 @@ class ParseResult:
     """
 
     probs: np.ndarray | None
-    status: str
+    status: Status
     detail: tuple[str, ...] = field(default=())
 
 

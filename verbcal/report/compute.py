@@ -20,7 +20,7 @@ from verbcal.metrics import ReliabilityTable
 from verbcal.metrics.binning import assign_bins, uniform_edges
 from verbcal.metrics.comparison import compare_metrics
 from verbcal.persist import estimator_to_dict
-from verbcal.predictions import ITEM, Prediction
+from verbcal.predictions import ITEM, STATUSES, Prediction
 from verbcal.report.data import (
     CalibratorInfo,
     ClassCalibration,
@@ -111,9 +111,7 @@ def summarize_parsing(predictions: Sequence[Prediction]) -> ParseSummary:
     """
     items = [p for p in predictions if p.kind == ITEM]
     statuses = Counter(p.status for p in items)
-    order = ["ok", "repaired", "failed"]
-    counts = {s: statuses[s] for s in order if statuses[s]}
-    counts.update({s: n for s, n in statuses.items() if s not in order})
+    counts: dict[str, int] = {s: statuses[s] for s in STATUSES if statuses[s]}
     groups: dict[tuple[str, str], list[Prediction]] = {}
     for p in items:
         if p.status != "ok":
