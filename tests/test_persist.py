@@ -83,3 +83,30 @@ def test_labels_must_match_the_fitted_classes(tmp_path):
             tmp_path / "c.json",
             CalibratorRecord("t", fitted("TemperatureScaling"), ["a", "b", "c"]),
         )
+
+
+@pytest.mark.parametrize("name", calibrators.CALIBRATORS)
+def test_plain_description_is_the_saved_one_without_tags(name):
+    # One walk over an estimator: the report's plain description and the file's tagged one
+    # hold the same values, arrays as lists either way.
+    from verbcal.persist import estimator_to_dict
+
+    def untag(value):
+        if isinstance(value, dict):
+            if "__ndarray__" in value:
+                return value["__ndarray__"]
+            if "__tuple__" in value:
+                return [untag(v) for v in value["__tuple__"]]
+            if "__float__" in value:
+                return float(value["__float__"])
+            if "__estimator__" in value:
+                return untag(value["__estimator__"])
+            return {k: untag(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [untag(v) for v in value]
+        return value
+
+    estimator = fitted(name)
+    plain = estimator_to_dict(estimator, plain=True)
+    json.dumps(plain, allow_nan=True)  # plain data only
+    assert plain == untag(estimator_to_dict(estimator))
