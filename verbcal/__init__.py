@@ -1,36 +1,14 @@
 """verbcal: calibrate the verbalized probabilities of API-only language models.
 
-The public API is what ``__all__`` lists. The elicitation side (``Elicitor``,
-``OpenAIBackend``, ``ResponseCache``) is imported on first use, so that the
-calibration math does not pay for the HTTP client's import.
+The public API is what ``__all__`` lists. Every name is imported on first use
+(PEP 562), so that ``import verbcal`` and the ``verbcal`` command's usage
+errors do not pay for scikit-learn, SciPy or the HTTP client until they are
+needed (about 2.5 s on a busy 2-core machine, against 0.2 s).
 """
 
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from verbcal import elicit
-from verbcal.calibrators import (
-    AutoCalibrator,
-    BatchCalibration,
-    CalibratorChain,
-    ContextualCalibration,
-    HistogramBinning,
-    IsotonicCalibration,
-    MatrixScaling,
-    NaiveTemperatureScaling,
-    PlattScaling,
-    ShrinkageBinning,
-    TemperatureScaling,
-    VectorScaling,
-    invert_softmax,
-    softmax,
-)
-from verbcal.elicit import (
-    ParseResult,
-    content_free_inputs,
-    list_templates,
-    load_template,
-    parse_verbalized,
-)
 from verbcal.errors import (
     BackendError,
     ConfigurationError,
@@ -38,18 +16,99 @@ from verbcal.errors import (
     ParseError,
     VerbcalError,
 )
-from verbcal.persist import CalibratorRecord, load_calibrator, save_calibrator
-from verbcal.predictions import Item, Prediction, read_items, read_predictions, write_predictions
+
+if TYPE_CHECKING:  # the names as type checkers and IDEs should see them
+    from verbcal.calibrators import (
+        AutoCalibrator,
+        BatchCalibration,
+        CalibratorChain,
+        ContextualCalibration,
+        HistogramBinning,
+        IsotonicCalibration,
+        MatrixScaling,
+        NaiveTemperatureScaling,
+        PlattScaling,
+        ShrinkageBinning,
+        TemperatureScaling,
+        VectorScaling,
+        invert_softmax,
+        softmax,
+    )
+    from verbcal.elicit import (
+        Elicitor,
+        OpenAIBackend,
+        ParseResult,
+        ResponseCache,
+        RetryPolicy,
+        content_free_inputs,
+        list_templates,
+        load_template,
+        parse_verbalized,
+    )
+    from verbcal.persist import CalibratorRecord, load_calibrator, save_calibrator
+    from verbcal.predictions import (
+        Item,
+        Prediction,
+        read_items,
+        read_predictions,
+        write_predictions,
+    )
 
 __version__ = "0.1.0"
 
-_LAZY = frozenset({"Elicitor", "OpenAIBackend", "RetryPolicy", "ResponseCache"})
+#: Where each lazily imported public name lives.
+_HOME = {
+    **dict.fromkeys(
+        (
+            "AutoCalibrator",
+            "BatchCalibration",
+            "CalibratorChain",
+            "ContextualCalibration",
+            "HistogramBinning",
+            "IsotonicCalibration",
+            "MatrixScaling",
+            "NaiveTemperatureScaling",
+            "PlattScaling",
+            "ShrinkageBinning",
+            "TemperatureScaling",
+            "VectorScaling",
+            "invert_softmax",
+            "softmax",
+        ),
+        "verbcal.calibrators",
+    ),
+    **dict.fromkeys(
+        (
+            "Elicitor",
+            "OpenAIBackend",
+            "ParseResult",
+            "ResponseCache",
+            "RetryPolicy",
+            "content_free_inputs",
+            "list_templates",
+            "load_template",
+            "parse_verbalized",
+        ),
+        "verbcal.elicit",
+    ),
+    **dict.fromkeys(("CalibratorRecord", "load_calibrator", "save_calibrator"), "verbcal.persist"),
+    **dict.fromkeys(
+        ("Item", "Prediction", "read_items", "read_predictions", "write_predictions"),
+        "verbcal.predictions",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(elicit, name)
+    if name in _HOME:
+        value = getattr(import_module(_HOME[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'verbcal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

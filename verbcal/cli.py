@@ -263,7 +263,7 @@ def _run_elicit(args: argparse.Namespace) -> int:
 
 
 def _add_fit(sub) -> None:
-    from verbcal.workflow import METHODS
+    from verbcal.methods import METHODS
 
     methods = "\n".join(f"  {name:24} {text}" for name, (_, text) in METHODS.items())
     p = sub.add_parser(
@@ -389,12 +389,16 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(run=_run_evaluate)
 
 
-def _add_decision_options(p) -> None:
-    from verbcal.decisions import parse_bands
+def _parse_bands(text: str):
+    from verbcal.decisions import parse_bands  # on use: it imports SciPy
 
+    return parse_bands(text)
+
+
+def _add_decision_options(p) -> None:
     p.add_argument(
         "--bands",
-        type=_argparse_type(parse_bands),
+        type=_argparse_type(_parse_bands),
         default=(0.6, 0.8),
         metavar="CUTS",
         help="cuts of the confidence bands for calibration per band (default 0.6,0.8: "

@@ -153,6 +153,7 @@ FITTED_RULES: dict[str, dict[str, Rule]] = {
     },
     "AutoCalibrator": {"best_estimator_": _estimator, "chosen_": text},
     "CalibratorChain": {"steps_": estimator_list},
+    "LinearPool": {"members_": estimator_list, "weights_": array(1, nonneg=True)},
     "FrozenEstimator": {},
 }
 

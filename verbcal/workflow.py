@@ -23,27 +23,10 @@ from sklearn.model_selection import train_test_split
 from verbcal import calibrators as cal
 from verbcal import thresholds
 from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.methods import METHODS
 from verbcal.metrics import BootstrapCI, compare_metrics
 from verbcal.persist import CalibratorRecord
 from verbcal.predictions import CONTENT_FREE, ITEM, Prediction, PredictionArrays, to_arrays
-
-#: Method name → (what it needs, how to build it). "labels": labelled item rows;
-#: "probes": content-free probe rows; "unlabelled": item rows, labels unused.
-METHODS: dict[str, tuple[str, str]] = {
-    "temperature": ("labels", "invert-softmax temperature scaling (Wang et al. 2024)"),
-    "naive-temperature": ("labels", "softmax(p / T), the re-softmax baseline"),
-    "contextual": ("probes", "contextual calibration, diagonal (Zhao et al. 2021)"),
-    "contextual-bias": ("probes", "contextual calibration, bias mode (Zhao et al. 2021)"),
-    "contextual+temperature": ("both", "contextual calibration, then temperature scaling"),
-    "batch": ("unlabelled", "batch calibration (Zhou et al. 2023)"),
-    "vector": ("labels", "vector scaling on estimated logits"),
-    "matrix": ("labels", "matrix (Dirichlet) scaling on estimated logits"),
-    "platt": ("labels", "Platt scaling (binary)"),
-    "isotonic": ("labels", "one-vs-rest isotonic regression"),
-    "histogram": ("labels", "histogram binning"),
-    "shrinkage": ("labels", "per stated value, accuracy shrunk toward temperature scaling"),
-    "auto": ("labels", "shrinkage, unless cross-validated NLL clearly favours one of the above"),
-}
 
 _SIMPLE = {
     "temperature": cal.TemperatureScaling,
@@ -169,6 +152,7 @@ def held_out(
         P=items.P[keep],
         y=None if items.y is None else items.y[keep],
         n_failed=items.n_failed,
+        n_unlabelled=items.n_unlabelled,
     )
 
 
