@@ -259,7 +259,7 @@ class ThresholdRates:
     confidence: float
 
 
-def rates_from_counts(
+def _rates_from_counts(
     positive: str | int,
     threshold: float,
     tp: int,
@@ -741,7 +741,7 @@ def precision_recall_at(
     column, name = _class(positive, labels, arr.shape[1])
     flagged = arr[:, column] >= threshold
     is_positive = gold == column
-    return rates_from_counts(
+    return _rates_from_counts(
         name,
         threshold,
         int((flagged & is_positive).sum()),
