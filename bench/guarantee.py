@@ -30,7 +30,7 @@ from recorded import load_recorded_tasks
 from sklearn.model_selection import train_test_split
 
 from verbcal import thresholds
-from verbcal.workflow import _SIMPLE as METHODS
+from verbcal.workflow import ESTIMATORS as METHODS
 
 TARGET = 0.9
 SPLITS = range(20)

@@ -28,7 +28,8 @@ from verbcal.metrics import BootstrapCI, compare_metrics
 from verbcal.persist import CalibratorRecord
 from verbcal.predictions import CONTENT_FREE, ITEM, Prediction, PredictionArrays, to_arrays
 
-_SIMPLE = {
+#: Method name → calibrator class, for the methods that are one estimator fitted as is.
+ESTIMATORS: dict[str, type[cal.BaseCalibrator]] = {
     "temperature": cal.TemperatureScaling,
     "naive-temperature": cal.NaiveTemperatureScaling,
     "batch": cal.BatchCalibration,
@@ -102,7 +103,7 @@ def fit_calibrator(
             return CalibratorRecord(method, contextual, items.labels, [], n_probes)
         chain = cal.CalibratorChain([FrozenEstimator(contextual), cal.TemperatureScaling()])
         return CalibratorRecord(method, chain.fit(P, y), items.labels, fitted_ids, n_probes)
-    estimator = _SIMPLE[method]()
+    estimator = ESTIMATORS[method]()
     estimator.fit(P, y if needs == "labels" else None)
     return CalibratorRecord(method, estimator, items.labels, fitted_ids)
 
