@@ -255,6 +255,10 @@ class ProviderServer:
         self.deployment = deployment
         self.api_version = api_version
         self.latency = latency
+        #: Reasoning-model rules: OpenAI's reasoning models, and Azure deployments of them.
+        self.reasoning_rules = provider == "openai-reasoning" or (
+            provider.startswith("azure") and deployment.startswith(("o1", "o3", "o4", "gpt-5"))
+        )
         self.record = Record()
         self._lock = threading.Lock()
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of recent requests
@@ -371,7 +375,7 @@ class ProviderServer:
                 raise self.error(400, "top_logprobs must be between 0 and 20", param="top_logprobs")
             if top is not None and not body.get("logprobs"):
                 raise self.error(400, "logprobs must be true when top_logprobs is set")
-        if p == "openai-reasoning":
+        if self.reasoning_rules:
             if "max_tokens" in body:
                 raise self.error(
                     400,
@@ -585,7 +589,7 @@ class ProviderServer:
         for j in range(n):
             dist = answer_distribution(messages, base + j, self.labels)
             text = answer_text(dist)
-            spent = self.reasoning_tokens if p == "openai-reasoning" else 0
+            spent = self.reasoning_tokens if self.reasoning_rules else 0
             message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
             choice: dict[str, Any] = {"index": j, "message": message, "finish_reason": "stop"}
             out = self.tokenizer(text)

@@ -268,11 +268,13 @@ def test_temperature_capped_for_anthropic():
 
 
 def test_param_overrides_and_renames():
+    """--param wins; a cap under the other field's name replaces the profile's own."""
     built = build_body(
-        PROFILES["openai-reasoning"], "o3", MESSAGES, params={"max_tokens": 900, "top_p": 0.5}
+        PROFILES["vllm"], "o3", MESSAGES, params={"max_completion_tokens": 900, "top_p": 0.5}
     )
     assert built.body["max_completion_tokens"] == 900 and "max_tokens" not in built.body
     assert built.body["top_p"] == 0.5
+    assert built.notes == ("--param max_completion_tokens sent instead of max_tokens",)
     assert parse_param('stop=["x"]') == ("stop", ["x"])
     with pytest.raises(ConfigurationError, match="KEY=VALUE"):
         parse_param("novalue")
@@ -815,3 +817,34 @@ def test_samples_without_a_seed_are_told_apart_in_the_cache_key():
     assert len(set(keys)) == 3
     seeded = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", provider="vllm")
     assert seeded.prepare(MESSAGES, seed=5, sample=2)[1] == seeded.prepare(MESSAGES, seed=5)[1]
+
+
+def test_param_and_reasoning_effort_from_the_command_line(tmp_path, capsys, api_key):
+    """--param fields reach the body; the emulator rejects a field OpenAI does not know
+    ("Unrecognized request argument supplied", completion_create_params.py lists them)."""
+    write_items(tmp_path / "items.jsonl", 4)
+    with serving("openai-reasoning") as server:
+        code, predictions, printed = elicit(
+            server, tmp_path, capsys, "--param", "top_p=0.5", "--reasoning-effort", "low"
+        )
+        body = server.record.bodies[0]
+    assert code == 0 and body["top_p"] == 0.5 and body["reasoning_effort"] == "low"
+    with serving("openai") as server:
+        code, predictions, printed = elicit(
+            server, tmp_path, capsys, "--param", "bogus=1", "--reasoning-effort", "low", name="b"
+        )
+    assert "reasoning_effort left out: openai does not take it" in printed
+    assert code == 1 and all(p.status == "failed" for p in predictions)
+    assert "Unrecognized request argument supplied: bogus" in predictions[0].detail
+
+
+def test_azure_reasoning_deployment_gets_the_reasoning_rules(tmp_path, capsys, api_key):
+    """An Azure deployment named like a reasoning model takes max_completion_tokens and no
+    temperature or logprobs (the reasoning rules, on Azure's legacy URL and api-key)."""
+    write_items(tmp_path / "items.jsonl", 6)
+    with serving("azure", deployment="o4-mini", reasoning_tokens=50) as server:
+        code, predictions, printed = elicit(server, tmp_path, capsys, "--logprobs")
+    assert code == 0 and server.record.rejected == []
+    assert all(p.status == "ok" and p.usage["reasoning_tokens"] == 50 for p in predictions)
+    assert "reasoning-model deployment" in printed
+    assert all(path.startswith("/openai/deployments/o4-mini/") for path in server.record.paths)

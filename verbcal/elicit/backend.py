@@ -41,10 +41,9 @@ from verbcal.elicit.cache import ResponseCache, encode_request
 from verbcal.elicit.providers import (
     ProviderProfile,
     build_body,
-    get_profile,
-    infer_profile,
     make_client,
     resolve_api_key,
+    resolve_profile,
 )
 from verbcal.elicit.ratelimit import RateLimiter, TokenEstimator
 from verbcal.elicit.replies import ChoiceText, read_choice, usage_counts
@@ -343,9 +342,7 @@ class OpenAIBackend:
         self.model = model
         self.max_concurrency = max_concurrency
         self.base_url = _resolve_base_url(base_url)
-        self.profile = (
-            infer_profile(self.base_url, model) if provider is None else get_profile(provider)
-        )
+        self.profile = resolve_profile(provider, self.base_url, model)
         self.params = dict(params or {})
         self.cache = cache
         self.retry = retry or RetryPolicy()

@@ -30,7 +30,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from verbcal.errors import ConfigurationError
@@ -50,6 +50,7 @@ __all__ = [
     "make_client",
     "parse_param",
     "quota_exhausted",
+    "resolve_profile",
     "resolve_api_key",
     "retry_delay",
 ]
@@ -266,6 +267,39 @@ PROFILES: dict[str, ProviderProfile] = {
 }
 
 
+#: Azure deployments of reasoning models (recognised by their model-like name) take
+#: the reasoning models' rules.
+AZURE_REASONING = replace(
+    PROFILES["azure"],
+    summary="Azure OpenAI, a reasoning-model deployment (o-series, gpt-5 family)",
+    max_tokens_field="max_completion_tokens",
+    default_max_tokens=4096,
+    temperature="default_only",
+    logprobs=False,
+    reasoning_effort=True,
+    reasoning_model=True,
+)
+
+
+def resolve_profile(
+    provider: str | ProviderProfile | None, base_url: str, model: str
+) -> ProviderProfile:
+    """The profile a backend uses: the one named (or inferred), adjusted to the model.
+
+    An Azure deployment whose name is a reasoning model's (``o4-mini``,
+    ``gpt-5``…) gets :data:`AZURE_REASONING`.
+
+    Examples
+    --------
+    >>> resolve_profile("azure", "https://r.openai.azure.com", "o3-mini").reasoning_model
+    True
+    """
+    profile = infer_profile(base_url, model) if provider is None else get_profile(provider)
+    if profile.name == "azure" and is_reasoning_model(model):
+        return AZURE_REASONING
+    return profile
+
+
 def get_profile(name: str | ProviderProfile) -> ProviderProfile:
     """The profile called ``name`` (a profile is returned as is)."""
     if isinstance(name, ProviderProfile):
@@ -476,10 +510,11 @@ def build_body(
 
     for key, value in (params or {}).items():
         if key in ("max_tokens", "max_completion_tokens") and key != profile.max_tokens_field:
-            notes.append(f"--param {key} sent as {profile.max_tokens_field} for {name}")
-            body[profile.max_tokens_field] = value
-        else:
-            body[key] = value
+            # The caller knows better (e.g. a reasoning model behind a generic gateway):
+            # send the cap under their name only.
+            notes.append(f"--param {key} sent instead of {profile.max_tokens_field}")
+            body.pop(profile.max_tokens_field, None)
+        body[key] = value
     return BuiltBody(body, tuple(notes))
 
 
