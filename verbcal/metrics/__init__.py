@@ -28,6 +28,9 @@ Conventions shared by every function here:
   nothing to the errors.
 * Interval levels are given as ``confidence`` (0.95 for 95% intervals), here
   and everywhere in verbcal.
+* The standard set of metrics (``METRIC_NAMES``, ``standard_metrics``) is
+  what ``verbcal evaluate`` and the report show; ``compare_metrics`` computes
+  them before and after calibration with paired bootstrap intervals.
 """
 
 from verbcal.metrics.comparison import MetricComparison, compare_metrics
