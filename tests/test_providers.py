@@ -19,16 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from provider_servers import PROVIDERS, ProviderServer, serving
 
+from verbcal.elicit.provider_errors import error_message, quota_exhausted, retry_delay
 from verbcal.elicit.providers import (
     PROFILES,
     build_body,
-    error_message,
     get_profile,
     infer_profile,
     make_client,
     parse_param,
-    quota_exhausted,
-    retry_delay,
 )
 from verbcal.elicit.replies import read_choice, usage_counts
 from verbcal.elicit.templates import load_template, response_format

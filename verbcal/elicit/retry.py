@@ -8,7 +8,7 @@ exponential back-off that waits at least what ``Retry-After`` /
 ``retry-after-ms`` ask for (:func:`parse_retry_after`), or a Gemini body's
 ``retryDelay``; 400, 401, 403, 404, 422, any other 4xx and quota exhaustion
 (``insufficient_quota``, Gemini ``RESOURCE_EXHAUSTED`` on a daily quota: see
-:func:`verbcal.elicit.providers.quota_exhausted`) are final, since retrying
+:func:`verbcal.elicit.provider_errors.quota_exhausted`) are final, since retrying
 cannot fix them. Error bodies that are JSON lists (Gemini) are shown in full.
 :func:`call_with_retries` runs one
 request's attempts under a :class:`RetryPolicy`; a request that failed for good
@@ -36,7 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from verbcal.elicit.providers import error_message, quota_exhausted, retry_delay
+from verbcal.elicit.provider_errors import error_message, quota_exhausted, retry_delay
 from verbcal.errors import BackendError, ConfigurationError
 
 __all__ = [
