@@ -27,7 +27,13 @@ from verbcal.calibrators import (
     TemperatureScaling,
     VectorScaling,
 )
-from verbcal.calibrators.auto import default_candidates
+from verbcal.calibrators.auto import (
+    EVENTS_PER_PARAMETER,
+    default_candidates,
+    fitted_parameters,
+    labelled_events,
+    pool_weights,
+)
 from verbcal.calibrators.base import EPS_GRID, BaseCalibrator
 from verbcal.calibrators.inverse_temperature import fit_inverse_temperature
 from verbcal.calibrators.logits import invert_softmax
@@ -559,48 +565,109 @@ def test_auto_calibrator_explains_its_choice():
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 5])
-def test_auto_calibrator_default_candidates_are_broad_with_shrinkage_first(n_classes):
+def test_auto_calibrator_default_candidates_are_simplest_first_and_supported_by_the_rows(
+    n_classes,
+):
     binary = n_classes == 2
     candidates = default_candidates(n_classes)
     names = [name for name, _ in candidates]
-    assert isinstance(candidates[0][1], ShrinkageBinning)
-    assert candidates[0][1].by_class is binary
-    assert {"temperature", "naive_temperature", "vector", "matrix", "isotonic", "histogram"} < set(
-        names
-    )
+    assert names[0] == "temperature" and candidates[0][1].prior_scale == 0.5
+    shrinkage = dict(candidates)[f"shrinkage{'_by_class' if binary else ''}_5"]
+    assert shrinkage.by_class is binary and shrinkage.temperature_prior_scale == 0.5
+    assert {"vector", "matrix", "isotonic", "histogram"} < set(names)
+    assert "naive_temperature" not in names
     assert ("platt" in names) is binary
-    P, y = overconfident_data(n=300, k=n_classes, seed=13)
+    P, y = overconfident_data(n=3000, k=n_classes, seed=13)
+    events = labelled_events(P, y)
     auto = AutoCalibrator().fit(P, y)
-    assert list(auto.cv_scores_) == names and not auto.cv_errors_
+    compared = [
+        name
+        for name, calibrator in candidates
+        if events >= EVENTS_PER_PARAMETER * fitted_parameters(calibrator, n_classes)
+    ]
+    assert list(auto.cv_scores_) == compared and not auto.cv_errors_
+    assert set(auto.skipped_) == set(names) - set(compared)
+    assert sum(auto.weights_.values()) == pytest.approx(1.0)
+
+
+def test_auto_calibrator_compares_only_what_few_labels_support():
+    P, y = overconfident_data(n=25, k=4, seed=3)
+    auto = AutoCalibrator().fit(P, y)
+    assert set(auto.cv_scores_) == {"temperature", "shrinkage_5"}
+    assert "matrix not compared: needs 200 labelled events" in auto.explanation_
+
+
+def test_labelled_events_counts_the_rarer_of_right_and_wrong_answers():
+    P = np.array([[0.9, 0.1]] * 4 + [[0.2, 0.8]])
+    assert labelled_events(P, np.array([0, 0, 0, 1, 1])) == 1  # one wrong
+    assert labelled_events(P, np.array([1, 1, 1, 1, 0])) == 0  # never right
+    assert labelled_events(P, np.array([0, 0, 1, 1, 0])) == 2
+
+
+@given(
+    gold=st.lists(st.lists(st.floats(1e-6, 1.0), min_size=3, max_size=3), min_size=2, max_size=40)
+)
+@settings(max_examples=50, deadline=None)
+def test_pool_weights_maximise_the_pooled_likelihood(gold):
+    """EM's weights are at least as good as every vertex and a fine grid of the simplex."""
+    from scipy.optimize import minimize
+
+    G = np.array(gold)
+    w = pool_weights(G)
+    assert w.min() >= 0 and w.sum() == pytest.approx(1.0)
+    best = np.log(G @ w).sum()
+    reference = minimize(lambda a: -np.log(G @ softmax(a)).sum(), np.zeros(3), method="Nelder-Mead")
+    assert best >= -reference.fun - 1e-6
+    for vertex in np.eye(3):
+        assert best >= np.log(G @ vertex).sum() - 1e-9
 
 
 # 60% of the rows are class 0. Per row, "uniform" (0.5, 0.5) loses log(0.6 / 0.5) = 0.1823
 # more than "frequencies" (0.6, 0.4) on class 0 and log(0.4 / 0.5) = -0.2231 on class 1:
-# mean 0.0201, standard deviation 0.4055 * sqrt(0.6 * 0.4) = 0.1986. Two standard errors
-# are 0.0397 at 100 rows (a tie) and 0.0126 at 1000 rows (no longer a tie).
+# mean 0.0201, standard deviation 0.4055 * sqrt(0.6 * 0.4) = 0.1986. One standard error is
+# 0.0281 at 50 rows (a tie) and 0.0063 at 1000 rows (no longer a tie).
 @pytest.mark.parametrize(
     ("n", "first", "chosen"),
     [
-        (100, "uniform", "uniform"),
+        (50, "uniform", "uniform"),
         (1000, "uniform", "frequencies"),
-        (100, "frequencies", "frequencies"),
+        (50, "frequencies", "frequencies"),
         (1000, "frequencies", "frequencies"),
     ],
 )
-def test_auto_calibrator_keeps_the_first_candidate_unless_clearly_beaten(n, first, chosen):
+def test_auto_calibrator_one_se_rule_takes_the_simplest_within_one_standard_error(n, first, chosen):
     y = np.repeat([0, 1], [6 * n // 10, 4 * n // 10])
     rows = {"uniform": FixedRow((0.5, 0.5)), "frequencies": FixedRow((0.6, 0.4))}
     candidates = sorted(rows.items(), key=lambda pair: pair[0] != first)
-    auto = AutoCalibrator(candidates=candidates).fit(np.full((n, 2), 0.5), y)
+    auto = AutoCalibrator(candidates=candidates, rule="one_se").fit(np.full((n, 2), 0.5), y)
     assert auto.chosen_ == chosen
     difference = auto.cv_scores_["uniform"] - auto.cv_scores_["frequencies"]
     assert difference == pytest.approx(0.6 * np.log(1.2) + 0.4 * np.log(0.8))
-    if first != chosen:
-        assert "the default uniform is not within 2 standard errors" in auto.explanation_
-    elif first == "uniform":
-        assert "the default uniform is within 2 standard errors of it, so it is kept" in (
-            auto.explanation_
-        )
+    assert f"Chose {chosen} (FixedRow), the simplest candidate" in auto.explanation_
+
+
+@pytest.mark.parametrize("n", [100, 1000])
+def test_auto_calibrator_stack_puts_all_the_weight_on_the_true_row_whatever_the_order(n):
+    # the frequencies (0.6, 0.4) are the truth: no mixture with (0.5, 0.5) beats them
+    y = np.repeat([0, 1], [6 * n // 10, 4 * n // 10])
+    rows = {"uniform": FixedRow((0.5, 0.5)), "frequencies": FixedRow((0.6, 0.4))}
+    for candidates in (list(rows.items()), list(rows.items())[::-1]):
+        auto = AutoCalibrator(candidates=candidates).fit(np.full((n, 2), 0.5), y)
+        assert auto.weights_ == {"frequencies": 1.0}
+        assert isinstance(auto.best_estimator_, FixedRow)
+        assert "takes all the weight" in auto.explanation_
+
+
+def test_auto_calibrator_stack_pools_two_halves_of_the_truth():
+    # one candidate is right on class-0 rows, the other on class-1 rows: the pool is
+    # the average, which beats both, and is a LinearPool of the two refitted
+    P = np.tile([[0.5, 0.5]], (200, 1))
+    y = np.tile([0, 1], 100)
+    candidates = [("zero", FixedRow((0.8, 0.2))), ("one", FixedRow((0.2, 0.8)))]
+    auto = AutoCalibrator(candidates=candidates).fit(P, y)
+    assert auto.weights_ == pytest.approx({"zero": 0.5, "one": 0.5}, abs=1e-6)
+    np.testing.assert_allclose(auto.predict_proba(P[:1]), [[0.5, 0.5]], atol=1e-6)
+    assert "Pooled the candidates" in auto.explanation_
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,9 @@ def fitted(name: str):
         return cls([FrozenEstimator(contextual), calibrators.TemperatureScaling()]).fit(P, Y)
     if name in ("ContextualCalibration", "BatchCalibration"):
         return cls().fit(P)
+    if name == "LinearPool":
+        members = [("t", calibrators.TemperatureScaling()), ("h", calibrators.HistogramBinning())]
+        return cls(members, [0.3, 0.7]).fit(P, Y)
     return cls().fit(P, Y)
 
 

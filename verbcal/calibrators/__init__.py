@@ -19,11 +19,12 @@ IsotonicCalibration         one-vs-rest isotonic, floored and renormalised
 HistogramBinning            one-vs-rest equal-width bins, floored and renormalised
 ShrinkageBinning            per stated value, accuracy shrunk toward temperature scaling
 CalibratorChain             calibrators applied one after the other
-AutoCalibrator              picks a calibrator by cross-validation
+LinearPool                  a weighted average of calibrators' rows
+AutoCalibrator              pools candidates with weights fitted by cross-validation
 =========================== ===================================================
 """
 
-from verbcal.calibrators.auto import AutoCalibrator, CalibratorChain
+from verbcal.calibrators.auto import AutoCalibrator, CalibratorChain, LinearPool
 from verbcal.calibrators.base import BaseCalibrator
 from verbcal.calibrators.binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
 from verbcal.calibrators.logits import invert_softmax, softmax
@@ -45,6 +46,7 @@ __all__ = [
     "ContextualCalibration",
     "HistogramBinning",
     "IsotonicCalibration",
+    "LinearPool",
     "MatrixScaling",
     "NaiveTemperatureScaling",
     "PlattScaling",

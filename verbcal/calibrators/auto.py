@@ -6,8 +6,10 @@ import warnings
 from typing import ClassVar
 
 import numpy as np
+from scipy.optimize import minimize
 from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from verbcal.calibrators.base import BaseCalibrator
 from verbcal.calibrators.binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
@@ -20,15 +22,37 @@ from verbcal.calibrators.scaling import (
 )
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics import ece
-from verbcal.validation import Constraint, Interval
+from verbcal.validation import Constraint, Interval, Options
 
-__all__ = ["AutoCalibrator", "CalibratorChain", "default_candidates"]
+__all__ = [
+    "AutoCalibrator",
+    "CalibratorChain",
+    "LinearPool",
+    "default_candidates",
+    "fitted_parameters",
+    "labelled_events",
+    "pool_weights",
+]
 
-#: Prior strength of the ShrinkageBinning candidate that AutoCalibrator keeps by default.
+#: Prior strength of the ShrinkageBinning candidate.
 DEFAULT_PRIOR_STRENGTH = 5.0
 
-#: How many standard errors of cross-validated NLL AutoCalibrator treats as a tie.
-TIE_STANDARD_ERRORS = 2.0
+#: ``prior_scale`` of the temperature candidates (:class:`TemperatureScaling`).
+TEMPERATURE_PRIOR_SCALE = 0.5
+
+#: Labelled events a candidate needs per fitted parameter to be compared at all: the
+#: "ten events per variable" of logistic regression (Peduzzi et al. 1996). An event is
+#: the rarer of a right and a wrong stated answer (a model right 97% of the time on 200
+#: rows gives 6): calibration learns from the mistakes.
+EVENTS_PER_PARAMETER = 10
+
+#: From this many rows on, cross-validation uses 2 folds instead of ``cv``: each
+#: training half then holds 25,000 rows or more, plenty for every candidate, and
+#: the fits cost a quarter as much (every row is still scored once).
+LARGE_ROWS = 50_000
+
+#: Candidates whose pooled weight is below this are dropped before the refit.
+MIN_WEIGHT = 1e-3
 
 
 class CalibratorChain(BaseCalibrator):
@@ -85,73 +109,199 @@ class CalibratorChain(BaseCalibrator):
 
 
 def default_candidates(n_classes: int) -> list[tuple[str, BaseCalibrator]]:
-    """The calibrators :class:`AutoCalibrator` compares when given none, the default first.
+    """The calibrators :class:`AutoCalibrator` compares when given none, simplest first.
 
-    The first candidate, which :class:`AutoCalibrator` keeps unless the
-    calibration rows show another one is better, is :class:`ShrinkageBinning`
-    with prior strength 5: verbalized confidences take a handful of values, and
-    shrinkage binning sits between temperature scaling (a very strong prior)
-    and per-value binning (no prior). Binary problems bin each predicted class
-    separately, so that P(positive) stays calibrated for threshold tuning. The
-    alternatives are temperature scaling, naive temperature scaling, Platt
-    scaling (binary only), vector and matrix scaling, isotonic regression and
-    histogram binning.
-
-    On the recorded LLM answers (``bench/quality.py``) shrinkage binning has
-    the lowest mean ECE of the single methods and an NLL close to the lowest;
-    that is why it comes first, and also why that benchmark flatters this
-    default somewhat.
+    Temperature scaling with priors on its temperature and smoothing (one
+    parameter, the priors worth a few rows), Platt scaling (binary problems),
+    shrinkage binning toward that temperature (prior strength 5; binary problems
+    bin each predicted class separately, so that P(positive) stays calibrated
+    for threshold tuning), vector and matrix scaling, histogram binning and
+    isotonic regression. :func:`fitted_parameters` says how many parameters
+    each fits; :class:`AutoCalibrator` compares only those the labelled rows
+    can support. Naive temperature scaling, a distorting baseline, is not among
+    them.
 
     Examples
     --------
     >>> [name for name, _ in default_candidates(2)]  # doctest: +NORMALIZE_WHITESPACE
-    ['shrinkage_by_class_5', 'temperature', 'naive_temperature', 'platt', 'vector', 'matrix',
-     'isotonic', 'histogram']
-    >>> [name for name, _ in default_candidates(4)][0]
-    'shrinkage_5'
+    ['temperature', 'platt', 'shrinkage_by_class_5', 'vector', 'matrix', 'histogram',
+     'isotonic']
+    >>> [name for name, _ in default_candidates(4)][:3]
+    ['temperature', 'shrinkage_5', 'vector']
     """
     by_class = n_classes == 2
     prefix = "shrinkage_by_class" if by_class else "shrinkage"
-    default = ShrinkageBinning(prior_strength=DEFAULT_PRIOR_STRENGTH, by_class=by_class)
-    candidates = [
-        (f"{prefix}_{DEFAULT_PRIOR_STRENGTH:g}", default),
-        ("temperature", TemperatureScaling()),
-        ("naive_temperature", NaiveTemperatureScaling()),
+    shrinkage = ShrinkageBinning(
+        prior_strength=DEFAULT_PRIOR_STRENGTH,
+        by_class=by_class,
+        temperature_prior_scale=TEMPERATURE_PRIOR_SCALE,
+    )
+    candidates: list[tuple[str, BaseCalibrator]] = [
+        ("temperature", TemperatureScaling(prior_scale=TEMPERATURE_PRIOR_SCALE)),
+        (f"{prefix}_{DEFAULT_PRIOR_STRENGTH:g}", shrinkage),
         ("vector", VectorScaling()),
         ("matrix", MatrixScaling()),
-        ("isotonic", IsotonicCalibration()),
         ("histogram", HistogramBinning()),
+        ("isotonic", IsotonicCalibration()),
     ]
     if by_class:
-        candidates.insert(3, ("platt", PlattScaling()))
+        candidates.insert(1, ("platt", PlattScaling()))
     return candidates
 
 
+def fitted_parameters(calibrator: BaseCalibrator, n_classes: int) -> int:
+    """How many free parameters a candidate fits, for the events-per-parameter rule.
+
+    Parameters held by a prior (the temperature of ``TemperatureScaling`` with
+    ``prior_scale``, shrinkage binning's bins) count 0: they fall back to the
+    prior when the rows say little. Isotonic regression counts as a 10-bin
+    histogram. Unknown calibrators count 0 (always compared).
+
+    Examples
+    --------
+    >>> fitted_parameters(MatrixScaling(), 4), fitted_parameters(VectorScaling(), 4)
+    (20, 8)
+    """
+    if isinstance(calibrator, TemperatureScaling):
+        return 0 if calibrator.prior_scale is not None else 1
+    if isinstance(calibrator, NaiveTemperatureScaling):
+        return 1
+    if isinstance(calibrator, PlattScaling):
+        return 2
+    if isinstance(calibrator, VectorScaling):
+        return 2 * n_classes
+    if isinstance(calibrator, MatrixScaling):
+        return n_classes * n_classes + n_classes
+    if isinstance(calibrator, HistogramBinning):
+        return int(calibrator.n_bins)
+    if isinstance(calibrator, IsotonicCalibration):
+        return 10
+    return 0
+
+
+def labelled_events(P: np.ndarray, y: np.ndarray) -> int:
+    """The rarer of right and wrong stated answers (``argmax(P) == y``) among the rows."""
+    right = int(np.count_nonzero(P.argmax(axis=1) == y))
+    return min(right, len(y) - right)
+
+
+def pool_weights(gold: np.ndarray) -> np.ndarray:
+    """Weights ``w`` on the simplex maximising ``sum_i log(gold[i] @ w)``.
+
+    ``gold[i, m]`` is candidate ``m``'s out-of-fold probability of row ``i``'s
+    gold class. The problem is concave; SLSQP with the exact gradient solves it,
+    weights at 0 included (a candidate that adds nothing gets none).
+
+    Examples
+    --------
+    >>> gold = np.array([[0.9, 0.5], [0.9, 0.5], [0.1, 0.5]])
+    >>> pool_weights(gold).round(3).tolist()
+    [0.417, 0.583]
+    """
+    n, m = gold.shape
+    gold = np.maximum(gold, 1e-300)
+
+    def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        mixed = np.maximum(gold @ w, 1e-300)
+        return -float(np.log(mixed).mean()), -(gold / mixed[:, None]).mean(axis=0)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = minimize(
+            loss_and_grad,
+            np.full(m, 1.0 / m),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * m,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+            options={"ftol": 1e-12, "maxiter": 200},
+        )
+    weights = np.clip(result.x, 0.0, None)
+    return weights / weights.sum()
+
+
+class LinearPool(BaseCalibrator):
+    """A weighted average of calibrators' probability rows (a linear opinion pool).
+
+    Built by :class:`AutoCalibrator` from its candidates, with weights fitted on
+    their out-of-fold predictions; ``fit`` refits every member on the rows given
+    and keeps the weights.
+
+    Parameters
+    ----------
+    members : list of (name, calibrator) pairs
+    weights : list of float
+        One per member, >= 0, summing to 1.
+    renormalize : bool, default False
+
+    Attributes
+    ----------
+    members_ : list of calibrators
+        The fitted members.
+    weights_ : ndarray of shape (n_members,)
+
+    Examples
+    --------
+    >>> from verbcal import HistogramBinning, TemperatureScaling
+    >>> P = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    >>> pool = LinearPool([("t", TemperatureScaling()), ("h", HistogramBinning())], [0.5, 0.5])
+    >>> pool.fit(P, [0, 0, 1, 1]).predict_proba(P).shape
+    (4, 2)
+    """
+
+    def __init__(self, members, weights, renormalize=False):
+        self.members = members
+        self.weights = weights
+        self.renormalize = renormalize
+
+    def _fit(self, P, y):
+        weights = np.asarray(self.weights, dtype=np.float64)
+        members = list(self.members)
+        if (
+            not members
+            or len(members) != len(weights)
+            or not all(isinstance(m, tuple) and len(m) == 2 for m in members)
+        ):
+            raise ConfigurationError(
+                "members must be a non-empty list of (name, calibrator), one weight each"
+            )
+        if not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() <= 0:
+            raise ConfigurationError(f"weights must be >= 0 with a positive sum, got {weights}")
+        self.weights_ = weights / weights.sum()
+        self.members_ = [clone(calibrator).fit(P, y) for _, calibrator in members]
+
+    def _predict_proba(self, P):
+        return sum(
+            w * m.predict_proba(P) for w, m in zip(self.weights_, self.members_, strict=True)
+        )
+
+
 class AutoCalibrator(BaseCalibrator):
-    """Picks a calibrator by cross-validated NLL, keeping the first candidate unless beaten.
+    """Pools the candidate calibrators with weights fitted by cross-validation.
 
-    Every candidate is fitted on ``cv - 1`` folds of the calibration rows and
-    predicts the held-out fold. Scores are the negative log-likelihood (NLL) and
-    the top-label ECE (15 bins) of these out-of-fold predictions. The rule:
+    1. Candidates the labelled rows cannot support are left out: each needs
+       ``EVENTS_PER_PARAMETER`` (10) labelled events per fitted parameter
+       (:func:`fitted_parameters`), an event being the rarer of a right and a
+       wrong stated answer (:func:`labelled_events`). With the default
+       candidates, 25 labelled rows compare temperature scaling and shrinkage
+       binning (both held by priors); matrix scaling of 4 classes waits for 200
+       events.
+    2. Every remaining candidate is fitted on ``cv - 1`` folds of the rows and
+       predicts the held-out fold (2 folds from ``LARGE_ROWS`` rows on).
+    3. ``rule="stack"`` (default): the weights of a linear pool of the
+       candidates' out-of-fold rows are fitted by maximum likelihood
+       (:func:`pool_weights`), and the pool of the candidates refitted on all
+       rows is the result (a candidate with almost all the weight stands alone).
+       This is stacking (Wolpert 1992; Breiman 1996) with probabilities as
+       the outputs: no candidate is preferred, and one that only fits noise in
+       the folds gets little weight, since the weights are judged on rows each
+       candidate did not see. ``rule="one_se"``: the simplest candidate (the
+       first in ``candidates``) whose cross-validated NLL is within one standard
+       error of the lowest (the one-standard-error rule, Breiman et al. 1984).
 
-    1. the candidate with the lowest cross-validated NLL is the reference;
-    2. candidates whose NLL is within two standard errors of the reference's
-       (the standard error of the per-row NLL difference) are as good on NLL
-       as the data can tell;
-    3. if the first candidate (the default) is among those, it is chosen;
-       otherwise the one with the lowest cross-validated ECE among them is;
-       the choice is then refitted on all rows.
-
-    This is the one-standard-error rule with the candidates' order as the
-    preference: another candidate replaces the default only when the
-    calibration rows clearly favour it, which happens more readily the more
-    rows there are. Two standard errors rather than one, because the per-row
-    standard error understates how much a cross-validated difference varies
-    (the folds share training rows; Bengio & Grandvalet 2004) and several
-    candidates are compared at once. On the recorded LLM answers
-    (``bench/quality.py``), choosing freely among candidates within one
-    standard error by ECE followed noise on a few hundred rows and calibrated
-    worse on new rows.
+    On the recorded LLM answers (``bench/label_efficiency.py``), the old rule —
+    keep a default unless another candidate is two standard errors better —
+    lost to the best single candidate with 25 and 50 labelled rows; the pool
+    is within noise of it at 25, 50, 200 rows and the whole calibration half.
 
     Only the rows given to ``fit`` are ever used. A candidate that raises on a
     fold (any exception: say, a fold with a single class) or predicts rows of
@@ -162,12 +312,11 @@ class AutoCalibrator(BaseCalibrator):
     Parameters
     ----------
     candidates : list of (name, calibrator) pairs, default None
-        The most trusted first. None compares :class:`ShrinkageBinning` (the
-        default; by predicted class for binary problems) with temperature,
-        naive temperature, Platt (binary), vector and matrix scaling, isotonic
-        regression and histogram binning; see :func:`default_candidates`.
+        Simplest first. None: :func:`default_candidates`, of which only those
+        the rows support are compared (a given list is compared whole).
     cv : int, default 5
         Number of folds (stratified when some class has that many rows).
+    rule : {"stack", "one_se"}, default "stack"
     random_state : int, default 0
         Seed of the fold shuffle.
     renormalize : bool, default False
@@ -175,15 +324,20 @@ class AutoCalibrator(BaseCalibrator):
     Attributes
     ----------
     chosen_ : str
-        Name of the chosen candidate.
+        Name of the candidate with the most weight (``rule="stack"``) or the
+        chosen one.
+    weights_ : dict of str to float
+        Each kept candidate's weight in the result (1 for a single one).
     best_estimator_ : calibrator
-        The chosen candidate, refitted on all rows.
+        The result, fitted on all rows: a :class:`LinearPool` or one candidate.
     cv_scores_ : dict of str to float
-        Cross-validated NLL of each candidate (inf when it failed).
+        Cross-validated NLL of each compared candidate (inf when it failed).
     cv_ece_ : dict of str to float
         Cross-validated top-label ECE of each candidate that did not fail.
     cv_errors_ : dict of str to str
         Why a candidate failed (exception type and message), for those that did.
+    skipped_ : dict of str to str
+        Default candidates left out, and why (too few labelled events).
     explanation_ : str
         The choice in plain language.
 
@@ -194,30 +348,45 @@ class AutoCalibrator(BaseCalibrator):
     >>> P = np.column_stack([conf, 1 - conf])
     >>> y = (rng.random(200) > 0.75).astype(int)   # right 75% of the time, whatever it says
     >>> auto = AutoCalibrator().fit(P, y)
-    >>> auto.chosen_ in auto.cv_scores_
-    True
-    >>> bool(abs(auto.predict_proba([[1.0, 0.0]])[0, 0] - 0.75) < 0.1)
+    >>> auto.chosen_ in auto.cv_scores_, round(sum(auto.weights_.values()), 9)
+    (True, 1.0)
+    >>> bool(auto.predict_proba([[1.0, 0.0]])[0, 0] < 0.85)  # a stated certainty is softened
     True
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         **BaseCalibrator._parameter_constraints,
         "cv": [Interval("integer", 2, None)],
+        "rule": [Options(("stack", "one_se"))],
     }
 
-    def __init__(self, candidates=None, cv=5, random_state=0, renormalize=False):
+    def __init__(self, candidates=None, cv=5, rule="stack", random_state=0, renormalize=False):
         self.candidates = candidates
         self.cv = cv
+        self.rule = rule
         self.random_state = random_state
         self.renormalize = renormalize
 
-    def _candidates(self, n_classes: int) -> list[tuple[str, BaseCalibrator]]:
+    def _candidates(self, P: np.ndarray, y: np.ndarray) -> list[tuple[str, BaseCalibrator]]:
+        self.skipped_: dict[str, str] = {}
         if self.candidates is None:
-            return default_candidates(n_classes)
+            k = P.shape[1]
+            events = labelled_events(P, y)
+            kept = []
+            for name, calibrator in default_candidates(k):
+                needed = EVENTS_PER_PARAMETER * fitted_parameters(calibrator, k)
+                if events >= needed:
+                    kept.append((name, calibrator))
+                else:
+                    self.skipped_[name] = f"needs {needed} labelled events, has {events}"
+            return kept
         pairs = list(self.candidates)
         if not pairs or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
             raise ConfigurationError("candidates must be a non-empty list of (name, calibrator)")
         return pairs
+
+    def _n_folds(self, n_rows: int) -> int:
+        return self.cv if n_rows < LARGE_ROWS else 2
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         if len(y) < 2 * self.cv:
@@ -225,14 +394,15 @@ class AutoCalibrator(BaseCalibrator):
                 f"AutoCalibrator needs at least {2 * self.cv} rows for {self.cv}-fold "
                 f"cross-validation, got {len(y)}"
             )
+        n_folds = self._n_folds(len(y))
         # Stratified whenever some class can fill every fold: a rare class is then spread
         # over as many folds as it has rows, so no training fold loses a class of 2+ rows
         # (plain folds could put all 3 rows of a class in one fold, leaving a training fold
         # with a single class, on which every supervised candidate fails).
-        splitter = StratifiedKFold if np.bincount(y).max() >= self.cv else KFold
+        splitter = StratifiedKFold if np.bincount(y).max() >= n_folds else KFold
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            split = splitter(self.cv, shuffle=True, random_state=self.random_state).split(y, y)
+            split = splitter(n_folds, shuffle=True, random_state=self.random_state).split(y, y)
             return list(split)
 
     @staticmethod
@@ -250,9 +420,10 @@ class AutoCalibrator(BaseCalibrator):
         return Q
 
     def _fit(self, P, y):
-        candidates = dict(self._candidates(P.shape[1]))
+        candidates = dict(self._candidates(P, y))
         folds = self._folds(y)
-        row_nll, self.cv_scores_, self.cv_ece_, self.cv_errors_ = {}, {}, {}, {}
+        rows = np.arange(len(y))
+        gold, self.cv_scores_, self.cv_ece_, self.cv_errors_ = {}, {}, {}, {}
         for name, estimator in candidates.items():
             try:
                 Q = self._out_of_fold(estimator, P, y, folds)
@@ -260,63 +431,73 @@ class AutoCalibrator(BaseCalibrator):
                 self.cv_scores_[name] = np.inf
                 self.cv_errors_[name] = f"{type(exc).__name__}: {exc}"
                 continue
+            gold[name] = Q[rows, y]
             with np.errstate(divide="ignore"):
-                row_nll[name] = -np.log(Q[np.arange(len(y)), y])
-            self.cv_scores_[name] = float(row_nll[name].mean())
+                self.cv_scores_[name] = float(-np.log(gold[name]).mean())
             self.cv_ece_[name] = ece(Q, y)
-        if not row_nll:
+        if not gold:
             raise InvalidInputError(
                 "every candidate failed in cross-validation: "
                 + "; ".join(f"{name}: {error}" for name, error in self.cv_errors_.items())
             )
-        default = next(iter(candidates))
-        tied = self._tied(row_nll)
-        self.chosen_ = default if default in tied else min(tied, key=self.cv_ece_.__getitem__)
-        self.best_estimator_ = clone(candidates[self.chosen_]).fit(P, y)
-        self.explanation_ = self._explain(len(y), default, tied)
+        if self.rule == "stack":
+            names = list(gold)
+            weights = pool_weights(np.column_stack([gold[name] for name in names]))
+            kept = weights >= MIN_WEIGHT
+            share = weights[kept] / weights[kept].sum()
+            self.weights_ = dict(zip(np.array(names)[kept].tolist(), share.tolist(), strict=True))
+        else:
+            self.weights_ = {self._one_se(gold): 1.0}
+        self.chosen_ = max(self.weights_, key=self.weights_.__getitem__)
+        if len(self.weights_) == 1:
+            self.best_estimator_ = clone(candidates[self.chosen_]).fit(P, y)
+        else:
+            members = [(name, candidates[name]) for name in self.weights_]
+            self.best_estimator_ = LinearPool(members, list(self.weights_.values())).fit(P, y)
+        self.explanation_ = self._explain(len(y))
 
-    @staticmethod
-    def _tied(row_nll: dict[str, np.ndarray]) -> list[str]:
-        """The lowest-NLL candidate and those within TIE_STANDARD_ERRORS of it, best first."""
-        best = min(row_nll, key=lambda name: row_nll[name].mean())
-        tied = [best]
-        for name, losses in row_nll.items():
-            if name == best or not np.all(np.isfinite(losses)):
-                continue  # a candidate that gave some row probability 0 is never tied
-            diff = losses - row_nll[best]
-            if diff.mean() <= TIE_STANDARD_ERRORS * diff.std() / np.sqrt(len(diff)):
-                tied.append(name)
-        return tied
+    def _one_se(self, gold: dict[str, np.ndarray]) -> str:
+        """The first candidate whose NLL is within one standard error of the lowest."""
+        with np.errstate(divide="ignore"):
+            losses = {name: -np.log(g) for name, g in gold.items()}
+        best = min(losses, key=lambda name: losses[name].mean())
+        for name, loss in losses.items():
+            if not np.all(np.isfinite(loss)):
+                continue  # a candidate that gave some row probability 0
+            diff = loss - losses[best]
+            if diff.mean() <= diff.std() / np.sqrt(len(diff)):
+                return name
+        return best
 
-    def _explain(self, n_rows: int, default: str, tied: list[str]) -> str:
+    def _explain(self, n_rows: int) -> str:
         ranked = sorted(self.cv_scores_, key=self.cv_scores_.__getitem__)
         scores = ", ".join(
             f"{name} NLL {self.cv_scores_[name]:.4f} / ECE {self.cv_ece_.get(name, np.nan):.4f}"
             for name in ranked
         )
-        text = (
-            f"Chose {self.chosen_} ({type(self.best_estimator_).__name__}) by {self.cv}-fold "
-            f"cross-validation on the {n_rows} calibration rows. Lowest NLL: {tied[0]}"
-        )
-        within = f"within {TIE_STANDARD_ERRORS:g} standard errors of it"
-        if self.chosen_ == default == tied[0]:
-            text += ", the default"
-        elif self.chosen_ == default:
-            text += f"; the default {default} is {within}, so it is kept"
+        how = f"{self._n_folds(n_rows)}-fold cross-validation on the {n_rows} calibration rows"
+        if self.rule == "one_se":
+            text = (
+                f"Chose {self.chosen_} ({type(self.best_estimator_).__name__}), the simplest "
+                f"candidate within one standard error of the lowest NLL ({ranked[0]}), by {how}."
+            )
+        elif len(self.weights_) == 1:
+            text = (
+                f"Chose {self.chosen_} ({type(self.best_estimator_).__name__}): it takes all "
+                f"the weight of the pool fitted to the out-of-fold predictions of {how}."
+            )
         else:
-            if default in self.cv_errors_:
-                status = "failed"
-            elif self.cv_scores_[default] == np.inf:
-                status = "gave some row probability 0"
-            else:
-                status = f"is not {within}"
-            text += f"; the default {default} {status}"
-            if len(tied) > 1:
-                text += (
-                    f"; {within}: {', '.join(sorted(tied))}; "
-                    f"of these {self.chosen_} has the lowest ECE"
-                )
-        text += f". Scores: {scores}."
+            parts = ", ".join(
+                f"{name} {weight:.2f}"
+                for name, weight in sorted(self.weights_.items(), key=lambda item: -item[1])
+            )
+            text = (
+                f"Pooled the candidates with weights fitted to their out-of-fold predictions "
+                f"by {how}: {parts}."
+            )
+        text += f" Scores: {scores}."
+        for name, reason in self.skipped_.items():
+            text += f" {name} not compared: {reason}."
         for name, error in self.cv_errors_.items():
             text += f" {name} failed: {error}."
         return text
