@@ -20,6 +20,7 @@ from verbcal.metrics import (
     accuracy,
     bootstrap_ci,
     brier,
+    class_ece,
     classwise_ece,
     debiased_ece,
     ece,
@@ -326,6 +327,25 @@ def test_brier_and_nll_match_sklearn(k):
     assert brier(P, y) == pytest.approx(expected, abs=TOL)
     if k == 2:
         assert brier(P, y) == pytest.approx(2 * brier_score_loss(y, P[:, 1]), abs=TOL)
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "quantile", "distinct"])
+@pytest.mark.parametrize("seed", range(3))
+def test_class_ece_is_the_weighted_gap_of_the_class_table(seed, strategy):
+    P, y = dirichlet(500, 4, seed=seed)
+    errors = []
+    for k in range(4):
+        table = reliability_table(P, y, n_bins=10, strategy=strategy, class_index=k)
+        full = table.count > 0
+        gaps = np.abs(table.accuracy[full] - table.confidence[full])
+        expected = np.sum(table.count[full] * gaps) / table.count.sum()
+        errors.append(class_ece(P, y, k, n_bins=10, strategy=strategy))
+        assert errors[-1] == pytest.approx(expected, abs=TOL)
+    assert np.mean(errors) == pytest.approx(
+        classwise_ece(P, y, n_bins=10, strategy=strategy), abs=TOL
+    )
+    with pytest.raises(ConfigurationError, match="class_index must be an integer in"):
+        class_ece(P, y, True)
 
 
 def test_clopper_pearson_matches_scipy_binomtest():

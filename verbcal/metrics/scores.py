@@ -42,6 +42,7 @@ __all__ = [
     "accuracy",
     "bootstrap_ci",
     "brier",
+    "class_ece",
     "classwise_ece",
     "debiased_ece",
     "ece",
@@ -323,11 +324,48 @@ def classwise_ece(P, y, n_bins: int = 15, strategy: str = "uniform") -> float:
     """
     _check(n_bins=n_bins, strategy=strategy)
     P, y = _checked(P, y)
-    errors = []
-    for k in range(P.shape[1]):
-        scores = np.ascontiguousarray(P[:, k])
-        errors.append(BinSums.of(scores, y == k, bin_edges(scores, n_bins, strategy)).ece())
-    return float(np.mean(errors))
+    return float(np.mean([_class_sums(P, y, k, n_bins, strategy).ece() for k in range(P.shape[1])]))
+
+
+def _class_sums(P: np.ndarray, y: np.ndarray, k: int, n_bins: int, strategy: str) -> BinSums:
+    """Bins of ``P[:, k]`` against the outcomes ``y == k`` (checked input)."""
+    scores = np.ascontiguousarray(P[:, k])
+    return BinSums.of(scores, y == k, bin_edges(scores, n_bins, strategy))
+
+
+def class_ece(P, y, class_index: int, n_bins: int = 15, strategy: str = "uniform") -> float:
+    """Calibration error of one class's probability: the ECE of ``P[:, k]`` against ``y == k``.
+
+    ``sum_b (n_b / n) * |frequency_b - mean_b|`` over bins of ``P[:, k]``; the
+    mean over classes is :func:`classwise_ece`.
+
+    Parameters
+    ----------
+    P : array-like of shape (n, K) or (n,)
+        Probability rows; a 1-D array is the probability of class 1.
+    y : array-like of shape (n,)
+        Gold class indices.
+    class_index : int
+        The class ``k`` in ``0..K-1``.
+    n_bins : int, default 15
+    strategy : {"uniform", "quantile", "distinct"}, default "uniform"
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(class_ece([[0.8, 0.2], [0.8, 0.2]], [0, 1], class_index=1, n_bins=10), 6)
+    0.3
+    """
+    _check(n_bins=n_bins, strategy=strategy)
+    P, y = _checked(P, y)
+    check_params(
+        {"class_index": class_index},
+        {"class_index": [Interval("integer", 0, P.shape[1] - 1)]},
+    )
+    return _class_sums(P, y, class_index, n_bins, strategy).ece()
 
 
 def brier(P, y) -> float:

@@ -16,7 +16,6 @@ import numpy as np
 from verbcal import metrics, thresholds
 from verbcal.decisions import DEFAULT_BANDS, CostMatrix, cost_matrix
 from verbcal.errors import ConfigurationError, InvalidInputError
-from verbcal.metrics import ReliabilityTable
 from verbcal.metrics.binning import assign_bins, uniform_edges
 from verbcal.metrics.comparison import compare_metrics
 from verbcal.persist import estimator_to_dict
@@ -184,13 +183,6 @@ def _confidence_histogram(P: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.nd
     return edges, counts
 
 
-def _table_ece(table: ReliabilityTable) -> float:
-    """``sum_b (n_b / n) |accuracy_b - confidence_b|`` over the non-empty bins of a table."""
-    full = table.count > 0
-    gaps = np.abs(table.accuracy[full] - table.confidence[full])
-    return float(np.sum(table.count[full] * gaps) / table.count.sum())
-
-
 def _classes(P: np.ndarray, y, labels: list[str], n_bins: int) -> list[ClassCalibration]:
     out = []
     for k, label in enumerate(labels):
@@ -198,8 +190,8 @@ def _classes(P: np.ndarray, y, labels: list[str], n_bins: int) -> list[ClassCali
         if y is None:
             out.append(ClassCalibration(label, mean))
             continue
-        table = metrics.reliability_table(P, y, n_bins, class_index=k)
-        out.append(ClassCalibration(label, mean, float(np.mean(y == k)), _table_ece(table)))
+        ece = metrics.class_ece(P, y, k, n_bins=n_bins)
+        out.append(ClassCalibration(label, mean, float(np.mean(y == k)), ece))
     return out
 
 
