@@ -729,6 +729,11 @@ class OpenAIBackend:
         :data:`LEARNED_LIMIT_SHARE` of it per ``rate_window``; a later, different
         announcement adjusts it.
         """
+        if (
+            "x-ratelimit-limit-requests" not in headers
+            and "x-ratelimit-limit-tokens" not in headers
+        ):
+            return  # the common case off OpenAI and Azure: a lookup instead of a parse
         limits = read_ratelimit_headers(headers)
         if limits.empty:
             return
