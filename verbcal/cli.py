@@ -34,6 +34,7 @@ from verbcal.cli_providers import (
     backend_options,
     run_dry,
 )
+from verbcal.cli_suggest import add_suggest_labels_command
 from verbcal.errors import BackendError, VerbcalError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -768,12 +769,14 @@ def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole job on a real local model (or a shipped recording)",
-        description="Elicit the 372 demo reviews and content-free probes from a real local "
-        "model (SmolLM2-135M-Instruct in a llama.cpp server on 127.0.0.1 that verbcal starts "
-        "and stops), fit temperature, contextual and auto calibration on one half, evaluate "
-        "on the other, pick a precision operating point and write the HTML report. "
-        "--replay uses the shipped recording of Qwen2.5-Coder-1.5B-Instruct instead (no "
-        "server, seconds); --base-url/--model runs against any other endpoint.",
+        description="Elicit a stratified half of the demo reviews (191 of 372) and "
+        "content-free probes from a real local model (Qwen2.5-Coder-1.5B-Instruct, fetched "
+        "by scripts/setup.sh, in a llama.cpp server on 127.0.0.1 that verbcal starts and "
+        "stops; about 6 minutes on an idle 2-core machine), fit temperature, contextual and "
+        "auto calibration on one half, evaluate on the other (accuracy, NLL and ECE with "
+        "intervals), pick a precision operating point and write the HTML report. "
+        "--replay uses the shipped recording of the same model instead (no server, "
+        "seconds); --base-url/--model runs against any other endpoint.",
     )
     p.add_argument("--out-dir", type=Path, default=Path("verbcal-demo"), help="output folder")
     p.add_argument("--replay", action="store_true", help="use the shipped recording")
@@ -815,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub)
     _add_apply(sub)
     _add_evaluate(sub)
+    add_suggest_labels_command(sub)
     _add_threshold(sub)
     _add_route(sub)
     _add_conformal(sub)

@@ -1,12 +1,15 @@
 """``verbcal demo``: the whole job on a real local model, or on a shipped recording.
 
-1. Elicit a probability per label for the 372 demo reviews and the content-free
-   probes, from a real chat model behind an OpenAI-compatible server: by
-   default SmolLM2-135M-Instruct in a llama.cpp server that verbcal starts and
-   stops on 127.0.0.1; any other endpoint with ``base_url``/``model``; or,
-   with ``replay=True``, the shipped recording of Qwen2.5-Coder-1.5B-Instruct
-   answers (made by ``scripts/record_demo.py`` through verbcal's own cache),
-   which needs no server at all.
+1. Elicit a probability per label for a stratified half of the demo reviews
+   (191 of 372: every other review of each label × phenomenon × difficulty
+   group, see :func:`demo_items`) and the content-free probes, from a real
+   chat model behind an OpenAI-compatible server: by default
+   Qwen2.5-Coder-1.5B-Instruct (fetched by ``scripts/setup.sh``, see
+   :mod:`verbcal.elicit.local_models`) in a llama.cpp server that verbcal
+   starts and stops on 127.0.0.1; any other endpoint with
+   ``base_url``/``model``; or, with ``replay=True``, the shipped recording of
+   the same model's answers (made by ``scripts/record_demo.py`` through
+   verbcal's own cache), which needs no server at all.
 2. Fit temperature scaling, contextual calibration (+ temperature) and the
    auto choice on one half of the reviews, evaluate on the other half.
 3. Pick the threshold on P(positive) for a target precision, and write the
@@ -18,14 +21,18 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from verbcal.data import DEMO_LABELS, load_demo_dataset
 from verbcal.errors import ConfigurationError, VerbcalError
+from verbcal.metrics import compare_metrics
 from verbcal.persist import CalibratorRecord, save_calibrator
 from verbcal.predictions import (
     CONTENT_FREE,
@@ -75,9 +82,32 @@ class DemoResult:
     source: str
 
 
-def demo_items() -> list[Item]:
-    """The demo reviews as items with gold labels."""
-    return [Item(id=r["id"], text=r["text"], label=r["label"]) for r in load_demo_dataset()]
+def demo_items(*, subset: bool = True) -> list[Item]:
+    """The demo reviews as items with gold labels.
+
+    Parameters
+    ----------
+    subset : bool, default True
+        The stratified half the demo asks: within every (label, phenomenon,
+        difficulty) group, every other review in file order (the first, the
+        third, …). False: all 372.
+
+    Examples
+    --------
+    >>> len(demo_items()), len(demo_items(subset=False))
+    (191, 372)
+    """
+    rows = load_demo_dataset()
+    if subset:
+        seen: Counter = Counter()
+        kept = []
+        for row in rows:
+            group = (row["label"], row["phenomenon"], row["difficulty"])
+            if seen[group] % 2 == 0:
+                kept.append(row)
+            seen[group] += 1
+        rows = kept
+    return [Item(id=r["id"], text=r["text"], label=r["label"]) for r in rows]
 
 
 def recording_provenance() -> dict:
@@ -140,21 +170,29 @@ def _elicit(
         return _run_elicitation(
             cache, {"base_url": base_url, "model": model}, progress
         ), f"{model} at {base_url}"
+    from verbcal.elicit.local_models import QWEN_1_5B, find_model
     from verbcal.elicit.local_server import LocalLlamaServer
 
-    log("starting the local llama.cpp server with SmolLM2-135M-Instruct …")
-    with LocalLlamaServer() as server:
+    model_file = find_model(QWEN_1_5B)
+    log(f"starting the local llama.cpp server with {QWEN_1_5B.alias} …")
+    with LocalLlamaServer(model_file, model_alias=QWEN_1_5B.alias, n_ctx=2048) as server:
         log(f"server ready at {server.base_url}")
-        backend_args = {"base_url": server.base_url, "model": server.model}
-        predictions = _run_elicitation(cache, backend_args, progress)
+        backend_args = {"base_url": server.base_url, "model": server.model, "timeout": 300}
+        # One request at a time: the server decodes one anyway, and in order each
+        # request reuses the cached prompt prefix (instructions before the item).
+        predictions = _run_elicitation(cache, backend_args, progress, concurrency=1)
     return predictions, f"{server.model} (llama.cpp, local)"
 
 
-def _run_elicitation(cache, backend_args, progress, *, replay: bool = False) -> list[Prediction]:
+def _run_elicitation(
+    cache, backend_args, progress, *, replay: bool = False, concurrency: int = 4
+) -> list[Prediction]:
     from verbcal.elicit.backend import OpenAIBackend
 
     async def run():
-        async with OpenAIBackend(cache=cache, max_concurrency=4, **backend_args) as backend:
+        async with OpenAIBackend(
+            cache=cache, max_concurrency=concurrency, **backend_args
+        ) as backend:
             predictions, summary = await elicit_demo(backend, progress=progress)
             if replay and backend.stats.requests_sent:
                 raise ConfigurationError(
@@ -167,6 +205,38 @@ def _run_elicitation(cache, backend_args, progress, *, replay: bool = False) -> 
         return asyncio.run(run())
     finally:
         cache.close()
+
+
+def _ci(ci) -> str:
+    return f"{ci[0]:.3f} [{ci[1]:.3f}, {ci[2]:.3f}]"
+
+
+def metric_line(method: str, result: Evaluation, changes: dict | None = None) -> str:
+    """One console line: accuracy, NLL and ECE with intervals (and their paired changes)."""
+    parts = [f"{method:24}", f"accuracy {_ci(result['accuracy'])}"]
+    for name, shown in (("nll", "NLL"), ("ece", "ECE")):
+        part = f"{shown} {_ci(result[name])}"
+        change = (changes or {}).get(name)
+        if change is not None:
+            part += f" (change {change[0]:+.3f} [{change[1]:+.3f}, {change[2]:+.3f}])"
+        parts.append(part)
+    return "  ".join(parts)
+
+
+def chance_line(result: Evaluation, y) -> str:
+    """Says whether the model beats always answering the most frequent label."""
+    majority = float(np.bincount(y).max() / len(y))
+    accuracy = result["accuracy"]
+    if accuracy[1] > majority:
+        return (
+            f"the model is above chance: accuracy {_ci(accuracy)} > {majority:.3f} "
+            "(always answering the most frequent label)"
+        )
+    return (
+        f"the model is AT CHANCE on these reviews: accuracy {_ci(accuracy)} does not exceed "
+        f"{majority:.3f} (always answering the most frequent label); a calibrator can then "
+        "only learn the base rate, so a lower ECE says nothing about the model"
+    )
 
 
 def run_demo(
@@ -229,13 +299,14 @@ def run_demo(
         y = rows.y
         assert y is not None  # the demo reviews are labelled
         evaluation["uncalibrated"] = evaluate(rows.P, y, n_boot=200)
+        log(f"held-out half: {len(y)} reviews (95% bootstrap intervals in brackets)")
+        log(chance_line(evaluation["uncalibrated"], y))
+        log(metric_line("uncalibrated", evaluation["uncalibrated"]))
         for method, record in records.items():
             Q = record.calibrator.predict_proba(rows.P)
             evaluation[method] = evaluate(Q, y, n_boot=200)
-            log(
-                f"{method:24} held-out ECE {evaluation[method]['ece'][0]:.3f} "
-                f"(uncalibrated {evaluation['uncalibrated']['ece'][0]:.3f})"
-            )
+            changes = {c.name: c.change for c in compare_metrics(rows.P, Q, y, n_boot=200)}
+            log(metric_line(method, evaluation[method], changes))
         threshold = choose_threshold(predictions, main, POSITIVE, target_precision=TARGET_PRECISION)
     data = report_from_predictions(
         predictions,
