@@ -14,8 +14,9 @@
 * **completion tokens**: the tokens of a typical answer to the template (its
   JSON schema filled with the longest label and two-decimal probabilities) per
   choice, and the cap (``max_tokens`` per choice) as an upper bound. A
-  template with free text (reasoning) and a reasoning model (hidden reasoning
-  tokens) are counted at the cap: their length is unknown before the run;
+  template with free text (reasoning) is counted at the cap: its length is
+  unknown before the run. A reasoning model's hidden reasoning tokens are
+  unknown too: its estimate covers the answers, and the cap bounds the rest;
 * **cost**, given prices per million tokens (:func:`load_prices`).
 """
 
@@ -191,7 +192,8 @@ class CostEstimate:
     completion_tokens: int = 0
     max_completion_tokens: int = 0
     completion_known: bool = True
-    tokenizer: str = "estimate (1 token per 4 bytes)"
+    hidden_reasoning: bool = False
+    tokenizer: str = "estimated at 1 token per 4 bytes"
     prices: Prices | None = None
 
     def add(self, prompt: int, completion: int | None, cap: int, *, cached: bool) -> None:
@@ -236,6 +238,8 @@ class CostEstimate:
 
     def __str__(self) -> str:
         completion = "typical answer" if self.completion_known else "at the cap (length unknown)"
+        if self.hidden_reasoning:
+            completion += " plus hidden reasoning, unknown before the run"
         lines = [
             f"dry run: {self.items} items, {self.requests} requests to send"
             + (
@@ -248,7 +252,8 @@ class CostEstimate:
             f"at most {self.max_completion_tokens}",
         ]
         if self.prices is not None:
-            lines.append(f"estimated cost ${self.cost:.4f} (at most ${self.max_cost:.4f})")
+            bound = "with hidden reasoning up to" if self.hidden_reasoning else "at most"
+            lines.append(f"estimated cost ${self.cost:.4f} ({bound} ${self.max_cost:.4f})")
         else:
             lines.append("cost: pass --prices FILE (dollars per million tokens) to estimate it")
         return "\n".join(lines)
@@ -283,10 +288,9 @@ def estimate_run(
     backend = elicitor.backend
     profile = backend.profile
     answer = typical_answer(elicitor.template.json_schema(elicitor.labels))
-    per_choice = None
-    if answer is not None and not profile.reasoning_model:
-        per_choice = (count or estimate_text_tokens)(answer)
+    per_choice = None if answer is None else (count or estimate_text_tokens)(answer)
     estimate = CostEstimate(items=len(items), prices=prices)
+    estimate.hidden_reasoning = profile.reasoning_model
     if tokenizer_name:
         estimate.tokenizer = tokenizer_name
     for item in items:
