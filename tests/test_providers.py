@@ -846,3 +846,15 @@ def test_azure_reasoning_deployment_gets_the_reasoning_rules(tmp_path, capsys, a
     assert all(p.status == "ok" and p.usage["reasoning_tokens"] == 50 for p in predictions)
     assert "reasoning-model deployment" in printed
     assert all(path.startswith("/openai/deployments/o4-mini/") for path in server.record.paths)
+
+
+def test_dry_run_for_a_reasoning_model_bounds_the_hidden_reasoning(tmp_path, capsys, api_key):
+    write_items(tmp_path / "items.jsonl", 10)
+    (tmp_path / "p.json").write_text('{"input": 1, "output": 4}')
+    with serving("openai-reasoning") as server:
+        code, _, printed = elicit(
+            server, tmp_path, capsys, "--dry-run", "--prices", str(tmp_path / "p.json")
+        )
+    assert code == 0 and server.record.total == 0
+    assert "plus hidden reasoning, unknown before the run), at most 40960" in printed
+    assert "with hidden reasoning up to $0.16" in printed  # 10 x 4096 tokens at $4/M + prompts
