@@ -168,6 +168,27 @@ def _add_elicit(sub) -> None:
         "for contextual calibration",
     )
     p.add_argument("--n-random-probes", type=_number("integer", 0), default=20)
+    p.add_argument(
+        "--shots", type=Path, help="labelled exemplars (JSONL: text, label[, probs, reasoning])"
+    )
+    p.add_argument("--k", type=_number("integer", 0), default=4, help="exemplars per item")
+    p.add_argument(
+        "--shots-per-item",
+        action="store_true",
+        help="choose the exemplars per item (seeded by its text) instead of once per run",
+    )
+    p.add_argument(
+        "--content-free-shots",
+        action="store_true",
+        help="add exemplars 'N/A', '' and '[MASK]' answered with the uniform distribution",
+    )
+    p.add_argument(
+        "--on-suspect",
+        choices=["keep", "skip"],
+        default="keep",
+        help="items that look like prompt injections (answer JSON, fence lines, override "
+        "phrasing) are flagged 'suspect'; skip: do not send them (default keep)",
+    )
     add_batch_options(p)
     add_provider_options(p)
     p.set_defaults(run=_run_elicit)
@@ -190,6 +211,24 @@ def _run_elicit(args: argparse.Namespace) -> int:
         labels=args.labels,
         encoding=args.encoding,
     )
+    from verbcal.elicit.injection import flag_predictions, skip_suspects
+
+    all_items, skipped = items, []
+    if args.on_suspect == "skip":
+        items, skipped = skip_suspects(items, args.labels)
+    template = args.template
+    if args.shots is not None or args.content_free_shots:
+        from verbcal.elicit.shots import few_shot
+
+        template = few_shot(
+            args.template,
+            args.shots or (),
+            labels=args.labels,
+            k=args.k if args.shots is not None else 0,
+            per_item=args.shots_per_item,
+            seed=args.seed,
+            content_free=args.content_free_shots,
+        )
     cache_path = args.cache or args.out.with_suffix(".cache.db")
     check_output(args.out, "--out", {"--input": args.input, "--cache": cache_path})
     check_output(cache_path, "--cache", {"--input": args.input})
@@ -211,7 +250,7 @@ def _run_elicit(args: argparse.Namespace) -> int:
         return Elicitor(
             backend,
             args.labels,
-            template=args.template,
+            template=template,
             json_mode=args.json_mode,
             samples=args.samples,
             temperature=args.temperature,
@@ -252,7 +291,15 @@ def _run_elicit(args: argparse.Namespace) -> int:
         predictions, summaries = asyncio.run(run(make_backend(cache)))
     finally:
         cache.close()
+    position = {item.id: i for i, item in enumerate(all_items)}
+    predictions = sorted(
+        predictions + skipped, key=lambda p: (p.kind == CONTENT_FREE, position.get(p.id, 0))
+    )
+    n_suspect = flag_predictions(predictions, all_items)
     write_predictions(args.out, predictions)
+    if n_suspect:
+        what = "skipped" if args.on_suspect == "skip" else "elicited anyway"
+        print(f"{n_suspect} items flagged suspect (prompt injection?), {what}", file=sys.stderr)
     for what, summary in summaries:
         print(f"{what}: {summary}", file=sys.stderr)
     print(f"wrote {len(predictions)} predictions to {args.out} (cache: {cache_path})")
@@ -460,6 +507,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         "rows": len(rows.ids),
         "failed_to_parse": rows.n_failed,
         "unlabelled_left_out": rows.n_unlabelled,
+        "suspect": sum(bool(p.suspect) for p in predictions if p.kind == ITEM),
     }
     result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot).to_json()
     sides = {"y": rows.y, "before": rows.P}
@@ -480,6 +528,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if rows.n_unlabelled:
         left_out += f" and {rows.n_unlabelled} unlabelled"
     print(f"{result['rows']} {which} ({left_out} rows left out)")
+    if result["suspect"]:
+        print(f"{result['suspect']} items flagged suspect (possible prompt injection)")
     header = f"{'metric':14} {'before':>26}"
     if record is not None:
         header += f" {'after (' + record.method + ')':>26}"

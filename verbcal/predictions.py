@@ -63,6 +63,8 @@ class Prediction:
     kind: Kind = ITEM
     token_probs: dict[str, float] | None = None
     calibrated_by: str | None = None  # method name, once a calibrator was applied
+    suspect: bool | None = None  # True: the item text looks like a prompt injection
+    suspect_reason: str | None = None  # why (see verbcal.elicit.injection)
 
     def to_json(self) -> dict:
         """The JSON object written for this prediction (None fields left out)."""
@@ -357,6 +359,9 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
     calibrated_by = row.get("calibrated_by")
     if calibrated_by is not None and not isinstance(calibrated_by, str):
         raise _fail(path, line, f"'calibrated_by' must be a method name, got {calibrated_by!r}")
+    suspect = row.get("suspect")
+    if suspect is not None and not isinstance(suspect, bool):
+        raise _fail(path, line, f"'suspect' must be true or false, got {suspect!r}")
     return Prediction(
         id=_id_text(path, line, row["id"]),
         labels=labels,
@@ -369,6 +374,8 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
         kind=kind,
         token_probs=row.get("token_probs"),
         calibrated_by=calibrated_by,
+        suspect=suspect,
+        suspect_reason=None if row.get("suspect_reason") is None else str(row["suspect_reason"]),
     )
 
 
