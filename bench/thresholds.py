@@ -36,14 +36,13 @@ def one_split(P, y, method: str, seed: int) -> dict:
     calibrator = METHODS[method]().fit(P[cal_rows], y[cal_rows])
     Q_cal, Q_test = calibrator.predict_proba(P[cal_rows]), calibrator.predict_proba(P[test_rows])
     point = thresholds.operating_point(Q_cal, y[cal_rows], 0, target_precision=TARGET)
-    flagged = Q_test[:, 0] >= point.threshold
-    hits = int((y[test_rows][flagged] == 0).sum())
+    rates = thresholds.precision_recall_at(Q_test, y[test_rows], 0, point.threshold)
     return {
         "met": point.met,
         "threshold": point.threshold,
-        "flagged": int(flagged.sum()),
-        "realised": hits / flagged.sum(),
-        "interval": thresholds.clopper_pearson(hits, int(flagged.sum())),
+        "flagged": rates.n_predicted,
+        "realised": rates.precision,
+        "interval": rates.precision_ci,
         "predicted": thresholds.predicted_precision(Q_test, 0, point.threshold),
     }
 
