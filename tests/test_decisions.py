@@ -296,7 +296,7 @@ def test_conformal_command_on_recorded_answers(recorded_data, tmp_path, capsys):
 
 def test_route_and_costs_on_answers_of_the_local_model(llama_server, tmp_path, capsys):
     """A handful of demo reviews, elicited over HTTP from SmolLM2, then fit/route/report."""
-    reviews = [r for r in load_demo_dataset() if r["difficulty"] == "easy"][:8]
+    reviews = [r for r in load_demo_dataset() if r["difficulty"] == "easy"][:6]
     items = tmp_path / "items.jsonl"
     items.write_text("".join(json.dumps(r) + "\n" for r in reviews))
     preds = tmp_path / "preds.jsonl"
@@ -314,19 +314,22 @@ def test_route_and_costs_on_answers_of_the_local_model(llama_server, tmp_path, c
     argv = [word for option, value in options.items() for word in (option, str(value))]
     assert main(["elicit", *argv]) in (0, 1), capsys.readouterr().err
     predictions = read_predictions(preds)
-    assert len(predictions) == 8
+    assert len(predictions) == 6
     if sum(p.probs is not None for p in predictions) < 4:
         pytest.skip("the local model's answers could not be parsed often enough to fit")
     cal = tmp_path / "cal.json"
     assert main(["fit", "--preds", str(preds), "--method", "temperature", "--out", str(cal)]) == 0
+    capsys.readouterr()
     routed = tmp_path / "routed.jsonl"
     base = ["--preds", str(preds), "--calibrator", str(cal)]
     code = main(["route", *base, "--target-accuracy", "0.6", "--out", str(routed), "--json"])
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.err
+    summary = json.loads(captured.out)
     rows = _routed(routed)
     assert [r["id"] for r in rows] == [r["id"] for r in reviews]
     assert code == (0 if summary["selection"]["met"] else 1)
-    assert summary["expected"]["n_items"] == 8
+    assert summary["expected"]["n_items"] == 6
     costs = tmp_path / "costs.json"
     names = list(DEMO_LABELS)
     costs.write_text(
