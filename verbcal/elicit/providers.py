@@ -105,6 +105,8 @@ class ProviderProfile:
         unless the base URL ends in ``/openai/v1``.
     error_shape : {"object", "list"}
         Error bodies are ``{"error": {...}}``, or a JSON list of those (Gemini).
+        Descriptive: :mod:`verbcal.elicit.provider_errors` reads either shape
+        from any endpoint.
     api_key_env : tuple of str
         Environment variables read for the key, before ``OPENAI_API_KEY``.
     limits : tuple of str
@@ -132,16 +134,26 @@ class ProviderProfile:
     limits: tuple[str, ...] = field(default=())
 
     def describe(self) -> str:
-        """One line for the start of a run: the profile and what it sends."""
+        """For the start of a run: the profile and what it sends, then its known limits.
+
+        Examples
+        --------
+        >>> print(PROFILES["lmstudio"].describe())  # doctest: +NORMALIZE_WHITESPACE
+        provider lmstudio: LM Studio's local server; sends max_tokens, temperature, seed;
+        json: json_schema
+          known limit: response_format json_object rejected (json_schema or text only)
+          known limit: no n
+        """
         sends: list[str] = [self.max_tokens_field]
         sends.append("temperature" if self.temperature == "any" else "no temperature (fixed 1)")
         sends += [name for name, on in (("seed", self.seed), ("logprobs", self.logprobs)) if on]
         if self.n:
             sends.append("n")
         modes = ", ".join(m for m in JSON_MODES if m in self.json_modes and m != "none")
-        return (
+        head = (
             f"provider {self.name}: {self.summary}; sends {', '.join(sends)}; json: {modes or '-'}"
         )
+        return "\n".join([head, *(f"  known limit: {limit}" for limit in self.limits)])
 
 
 _OPENAI_JSON = frozenset({"none", "json_object", "json_schema"})
