@@ -366,17 +366,21 @@ class BatchServer:
                 obj.update(status="cancelled", cancelled_at=int(time.time()))
             return
         if obj["status"] == "in_progress":
+            assert batch.in_progress_since is not None
             done = self._done(batch, now)
             failed = sum(o != "200" for o in batch.outcomes[:done])
             obj["request_counts"].update(completed=done - failed, failed=failed)
+            # Computed from the clock, however late it is read: the batch expires if
+            # the window ends before its last request would have run.
+            all_done_at = batch.in_progress_since + batch.n / self.rate
             deadline = batch.started + self.window_seconds if self.window_seconds else None
-            if done < batch.n and deadline is not None and now >= deadline:
+            if deadline is not None and all_done_at > deadline and now >= deadline:
                 self._finish(batch, self._done(batch, deadline), "batch_expired")
                 obj.update(status="expired", expired_at=int(time.time()))
                 return
             if done >= batch.n:
                 obj.update(status="finalizing", finalizing_at=int(time.time()))
-                batch.finalizing_since = now
+                batch.finalizing_since = all_done_at
         if obj["status"] == "finalizing" and now >= batch.finalizing_since + self.finalize_seconds:
             self._finish(batch, batch.n, None)
             obj.update(status="completed", completed_at=int(time.time()))

@@ -357,6 +357,29 @@ def test_the_server_enforces_the_documented_rules(tmp_path):
         assert batch.errors.data[0].code == "duplicate_custom_id" and batch.errors.data[0].line == 2
 
 
+def test_a_create_whose_reply_is_lost_is_found_again_even_when_already_finished(tmp_path):
+    # The reply to POST /v1/batches never comes (the client times out), and by the time
+    # the client looks the batch up it has already completed: it must adopt it, with
+    # its result files, and neither create a second batch nor re-queue its requests.
+    with BatchServer(validate_seconds=0, finalize_seconds=0, rate=1e9) as server:
+        server.block("create")
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        key, text = encode_request({"base_url": server.base_url, **body})
+        with ResponseCache(tmp_path / "c.db") as cache:
+            jobs = BatchJobs(cache, timeout=0.5)
+            jobs.build([(key, text, body)], server.base_url)
+            try:
+                (f,) = jobs.submit()
+            finally:
+                server.release("create")
+            assert f.status == "completed" and f.output_file_id is not None
+            summary = jobs.collect()
+            jobs.close()
+            assert (summary.answered, summary.requeued, summary.missing) == (1, 0, 0)
+            assert cache.get_by_key(key) is not None
+        assert server.record.create_calls == len(server.batches) == 1
+
+
 # ---------------------------------------------------------------- vllm run-batch
 
 

@@ -7,9 +7,9 @@ uploads them (``/v1/files``, purpose ``batch``), creates one batch per file
 back into the response cache. Nothing downstream changes: every line's
 ``custom_id`` is the request's cache key, made by the same
 :meth:`OpenAIBackend.prepare <verbcal.elicit.backend.OpenAIBackend.prepare>`
-as an interactive request, and each answer is stored with the same
-:meth:`ResponseCache.put_encoded <verbcal.elicit.cache.ResponseCache.put_encoded>`
-after the same :func:`~verbcal.elicit.backend.check_reply`. An ordinary
+as an interactive request, and each answer that passes the same
+:func:`~verbcal.elicit.backend.check_reply` becomes the same cache row an
+interactive answer would (key, request text, response). An ordinary
 ``verbcal elicit`` afterwards finds every answer in the cache, sends nothing,
 and writes the same predictions file an interactive run would have.
 
@@ -55,7 +55,7 @@ from verbcal.elicit.batch_records import (
     RequestFileWriter,
 )
 from verbcal.elicit.cache import ResponseCache
-from verbcal.elicit.providers import error_message, quota_exhausted
+from verbcal.elicit.provider_errors import error_message, quota_exhausted
 from verbcal.elicit.retry import RETRYABLE_STATUS, AttemptError, RequestFailedError, classify_error
 from verbcal.errors import BackendError, ConfigurationError, InvalidInputError
 
@@ -379,9 +379,8 @@ class BatchJobs:
         return None
 
     def _submitted(self, f: BatchFile, batch: Any) -> BatchFile:
-        f = self.records.update_file(
-            f.id, state="submitted", batch_id=batch.id, status=batch.status, path=None
-        )
+        # A batch found again may have finished meanwhile: record all it says.
+        f = self._record(f, batch, state="submitted", batch_id=batch.id, path=None)
         local = self.records.spool / f"requests-{f.id}.jsonl"
         if local.exists():
             os.remove(local)  # the provider holds it; our records hold every request
@@ -396,19 +395,23 @@ class BatchJobs:
             if f.status not in TERMINAL_STATUSES:
                 client, batch_id = self.client(f.base_url), str(f.batch_id)
                 retrieve = functools.partial(client.batches.retrieve, batch_id)
-                batch = self._call(f"checking {batch_id}", retrieve)
-                counts = batch.request_counts
-                f = self.records.update_file(
-                    f.id,
-                    status=batch.status,
-                    completed=counts.completed if counts else 0,
-                    failed=counts.failed if counts else 0,
-                    output_file_id=batch.output_file_id,
-                    error_file_id=batch.error_file_id,
-                    note=_batch_errors(batch),
-                )
+                f = self._record(f, self._call(f"checking {batch_id}", retrieve))
             out.append(f)
         return out
+
+    def _record(self, f: BatchFile, batch: Any, **fields: Any) -> BatchFile:
+        """Record what the provider says of ``f``'s batch: status, counts, result files."""
+        counts = batch.request_counts
+        return self.records.update_file(
+            f.id,
+            status=batch.status,
+            completed=counts.completed if counts else 0,
+            failed=counts.failed if counts else 0,
+            output_file_id=batch.output_file_id,
+            error_file_id=batch.error_file_id,
+            note=_batch_errors(batch),
+            **fields,
+        )
 
     def progress_line(self, files: list[BatchFile]) -> str:
         """One line: done / failed / expired requests per batch (totals when there are many)."""
@@ -572,23 +575,19 @@ class BatchJobs:
                 summary.unreadable += 1
                 continue
             parsed.append((key, row))
-        keys = [key for key, _ in parsed]
-        if file_row is not None:
-            sent = self.records.requests_of(file_row, keys)
-        else:
-            sent = {k: (r, s) for k, (_, r, s) in self.records.locate(keys).items()}
-        store: list[tuple[str, str, str]] = []
+        sent = self.records.sent(key for key, _ in parsed)
+        answers: list[tuple[str, str]] = []
         states: list[tuple[str, str | None, str]] = []
         for key, row in parsed:
-            if key not in sent:
-                summary.unexpected += 1
+            where = sent.get(key)
+            if where is None or (file_row is not None and where[0] != file_row):
+                summary.unexpected += 1  # not a request sent in this batch
                 continue
-            request_text, state = sent[key]
-            if file_row is None and state == "answered":
+            if file_row is None and where[1] == "answered":
                 continue
             verdict, detail = classify_result_line(row)
             if verdict == "ok":
-                store.append((key, request_text, json.dumps(detail, ensure_ascii=False)))
+                answers.append((key, json.dumps(detail, ensure_ascii=False)))
                 states.append(("answered", None, key))
                 summary.answered += 1
                 continue
@@ -596,10 +595,8 @@ class BatchJobs:
             setattr(summary, verdict, getattr(summary, verdict) + 1)
             reason = detail.split(":")[0]
             summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
-        if store:
-            self.cache.put_encoded(store)  # committed before the states say "answered"
         if states:
-            self.records.set_request_states(states)
+            self.records.store_results(answers, states)
 
     def _requeue(self) -> int:
         """Move requests to retry into new request files and submit them; return how many."""

@@ -170,36 +170,44 @@ class BatchRecords:
             sql, args = sql + " WHERE file = ?", (file_row,)
         return dict(self.conn.execute(sql + " GROUP BY state", args).fetchall())
 
-    def requests_of(
-        self, file_row: int, keys: Iterable[str] | None = None
-    ) -> dict[str, tuple[str, str]]:
-        """``key -> (request JSON, state)`` of the requests sent in a file (or of ``keys`` only)."""
-        if keys is None:
-            rows = self.conn.execute(
-                "SELECT key, request, state FROM batch_requests WHERE file = ?", (file_row,)
-            )
-            return {key: (request, state) for key, request, state in rows}
-        # By primary key, then the file checked here: a query on both would walk the
-        # file's index over all its rows for every chunk of keys.
-        return {
-            key: (request, state)
-            for key, (file, request, state) in self.locate(keys).items()
-            if file == file_row
-        }
-
-    def locate(self, keys: Iterable[str]) -> dict[str, tuple[int, str, str]]:
-        """``key -> (file row, request JSON, state)`` for the keys that were ever sent."""
+    def sent(self, keys: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """``key -> (file row, state)`` for those of ``keys`` that were ever sent."""
         keys = list(keys)
-        out: dict[str, tuple[int, str, str]] = {}
+        out: dict[str, tuple[int, str]] = {}
         for start in range(0, len(keys), 900):
             chunk = keys[start : start + 900]
             rows = self.conn.execute(
-                "SELECT key, file, request, state FROM batch_requests "
+                "SELECT key, file, state FROM batch_requests "
                 f"WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            out.update({key: (file, request, state) for key, file, request, state in rows})
+            out.update({key: (file, state) for key, file, state in rows})
         return out
+
+    def store_results(
+        self,
+        answers: Iterable[tuple[str, str]],
+        states: Iterable[tuple[str, str | None, str]],
+    ) -> None:
+        """Store ``(key, response JSON)`` answers and ``(state, error, key)`` states at once.
+
+        Each answer becomes a row of the cache's ``responses`` table with the
+        request text recorded when it was sent: the row an interactive answer
+        gets (:meth:`ResponseCache.put_encoded`), and like it, a key already
+        answered keeps its first response. The request text is copied inside
+        SQLite, never read back into Python, and answers and states commit together.
+        """
+        now = time.time()
+        with self._transaction():
+            self.conn.executemany(
+                "INSERT INTO responses (key, request, response, created) "
+                "SELECT key, request, ?, ? FROM batch_requests WHERE key = ? "
+                "ON CONFLICT(key) DO NOTHING",
+                ((response, now, key) for key, response in answers),
+            )
+            self.conn.executemany(
+                "UPDATE batch_requests SET state = ?, error = ? WHERE key = ?", states
+            )
 
     def set_request_states(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
         """Commit ``(state, error, key)`` updates in one transaction."""
