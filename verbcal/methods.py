@@ -23,5 +23,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "isotonic": ("labels", "one-vs-rest isotonic regression"),
     "histogram": ("labels", "histogram binning"),
     "shrinkage": ("labels", "per stated value, accuracy shrunk toward temperature scaling"),
-    "auto": ("labels", "shrinkage, unless cross-validated NLL clearly favours one of the above"),
+    "auto": (
+        "labels",
+        "a pool of the above that the labels support, weighted by cross-validation",
+    ),
 }
