@@ -180,6 +180,7 @@ class BatchServer:
         self._counter = 0
         self._times_sent: Counter = Counter()
         self._blocked: dict[str, threading.Event] = {}
+        self._skips: dict[str, int] = {}
         self._reached: dict[str, threading.Event] = {s: threading.Event() for s in STAGES}
         self._stopping = threading.Event()
         self._httpd = _Server(("127.0.0.1", port), _make_handler(self))
@@ -215,11 +216,12 @@ class BatchServer:
 
     # ------------------------------------------------------------------ test hooks
 
-    def block(self, stage: str) -> None:
-        """Stop the next request that reaches ``stage`` until :meth:`release`."""
+    def block(self, stage: str, skip: int = 0) -> None:
+        """Stop the request that reaches ``stage`` after ``skip`` others, until :meth:`release`."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
         self._reached[stage].clear()
+        self._skips[stage] = skip
         self._blocked[stage] = threading.Event()
 
     def wait_reached(self, stage: str, timeout: float = 30.0) -> bool:
@@ -231,12 +233,24 @@ class BatchServer:
         if event is not None:
             event.set()
 
-    def _checkpoint(self, stage: str) -> None:
+    def _take(self, stage: str) -> bool:
+        """Count one request at ``stage``; True when it is the one to hold."""
+        with self._lock:
+            if stage not in self._blocked:
+                return False
+            self._skips[stage] -= 1
+            return self._skips[stage] < 0
+
+    def _hold(self, stage: str) -> None:
         event = self._blocked.get(stage)
         if event is None:
             return
         self._reached[stage].set()
         event.wait()
+
+    def _checkpoint(self, stage: str) -> None:
+        if self._take(stage):
+            self._hold(stage)
 
     # ------------------------------------------------------------------ files
 
@@ -609,20 +623,20 @@ def _make_handler(server: BatchServer) -> type[BaseHTTPRequestHandler]:
                     chunks.append(self.rfile.read(size))
                     self.rfile.readline()
                     if half_checkpoint and len(chunks) == 1:
-                        server._checkpoint("upload")
+                        server._hold("upload")
                 return b"".join(chunks)
             length = int(self.headers.get("Content-Length", 0))
             if not half_checkpoint:
                 return self.rfile.read(length)
             first = self.rfile.read(length // 2)
-            server._checkpoint("upload")
+            server._hold("upload")
             rest = self.rfile.read(length - len(first))
             return first + rest
 
         def _upload(self) -> None:
             kind = self.headers.get("Content-Type", "")
             boundary = kind.partition("boundary=")[2].strip('"')
-            raw = self._read_body(half_checkpoint="upload" in server._blocked)
+            raw = self._read_body(half_checkpoint=server._take("upload"))
             if not boundary or not raw.rstrip().endswith(f"--{boundary}--".encode()):
                 self.close_connection = True  # an upload cut short creates no file
                 return
@@ -665,10 +679,10 @@ def _make_handler(server: BatchServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
                 with open(path, "rb") as f:
-                    if "content" in server._blocked:
+                    if server._take("content"):
                         self.wfile.write(f.read(size // 2))
                         self.wfile.flush()
-                        server._checkpoint("content")
+                        server._hold("content")
                     shutil.copyfileobj(f, self.wfile, 1 << 20)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True

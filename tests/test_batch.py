@@ -458,9 +458,10 @@ def test_killed_at_every_stage_it_resumes_and_sends_no_line_twice(tmp_path):
     write_items(tmp_path / "items.jsonl", 90)
     with BatchServer(rate=300) as server:
         args = elicit_args(tmp_path, server, "--batch-wait", "--batch-max-requests", "40")
-        stages = ["upload", "uploaded", "create", "retrieve", "content"]
-        for stage in stages:
-            server.block(stage)
+        # "content" after one skipped: killed while collecting, one batch already collected.
+        stages = [("upload", 0), ("uploaded", 0), ("create", 0), ("retrieve", 0), ("content", 1)]
+        for stage, skip in stages:
+            server.block(stage, skip)
             child = run_cli(args)
             try:
                 assert server.wait_reached(stage, timeout=60), child.stderr.read()
@@ -471,6 +472,7 @@ def test_killed_at_every_stage_it_resumes_and_sends_no_line_twice(tmp_path):
                 child.kill()
                 child.stderr.close()
             assert not (tmp_path / "preds.jsonl").exists()
+        assert 0 < len(cache_rows(tmp_path / "c.db")) < 90  # killed between two collections
         # The upload whose reply was lost (stage "uploaded") was found again, not repeated.
         child = run_cli(args)
         _, err = child.communicate(timeout=120)
@@ -485,7 +487,7 @@ def test_killed_at_every_stage_it_resumes_and_sends_no_line_twice(tmp_path):
         assert len(set(inputs)) == 3
         assert server.record.chat_requests == 0
         assert server.record.uploads == 3
-        # Result files: each fetched once, except the one cut off mid-download.
+        # Result files: each fetched once, except the one cut off mid-download (the second).
         assert sorted(server.record.downloads.values()) == [1, 1, 2]
     rows = read_rows(tmp_path / "preds.jsonl")
     assert len(rows) == 90 and all(r["status"] == "ok" for r in rows)
