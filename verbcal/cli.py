@@ -29,6 +29,7 @@ from verbcal.cli_batch import (
     run_batch_command,
     run_batch_stage,
 )
+from verbcal.cli_pairwise import add_pairwise_command
 from verbcal.cli_providers import (
     add_provider_options,
     backend_options,
@@ -195,14 +196,11 @@ def _add_elicit(sub) -> None:
 
 
 def _run_elicit(args: argparse.Namespace) -> int:
-    from verbcal.elicit.backend import OpenAIBackend
-    from verbcal.elicit.cache import ResponseCache
-    from verbcal.elicit.elicitor import Elicitor
     from verbcal.outputs import check_output
     from verbcal.predictions import CONTENT_FREE, read_items, write_predictions
 
     # Everything that can be refused is refused before the cache file is made and
-    # before the first request is paid for.
+    # before the first request is paid for (files first: before the heavy imports).
     items = read_items(
         args.input,
         text_field=args.text_field,
@@ -211,6 +209,13 @@ def _run_elicit(args: argparse.Namespace) -> int:
         labels=args.labels,
         encoding=args.encoding,
     )
+    cache_path = args.cache or args.out.with_suffix(".cache.db")
+    check_output(args.out, "--out", {"--input": args.input, "--cache": cache_path})
+    check_output(cache_path, "--cache", {"--input": args.input})
+
+    from verbcal.elicit.backend import OpenAIBackend
+    from verbcal.elicit.cache import ResponseCache
+    from verbcal.elicit.elicitor import Elicitor
     from verbcal.elicit.injection import flag_predictions, skip_suspects
 
     all_items, skipped = items, []
@@ -229,9 +234,6 @@ def _run_elicit(args: argparse.Namespace) -> int:
             seed=args.seed,
             content_free=args.content_free_shots,
         )
-    cache_path = args.cache or args.out.with_suffix(".cache.db")
-    check_output(args.out, "--out", {"--input": args.input, "--cache": cache_path})
-    check_output(cache_path, "--cache", {"--input": args.input})
 
     def make_backend(cache=None, api_key=None):
         return OpenAIBackend(
@@ -337,11 +339,12 @@ def _add_fit(sub) -> None:
 
 def _run_fit(args: argparse.Namespace) -> int:
     from verbcal.outputs import check_output
+
+    check_output(args.out, "--out", {"--preds": args.preds})  # before the heavy imports
     from verbcal.persist import save_calibrator
     from verbcal.predictions import ITEM, read_predictions, to_arrays
     from verbcal.workflow import METHODS, fit_calibrator
 
-    check_output(args.out, "--out", {"--preds": args.preds})
     predictions = read_predictions(args.preds)
     record = fit_calibrator(predictions, args.method, holdout=args.holdout, seed=args.seed)
     save_calibrator(args.out, record)
@@ -398,11 +401,12 @@ def _refuse_calibrated(args: argparse.Namespace, predictions) -> None:
 
 def _run_apply(args: argparse.Namespace) -> int:
     from verbcal.outputs import check_output
+
+    check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
     from verbcal.persist import load_calibrator
     from verbcal.predictions import read_predictions, write_predictions
     from verbcal.workflow import apply_calibrator
 
-    check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
     record = load_calibrator(args.calibrator)
     predictions = read_predictions(args.preds)
     _refuse_calibrated(args, predictions)
@@ -779,17 +783,18 @@ def _add_report(sub) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from verbcal.decisions import load_costs
     from verbcal.outputs import check_output
-    from verbcal.persist import load_calibrator
-    from verbcal.predictions import read_predictions
-    from verbcal.report import report_from_predictions, write_report
 
     check_output(
         args.out,
         "--out",
         {"--preds": args.preds, "--calibrator": args.calibrator, "--costs": args.costs},
     )
+    from verbcal.decisions import load_costs
+    from verbcal.persist import load_calibrator
+    from verbcal.predictions import read_predictions
+    from verbcal.report import report_from_predictions, write_report
+
     predictions = read_predictions(args.preds)
     record = load_calibrator(args.calibrator) if args.calibrator else None
     costs = None if args.costs is None else load_costs(args.costs, predictions[0].labels)
@@ -869,6 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply(sub)
     _add_evaluate(sub)
     add_suggest_labels_command(sub)
+    add_pairwise_command(sub)
     _add_threshold(sub)
     _add_route(sub)
     _add_conformal(sub)
