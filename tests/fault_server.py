@@ -14,7 +14,8 @@ follows in order (``["429", "500"]``: first ask gets 429, second 500, then 200).
 Fault kinds (:data:`FAULT_KINDS`): ``429`` (with Retry-After / retry-after-ms),
 ``500``, ``502``, ``503``, ``slow`` (answers after ``slow_seconds``, past a
 client timeout), ``drop`` (closes the socket without a response),
-``invalid_json``, ``no_choices``, ``400``, ``401``, ``403``, ``404``, ``422`` and ``quota``
+``invalid_json``, ``no_choices``, ``html`` (a 200 web page, as a proxy or a
+wrong base URL gives), ``400``, ``401``, ``403``, ``404``, ``422`` and ``quota``
 (429 ``insufficient_quota``).
 
 The server records every request (:class:`Record`), so tests can assert, for
@@ -54,6 +55,7 @@ FAULT_KINDS = (
     "drop",
     "invalid_json",
     "no_choices",
+    "html",
     "400",
     "401",
     "403",
@@ -369,6 +371,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self._send_raw(200, b'{"id": "chatcmpl-x", "choices": [')
             elif outcome == "no_choices":
                 self._send_json(200, {"id": "chatcmpl-x", "object": "chat.completion"})
+            elif outcome == "html":
+                page = b"<!DOCTYPE html><html><body><h1>Sign in</h1></body></html>"
+                self._send_raw(200, page, content_type="text/html; charset=utf-8")
             else:
                 status, etype, code, message = _ERROR_BODIES[outcome]
                 headers = server.retry_after_headers() if status in (429, 503) else {}
@@ -380,10 +385,16 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def _send_json(self, status: int, body: dict, headers: Mapping[str, str] = {}) -> None:
             self._send_raw(status, json.dumps(body).encode(), headers)
 
-        def _send_raw(self, status: int, data: bytes, headers: Mapping[str, str] = {}) -> None:
+        def _send_raw(
+            self,
+            status: int,
+            data: bytes,
+            headers: Mapping[str, str] = {},
+            content_type: str = "application/json",
+        ) -> None:
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)
