@@ -182,6 +182,90 @@ def test_an_answer_line_gives_its_body():
     assert classify_result_line({"response": {"status_code": 200, "body": body}}) == ("ok", body)
 
 
+OUTCOMES = ("ok", "ok_twice", "500", "429", "400", "expired", "cancelled", "malformed", "none")
+
+
+def result_line(key: str, outcome: str, n: int) -> list[str]:
+    """The lines a provider may write for one request (BatchRequestOutput, in any order)."""
+    answer = {"choices": [{"message": {"role": "assistant", "content": f"answer {n}"}}]}
+
+    def line(response, error=None):
+        return json.dumps({"id": f"r{n}", "custom_id": key, "response": response, "error": error})
+
+    if outcome == "ok":
+        return [line({"status_code": 200, "request_id": "q", "body": answer})]
+    if outcome == "ok_twice":
+        other = {"choices": [{"message": {"role": "assistant", "content": "second"}}]}
+        return [
+            line({"status_code": 200, "body": answer}),
+            line({"status_code": 200, "body": other}),
+        ]
+    if outcome in ("500", "429", "400"):
+        return [line({"status_code": int(outcome), "body": {"error": {"message": "no"}}})]
+    if outcome in ("expired", "cancelled"):
+        return [line(None, {"code": f"batch_{outcome}", "message": "not run"})]
+    if outcome == "malformed":
+        return [line({"status_code": 200, "body": {"choices": []}})]
+    return []
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    outcomes=st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=40),
+    foreign=st.integers(0, 3),
+    garbage=st.integers(0, 2),
+    order=st.randoms(use_true_random=False),
+)
+def test_collected_results_put_each_request_in_exactly_one_state(
+    tmp_path_factory, outcomes, foreign, garbage, order
+):
+    folder = tmp_path_factory.mktemp("ingest")
+    base_url = "http://127.0.0.1:9/v1"
+    requests = []
+    for i in range(len(outcomes)):
+        body = {"model": "m", "messages": [{"role": "user", "content": f"item {i}"}]}
+        key, text = encode_request({"base_url": base_url, **body})
+        requests.append((key, text, body))
+    lines = []
+    for n, ((key, _, _), outcome) in enumerate(zip(requests, outcomes, strict=True)):
+        lines += result_line(key, outcome, n)
+    lines += [json.dumps({"custom_id": f"foreign-{k}", "response": None}) for k in range(foreign)]
+    lines += ["{not json"] * garbage
+    order.shuffle(lines)
+    results = folder / "results.jsonl"
+    results.write_text("\n".join(lines) + "\n")
+    with ResponseCache(folder / "c.db") as cache:
+        jobs = BatchJobs(cache)
+        (file_row,) = jobs.build(requests, base_url).files
+        summary = jobs.ingest(results, CollectSummary(), file_row=file_row)
+        missing = jobs.records.close_file(file_row, "retry", "no result line")
+        again = jobs.ingest(results, CollectSummary(), file_row=file_row)  # after a kill
+        states = dict(jobs.records.conn.execute("SELECT key, state FROM batch_requests"))
+        stored = {key: cache.get_by_key(key) for key, _, _ in requests}
+        jobs.close()
+    expected = {
+        "ok": "answered", "ok_twice": "answered", "500": "retry", "429": "retry",
+        "400": "failed", "expired": "retry", "cancelled": "failed", "malformed": "retry",
+        "none": "retry",
+    }  # fmt: skip
+    for (key, _, _), outcome in zip(requests, outcomes, strict=True):
+        assert states[key] == expected[outcome], outcome
+        if outcome.startswith("ok"):
+            first = next(json.loads(x) for x in lines if f'"custom_id": "{key}"' in x)
+            assert stored[key] == first["response"]["body"]  # the first answer line wins
+        else:
+            assert stored[key] is None
+    assert summary.lines == len(lines)
+    assert (summary.unexpected, summary.unreadable) == (foreign, garbage)
+    assert missing == outcomes.count("none")
+    assert summary.answered == sum(o.startswith("ok") for o in outcomes) + outcomes.count(
+        "ok_twice"
+    )
+    assert again.unexpected == foreign and again.answered == summary.answered
+
+
 # ---------------------------------------------------------------- batch == interactive
 
 

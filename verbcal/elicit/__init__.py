@@ -12,7 +12,9 @@ The flow is template → backend (with the response cache) → parser:
   :mod:`~verbcal.elicit.replies` reads replies that hold no text;
 * :mod:`verbcal.elicit.parse` reads the answer into probabilities with a status;
 * :class:`Elicitor` runs all three over many items; :mod:`~verbcal.elicit.dryrun`
-  counts what a run would send and cost without sending it.
+  counts what a run would send and cost without sending it;
+  :class:`~verbcal.elicit.batch.BatchJobs` sends the same requests through a
+  provider's batch engine (:mod:`~verbcal.elicit.batch`), answering into the same cache.
 
 The HTTP side (``Elicitor``, ``OpenAIBackend``, ``RetryPolicy``,
 ``ResponseCache``, ``LocalLlamaServer``) is imported on first use, so that
@@ -30,6 +32,7 @@ from verbcal.elicit.templates import Template, list_templates, load_template
 from verbcal.labels import check_label_names
 
 _LAZY = {
+    "BatchJobs": "verbcal.elicit.batch",
     "Elicitor": "verbcal.elicit.elicitor",
     "ElicitationSummary": "verbcal.elicit.elicitor",
     "OpenAIBackend": "verbcal.elicit.backend",
@@ -50,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PROFILES",
+    "BatchJobs",
     "ElicitationSummary",
     "Elicitor",
     "LocalLlamaServer",
