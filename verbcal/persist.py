@@ -28,6 +28,7 @@ from sklearn.frozen import FrozenEstimator
 from verbcal import calibrators
 from verbcal.errors import InvalidInputError, ParseError
 from verbcal.outputs import atomic_write
+from verbcal.predictions import check_input_file
 from verbcal.schema import check_fitted, check_predicts_probabilities, fail, int_at_least
 
 FORMAT = "verbcal-calibrator"
@@ -246,8 +247,7 @@ def load_calibrator(path: str | os.PathLike) -> CalibratorRecord:
         the rebuilt calibrator does not turn probability rows into probability rows.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: no such file")
+    check_input_file(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -132,8 +132,7 @@ def read_items(
     ``"2"`` in one file are the same id and refused as a duplicate.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: no such file")
+    check_input_file(path)
     rows = list(_read_rows(path, encoding))
     if not rows:
         raise InvalidInputError(f"{path}: the file has no items")
@@ -156,6 +155,14 @@ def read_items(
         options = row.get("options") if isinstance(row.get("options"), dict) else None
         items.append(Item(id=item_id, text=text, label=gold, options=options))
     return items
+
+
+def check_input_file(path: Path) -> None:
+    """Raise an InvalidInputError unless ``path`` is an existing file (a folder is named so)."""
+    if path.is_dir():
+        raise InvalidInputError(f"{path}: is a folder, not a file")
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such file")
 
 
 def _id_text(path: Path, line: int, value: object) -> str:
@@ -306,8 +313,7 @@ def read_predictions(path: str | os.PathLike, *, encoding: str = "utf-8") -> lis
         lines of a duplicate id).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: no such file")
+    check_input_file(path)
     predictions: list[Prediction] = []
     seen: dict[tuple[str, str], int] = {}
     for number, row in read_jsonl(path, encoding):
