@@ -46,6 +46,7 @@ EXPECTED = {
     "01_calibrate_a_closed_api_model.ipynb",
     "02_contextual_vs_temperature_vs_batch.ipynb",
     "03_precision_recall_thresholds.ipynb",
+    "04_decisions.ipynb",
 }
 
 
