@@ -210,8 +210,9 @@ def _run_elicit(args: argparse.Namespace) -> int:
         encoding=args.encoding,
     )
     cache_path = args.cache or args.out.with_suffix(".cache.db")
-    check_output(args.out, "--out", {"--input": args.input, "--cache": cache_path})
-    check_output(cache_path, "--cache", {"--input": args.input})
+    read = {"--input": args.input, "--shots": args.shots, "--prices": args.prices}
+    check_output(args.out, "--out", {**read, "--cache": cache_path})
+    check_output(cache_path, "--cache", read)
 
     from verbcal.elicit.backend import OpenAIBackend
     from verbcal.elicit.cache import ResponseCache
