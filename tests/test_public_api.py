@@ -23,7 +23,16 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 #: The subpackages whose ``__init__`` is their public face.
 SUBPACKAGES = ("verbcal.elicit", "verbcal.calibrators", "verbcal.metrics", "verbcal.report")
 #: Public modules with an ``__all__`` of their own.
-MODULES = ("verbcal.thresholds", "verbcal.validation", "verbcal.metrics.intervals")
+MODULES = (
+    "verbcal.thresholds",
+    "verbcal.validation",
+    "verbcal.metrics.intervals",
+    "verbcal.guarantee",
+    "verbcal.selective",
+    "verbcal.conformal",
+    "verbcal.decisions",
+    "verbcal.routing",
+)
 
 
 def test_every_public_name_resolves():
