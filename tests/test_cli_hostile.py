@@ -27,7 +27,13 @@ from verbcal import InvalidInputError, load_calibrator, read_items
 from verbcal.calibrators import CALIBRATORS, TemperatureScaling
 from verbcal.errors import VerbcalError
 from verbcal.persist import save_calibrator
-from verbcal.predictions import CONTENT_FREE, Prediction, read_predictions, write_predictions
+from verbcal.predictions import (
+    CONTENT_FREE,
+    Prediction,
+    read_predictions,
+    to_arrays,
+    write_predictions,
+)
 from verbcal.schema import FITTED_RULES
 from verbcal.workflow import METHODS, fit_calibrator
 
@@ -462,6 +468,9 @@ def test_csv_with_a_utf8_bom_keeps_its_id_column(tmp_path):
         )
     assert proc.returncode == 0, proc.stderr
     assert [p.id for p in read_predictions(tmp_path / "p.jsonl")] == ["A7", "B9"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "p.jsonl").stat().st_mode) == 0o666 & ~umask  # was 0600
 
 
 def test_latin1_csv_names_file_line_and_byte_and_reads_with_encoding(tmp_path):
@@ -644,6 +653,8 @@ def test_fit_on_a_mixed_file_uses_the_labelled_rows_and_the_rest_stay_usable(tmp
     assert proc.returncode == 0, proc.stderr
     assert "fitted temperature on 80 labelled rows" in proc.stdout
     assert "left out 80 rows without a gold label" in proc.stdout
+    arrays = to_arrays(read_predictions(path))  # the Python API says the same
+    assert arrays.n_unlabelled == 80 and len(arrays.ids) == 160
     record = load_calibrator(tmp_path / "cal.json")
     unlabelled = {p.id for p in predictions if p.label is None}
     assert not unlabelled & set(record.fitted_ids)
