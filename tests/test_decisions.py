@@ -346,3 +346,41 @@ def test_route_and_costs_on_answers_of_the_local_model(llama_server, tmp_path, c
     page = tmp_path / "report.html"
     assert main(["report", *base, "--costs", str(costs), "--out", str(page)]) == 0
     assert 'id="dec-h"' in page.read_text()
+
+
+# ----------------------------------------------------------------------------- the report's data
+
+
+def test_report_decision_data_are_the_module_numbers():
+    from verbcal.report import compute_report
+    from verbcal.selective import aurc, excess_aurc, predicted_selective_threshold
+
+    rng = np.random.default_rng(5)
+    p = rng.choice([0.05, 0.2, 0.5, 0.8, 0.95], 400)
+    y = (rng.uniform(size=400) < p).astype(int)
+    P = np.column_stack([1 - p, p])
+    Q = np.column_stack([1 - np.sqrt(p), np.sqrt(p)])  # some other rows for "after"
+    data = compute_report(["no", "yes"], P, Q, y, n_boot=20, costs=BOOL_COSTS_YN, bands=(0.7, 0.9))
+    d = data.decisions
+    assert d.risk_coverage["before"].aurc == pytest.approx(aurc(P, y), abs=1e-12)
+    assert d.risk_coverage["after"].excess_aurc == pytest.approx(excess_aurc(Q, y), abs=1e-12)
+    for row in d.routing:
+        rows = P if row.side == "before" else Q
+        chosen = predicted_selective_threshold(rows, row.target_accuracy)
+        assert row.threshold == chosen.threshold
+        answered = rows.max(axis=1) >= row.threshold
+        assert row.accuracy == pytest.approx((rows.argmax(axis=1) == y)[answered].mean())
+    assert [b.n_rows for b in d.bands["after"]] == [
+        b.n_rows for b in band_calibration(Q, y, (0.7, 0.9))
+    ]
+    costs = cost_matrix(BOOL_COSTS_YN, ["no", "yes"])
+    e = evaluate_costs(P, costs, y, n_boot=20)
+    assert d.costs["before"].realised_mean_cost == pytest.approx(e.realised_mean_cost)
+    assert d.costs["before"].regret == pytest.approx(e.regret)
+
+
+BOOL_COSTS_YN = {
+    "yes": {"yes": 0, "no": 5},
+    "no": {"yes": 2, "no": 0},
+    "abstain": {"yes": 0.6, "no": 0.6},
+}
