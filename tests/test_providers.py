@@ -467,8 +467,13 @@ def test_library_notes_are_provider_warnings_once_each(api_key):
         backend = OpenAIBackend(server.model, base_url=server.base_url, provider=server.profile)
         elicitor = Elicitor(backend, LABELS, json_mode="json_schema", seed=None, logprobs=True)
         items = [Item(id=str(i), text=f"text {i}") for i in range(5)]
+
+        async def go():
+            async with backend:
+                return await elicitor.arun(items)
+
         with pytest.warns(ProviderWarning) as caught:
-            predictions, _ = elicitor.run(items)
+            predictions, _ = asyncio.run(go())
     assert sorted(str(w.message).split(":")[0] for w in caught) == [
         "logprobs left out",
         "response_format left out",
@@ -662,8 +667,12 @@ def run_elicitor(server: ProviderServer, n_items: int, **backend_kwargs):
         **backend_kwargs,
     )
     items = [Item(id=str(i), text=f"Review {i}: fine.") for i in range(n_items)]
-    elicitor = Elicitor(backend, LABELS, seed=None)
-    predictions, summary = elicitor.run(items)
+
+    async def go():
+        async with backend:  # closes its connections: no server thread outlives the test
+            return await Elicitor(backend, LABELS, seed=None).arun(items)
+
+    predictions, summary = asyncio.run(go())
     return predictions, backend, summary
 
 
