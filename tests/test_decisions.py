@@ -384,3 +384,71 @@ BOOL_COSTS_YN = {
     "no": {"yes": 2, "no": 0},
     "abstain": {"yes": 0.6, "no": 0.6},
 }
+
+
+def test_route_and_conformal_new_items_with_labelled_predictions(recorded_data, tmp_path, capsys):
+    """Fit and choose on labelled items; route and make sets for new items without labels."""
+    from dataclasses import replace
+
+    from verbcal.predictions import write_predictions
+
+    source = write_recorded_predictions(
+        recorded_data / "sciq__gpt-4o.jsonl", tmp_path / "all.jsonl"
+    )
+    everything = read_predictions(source)
+    labelled, new = tmp_path / "labelled.jsonl", tmp_path / "new.jsonl"
+    write_predictions(labelled, everything[:600])
+    write_predictions(new, [replace(p, label=None) for p in everything[600:]])
+    cal = tmp_path / "cal.json"
+    assert (
+        main(["fit", "--preds", str(labelled), "--method", "temperature", "--out", str(cal)]) == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "routed.jsonl"
+    argv = ["--preds", str(new), "--calibrator", str(cal), "--labelled", str(labelled)]
+    assert (
+        main(
+            [
+                "route",
+                *argv,
+                "--target-accuracy",
+                "0.95",
+                "--guarantee",
+                "0.9",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rule"].startswith("threshold chosen on 600 labelled items")
+    assert summary["realised"] is None and len(_routed(out)) == 400
+    record = load_calibrator(cal)
+    rows = to_arrays(read_predictions(labelled), kind=ITEM)
+    Q = record.calibrator.predict_proba(rows.P)
+    assert summary["selection"]["threshold"] == (
+        selective_threshold(Q, rows.y, 0.95, guarantee=0.9).threshold
+    )
+    sets = tmp_path / "sets.jsonl"
+    assert main(["conformal", *argv, "--out", str(sets)]) == 0
+    # The sets are calibrated on the 300 labelled items the calibrator was not fitted on.
+    assert "calibrated on 300 labelled items" in capsys.readouterr().out
+    assert len(_routed(sets)) == 400
+    assert (
+        main(
+            [
+                "route",
+                *argv[:4],
+                "--labelled",
+                str(new),
+                "--target-accuracy",
+                "0.9",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "have no gold labels" in capsys.readouterr().err

@@ -585,6 +585,12 @@ def _add_route(sub) -> None:
         type=_number("real", 0.5, 1, "neither"),
         help="probability (0.5-1) that the accuracy holds on new items",
     )
+    p.add_argument(
+        "--labelled",
+        type=Path,
+        help="labelled predictions to choose the threshold on (default: the labelled rows "
+        "of --preds the calibrator was fitted on); for routing new, unlabelled items",
+    )
     p.add_argument("--out", required=True, type=Path, help="routed JSONL to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=_run_route)
@@ -602,7 +608,12 @@ def _run_route(args: argparse.Namespace) -> int:
     check_output(
         args.out,
         "--out",
-        {"--preds": args.preds, "--calibrator": args.calibrator, "--costs": args.costs},
+        {
+            "--preds": args.preds,
+            "--calibrator": args.calibrator,
+            "--costs": args.costs,
+            "--labelled": args.labelled,
+        },
     )
     record = load_calibrator(args.calibrator)
     predictions = read_predictions(args.preds)
@@ -613,6 +624,7 @@ def _run_route(args: argparse.Namespace) -> int:
         target_accuracy=args.target_accuracy,
         guarantee=args.guarantee,
         costs=costs,
+        labelled=None if args.labelled is None else read_predictions(args.labelled),
     )
     write_routed(args.out, routing)
     if args.json:
@@ -658,6 +670,12 @@ def _add_conformal(sub) -> None:
     p.add_argument("--score", choices=SCORES, default="lac", help="nonconformity score")
     p.add_argument("--class-conditional", action="store_true", help="coverage per class")
     p.add_argument("--seed", type=int, default=0, help="seed of the aps/raps randomisation")
+    p.add_argument(
+        "--labelled",
+        type=Path,
+        help="labelled predictions to calibrate the sets on (those the calibrator was not "
+        "fitted on; default: the labelled rows of --preds it was not fitted on)",
+    )
     p.add_argument("--out", required=True, type=Path, help="label sets JSONL to write")
     p.set_defaults(run=_run_conformal)
 
@@ -668,7 +686,11 @@ def _run_conformal(args: argparse.Namespace) -> int:
     from verbcal.predictions import read_predictions
     from verbcal.routing import conformal_predictions, write_routed
 
-    check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
+    check_output(
+        args.out,
+        "--out",
+        {"--preds": args.preds, "--calibrator": args.calibrator, "--labelled": args.labelled},
+    )
     record = load_calibrator(args.calibrator)
     result = conformal_predictions(
         read_predictions(args.preds),
@@ -677,6 +699,7 @@ def _run_conformal(args: argparse.Namespace) -> int:
         score=args.score,
         class_conditional=args.class_conditional,
         seed=args.seed,
+        labelled=None if args.labelled is None else read_predictions(args.labelled),
     )
     write_routed(args.out, result)
     print("\n".join(result.summary_lines()))

@@ -5,17 +5,17 @@ Two rules decide each item, on its calibrated probabilities:
 * a **target accuracy** (:func:`route_predictions` with ``target_accuracy``):
   answer with the top label when its probability reaches a confidence
   threshold. The threshold is chosen on the labelled rows the calibrator was
-  fitted on (optionally with a finite-sample guarantee,
-  :func:`verbcal.selective.selective_threshold`), or, without any, from the
-  calibrated probabilities alone
+  fitted on, or on the labelled items of other predictions (``labelled``, to
+  route new unlabelled items), optionally with a finite-sample guarantee
+  (:func:`verbcal.selective.selective_threshold`); without labelled rows,
+  from the calibrated probabilities alone
   (:func:`verbcal.selective.predicted_selective_threshold`);
 * a **cost matrix** (``costs``): the decision of least expected cost, where
   ``abstain`` means a person takes the item (:mod:`verbcal.decisions`).
 
 Items whose answer could not be parsed always go to a person, and so does
 every item when no threshold reaches the target accuracy (or cannot be
-guaranteed to). Each routed
-row is a JSON object::
+guaranteed to). Each routed row is a JSON object::
 
     {"id": "17", "decision": "auto", "label": "pos", "confidence": 0.97}
     {"id": "18", "decision": "human", "label": null, "confidence": 0.61,
@@ -147,6 +147,26 @@ def _label_indices(predictions: list[Prediction], ids: list[str], labels: list[s
     )
 
 
+def _labelled_rows(
+    labelled: list[Prediction], record: CalibratorRecord, what: str, *, unfitted: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities and gold indices of the parsed, labelled items of ``labelled``.
+
+    With ``unfitted``, only the items the calibrator was not fitted on.
+    """
+    check_same_labels(labelled, record.labels)
+    rows = to_arrays(labelled, kind=ITEM)
+    if rows.y is None:
+        raise InvalidInputError(f"{what} have no gold labels")
+    keep = np.ones(len(rows.ids), dtype=bool)
+    if unfitted:
+        fitted = set(record.fitted_ids)
+        keep = np.array([i not in fitted for i in rows.ids], dtype=bool)
+        if not keep.any():
+            raise InvalidInputError(f"the calibrator was fitted on every item of {what}")
+    return record.calibrator.predict_proba(rows.P[keep]), rows.y[keep]
+
+
 def _reason(costs: CostMatrix | None, selection: SelectiveThreshold | None) -> str:
     if costs is not None:
         return f"{ABSTAIN} has the least expected cost"
@@ -165,6 +185,7 @@ def route_predictions(
     target_accuracy: float | None = None,
     guarantee: float | None = None,
     costs: CostMatrix | None = None,
+    labelled: list[Prediction] | None = None,
 ) -> Routing:
     """Decide every item prediction: ``auto`` with a label, or ``human``.
 
@@ -181,6 +202,10 @@ def route_predictions(
         over the labelled rows the calibrator was fitted on.
     costs : CostMatrix, optional
         Decide by least expected cost; ``abstain`` goes to a person.
+    labelled : list of Prediction, optional
+        Choose the threshold on every labelled item of these predictions
+        instead (for routing new, unlabelled items with a threshold chosen on
+        labelled ones).
 
     Returns
     -------
@@ -200,7 +225,11 @@ def route_predictions(
     selection = None
     if target_accuracy is not None:
         choose_on = fit_rows & (gold >= 0)
-        if choose_on.any():
+        if labelled is not None:
+            Q_l, gold_l = _labelled_rows(labelled, record, "the labelled predictions")
+            selection = selective_threshold(Q_l, gold_l, target_accuracy, guarantee=guarantee)
+            rule = f"threshold chosen on {len(gold_l)} labelled items of the labelled predictions"
+        elif choose_on.any():
             selection = selective_threshold(
                 Q[choose_on], gold[choose_on], target_accuracy, guarantee=guarantee
             )
@@ -325,7 +354,7 @@ class LabelSets:
         scope = "for every class" if cs.class_conditional else "marginally"
         return [
             f"{cs.score.upper()} sets with coverage >= {1 - cs.alpha:g} {scope}, calibrated on "
-            f"{cs.n_calibration_} labelled items the calibrator was not fitted on",
+            f"{cs.n_calibration_} labelled items",
             f"{s.n_rows} parsed items: mean set size {s.mean_size:.3f}, singletons "
             f"{s.singleton_rate:.1%}, empty {s.empty_rate:.1%}"
             + (f"; {self.n_unparsed} unparsed items get every label" if self.n_unparsed else ""),
@@ -340,6 +369,7 @@ def conformal_predictions(
     score: str = "lac",
     class_conditional: bool = False,
     seed: int | None = 0,
+    labelled: list[Prediction] | None = None,
 ) -> LabelSets:
     """Conformal label sets for every item, calibrated on held-out labelled items.
 
@@ -353,6 +383,10 @@ def conformal_predictions(
     class_conditional : bool, default False
     seed : int or None, default 0
         Seed of the APS/RAPS randomisation.
+    labelled : list of Prediction, optional
+        Calibrate the sets on the labelled items of these predictions instead
+        (those the calibrator was not fitted on: the guarantee needs items
+        exchangeable with new ones).
 
     Returns
     -------
@@ -364,18 +398,24 @@ def conformal_predictions(
     Q = record.calibrator.predict_proba(items.P)
     gold = _label_indices(predictions, items.ids, labels)
     fitted = set(record.fitted_ids)
-    calibrate = np.array([i not in fitted for i in items.ids], dtype=bool) & (gold >= 0)
-    if not calibrate.any():
-        raise InvalidInputError(
-            "conformal sets need labelled items the calibrator was not fitted on: fit with "
-            "--holdout > 0 on labelled predictions"
+    if labelled is not None:
+        Q_cal, gold_cal = _labelled_rows(
+            labelled, record, "the labelled predictions", unfitted=True
         )
+    else:
+        calibrate = np.array([i not in fitted for i in items.ids], dtype=bool) & (gold >= 0)
+        if not calibrate.any():
+            raise InvalidInputError(
+                "conformal sets need labelled items the calibrator was not fitted on: fit "
+                "with --holdout > 0 on labelled predictions, or give --labelled"
+            )
+        Q_cal, gold_cal = Q[calibrate], gold[calibrate]
     sets = ConformalSets(
         alpha,
         score,  # type: ignore[arg-type]
         class_conditional=class_conditional,
         random_state=seed,
-    ).fit(Q[calibrate], gold[calibrate])
+    ).fit(Q_cal, gold_cal)
     mask = sets.predict_sets(Q)
     by_id = {
         item_id: [labels[k] for k in np.flatnonzero(row)]
