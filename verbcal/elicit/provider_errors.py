@@ -47,6 +47,8 @@ def error_message(body: object, fallback: str) -> str:
     """
     if isinstance(body, list):
         return json.dumps(body, ensure_ascii=False)
+    if isinstance(body, str) and body.strip():
+        return body.strip()  # LM Studio: {"error": "<text>"}; a server's plain-text error
     objects = _error_objects(body)
     if objects and isinstance(objects[0].get("message"), str) and objects[0]["message"]:
         return str(objects[0]["message"])
