@@ -332,14 +332,10 @@ def test_expired_and_failed_requests_go_out_again_and_nothing_answered_does(tmp_
         assert main(args) == 0
         record = server.record
         assert any(b.obj["status"] == "expired" for b in server.batches.values())
-        answered_in: dict[str, str] = {}
-        for batch_id, ids in record.batch_lines.items():  # creation order
-            for cid in ids:
-                assert cid not in answered_in, "a request was sent again after its answer"
-            for cid in record.answered.get(batch_id, []):
-                answered_in[cid] = batch_id
+        assert answered_then_sent_again(server) == []
+        answered = {cid for ids in record.answered.values() for cid in ids}
         assert max(record.submitted().values()) <= 3  # max_attempts
-        assert record.chat_requests == 120 - len(answered_in)  # the rest, interactively
+        assert record.chat_requests == 120 - len(answered)  # the rest, interactively
     rows = read_rows(tmp_path / "preds.jsonl")
     assert len(rows) == 120 and all(r["status"] == "ok" for r in rows)
 
@@ -575,6 +571,36 @@ def test_killed_at_every_stage_it_resumes_and_sends_no_line_twice(tmp_path):
         assert sorted(server.record.downloads.values()) == [1, 1, 2]
     rows = read_rows(tmp_path / "preds.jsonl")
     assert len(rows) == 90 and all(r["status"] == "ok" for r in rows)
+
+
+def answered_then_sent_again(server: BatchServer) -> list[str]:
+    """custom_ids that went out in a batch after an earlier batch had answered them."""
+    answered: set[str] = set()
+    again = []
+    for batch_id, ids in server.record.batch_lines.items():  # creation order
+        again += [cid for cid in ids if cid in answered]
+        answered.update(server.record.answered.get(batch_id, []))
+    return again
+
+
+@pytest.mark.slow
+def test_two_collectors_at_once_make_no_batch_twice(tmp_path):
+    write_items(tmp_path / "items.jsonl", 90)
+    with BatchServer(rate=500, error_rate=0.3) as server:
+        assert main(elicit_args(tmp_path, server, "--batch", "--batch-max-requests", "30")) == 0
+        collect = ["batch", "collect", "--cache", str(tmp_path / "c.db"), "--wait"]
+        children = [run_cli([*collect, "--batch-poll", "0.02"]) for _ in range(2)]
+        for child in children:
+            _, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err
+        assert len(server.batches) > 3  # errors were re-queued
+        inputs = [b.obj["input_file_id"] for b in server.batches.values()]
+        assert server.record.create_calls == len(set(inputs)) == len(inputs)
+        assert answered_then_sent_again(server) == []
+        assert main(elicit_args(tmp_path, server)) == 0
+        assert server.record.chat_requests == 90 - len(
+            {c for ids in server.record.answered.values() for c in ids}
+        )
 
 
 def test_collecting_again_after_a_kill_mid_ingest_stores_nothing_twice(tmp_path):

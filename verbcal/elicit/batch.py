@@ -42,7 +42,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 
@@ -73,6 +73,20 @@ TERMINAL_STATUSES = frozenset({"completed", "expired", "cancelled", "failed"})
 #: Where requests that failed in a retryable way go: a new batch, or the interactive path.
 FALLBACKS = ("batch", "interactive")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _exclusive(method: F) -> F:
+    """Run a :class:`BatchJobs` method holding the cache's batch lock."""
+
+    @functools.wraps(method)
+    def locked(self: BatchJobs, *args: Any, **kwargs: Any) -> Any:
+        with self.records.exclusive():
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
+
 _INGEST_CHUNK = 5000  # result lines read, stored and committed together
 
 
@@ -236,6 +250,7 @@ class BatchJobs:
 
     # ------------------------------------------------------------------ building
 
+    @_exclusive
     def build(
         self, requests: Iterable[tuple[str, str, Mapping[str, Any]]], base_url: str
     ) -> BuildSummary:
@@ -258,7 +273,9 @@ class BatchJobs:
         summary.files = writer.written
         return summary
 
-    def build_from_elicitor(self, backend: OpenAIBackend, elicitor: Any, items: Iterable[Any]):
+    def build_from_elicitor(
+        self, backend: OpenAIBackend, elicitor: Any, items: Iterable[Any]
+    ) -> BuildSummary:
         """:meth:`build` for every request ``elicitor`` would send for ``items``."""
 
         def requests():
@@ -302,6 +319,7 @@ class BatchJobs:
 
     # ------------------------------------------------------------------ submitting
 
+    @_exclusive
     def submit(self) -> list[BatchFile]:
         """Upload every built file and create its batch; return the files submitted now."""
         done = []
@@ -460,6 +478,7 @@ class BatchJobs:
 
     # ------------------------------------------------------------------ collecting
 
+    @_exclusive
     def collect(
         self,
         *,
@@ -537,6 +556,7 @@ class BatchJobs:
         self._call(f"downloading {file_id}", fetch)
         os.replace(partial, target)
 
+    @_exclusive
     def ingest(
         self, path: str | os.PathLike[str], summary: CollectSummary, *, file_row: int | None = None
     ) -> CollectSummary:
@@ -656,6 +676,7 @@ class BatchJobs:
 
     # ------------------------------------------------------------------ other commands
 
+    @_exclusive
     def cancel(self) -> list[BatchFile]:
         """Ask the provider to cancel every batch still running; return those asked."""
         cancelled = []
@@ -692,6 +713,7 @@ class BatchJobs:
             )
         return out
 
+    @_exclusive
     def export(self, out_dir: str | os.PathLike[str], fmt: str = "vllm") -> list[Path]:
         """Write the built, unsent request files for another engine; return their paths.
 
@@ -712,6 +734,7 @@ class BatchJobs:
             written.append(path)
         return written
 
+    @_exclusive
     def import_results(
         self, path: str | os.PathLike[str], summary: CollectSummary | None = None
     ) -> CollectSummary:

@@ -31,12 +31,13 @@ requests there are.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,37 @@ class BatchRecords:
         self.spool = Path(f"{cache.path}.batch")
         self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self.conn.execute("PRAGMA synchronous=FULL")
+        self._lock_depth = 0
+        self._lock_file: Any = None
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the batch lock of this cache (re-entrant): one process at a time submits,
+        collects or re-queues, so two at once cannot both create a batch for one file.
+
+        An advisory ``flock`` on ``CACHE.batch/lock``: the kernel drops it when the
+        process dies, however it dies. (Not on Windows, which has no ``fcntl``.)
+        """
+        if self._lock_depth == 0:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.spool / "lock", "w")  # noqa: SIM115 (closed below)
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - Windows
+                pass
+            else:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                self._lock_file.close()  # releases the lock
+                self._lock_file = None
 
     # ------------------------------------------------------------------ files
 
