@@ -416,11 +416,23 @@ def test_load_calibrator_names_the_field_of_every_hand_edit(work):
         assert needle in str(error.value), case
 
 
-def test_true_and_false_are_not_probabilities(tmp_path):
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ({"probs": {"neg": True, "pos": False}}, "'probs' values must be numbers"),
+        ({"probs": {"neg": float("nan"), "pos": 0.5}}, "'probs' values must be numbers"),
+        ({"labels": ["neg", "neg"], "probs": {"neg": 1.0}}, "two distinct names"),
+        ({"id": ["r", 1]}, "'id' must be a string or an integer"),
+        ({"id": True}, "'id' must be a string or an integer"),
+        ({"calibrated_by": 3}, "'calibrated_by' must be a method name"),
+    ],
+)
+def test_malformed_prediction_rows_are_refused(tmp_path, row, needle):
+    """true/false are not probabilities, labels are distinct, ids are strings or integers."""
     path = tmp_path / "p.jsonl"
-    row = {"id": "1", "labels": LABELS, "probs": {"neg": True, "pos": False}, "status": "ok"}
-    path.write_text(json.dumps(row) + "\n")
-    refused(verbcal("evaluate", "--preds", path, cwd=tmp_path, inputs=[path]), "line 1", "numbers")
+    base = {"id": "1", "labels": LABELS, "probs": {"neg": 0.3, "pos": 0.7}, "status": "ok"}
+    path.write_text(json.dumps({**base, **row}) + "\n")
+    refused(verbcal("evaluate", "--preds", path, cwd=tmp_path, inputs=[path]), "line 1", needle)
 
 
 @pytest.mark.parametrize(

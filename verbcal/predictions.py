@@ -343,9 +343,12 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
             raise _fail(path, line, f"missing field {key!r}")
     labels = row["labels"]
     if not (
-        isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
+        isinstance(labels, list)
+        and len(labels) >= 2
+        and all(isinstance(x, str) and x for x in labels)
+        and len(set(labels)) == len(labels)
     ):
-        raise _fail(path, line, "'labels' must be a list of at least two strings")
+        raise _fail(path, line, f"'labels' must list at least two distinct names, got {labels!r}")
     probs = row["probs"]
     if probs is not None:
         if not isinstance(probs, dict) or set(probs) != set(labels):
