@@ -5,10 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
+
+import numpy as np
 
 from verbcal.cli import main
 from verbcal.data import load_demo_dataset
-from verbcal.demo import DEMO_METHODS, ELICIT_SETTINGS, recording_provenance, run_demo
+from verbcal.demo import (
+    DEMO_METHODS,
+    ELICIT_SETTINGS,
+    chance_line,
+    demo_items,
+    recording_provenance,
+    run_demo,
+)
+from verbcal.workflow import evaluate
 
 
 def test_recording_carries_its_provenance():
@@ -18,7 +29,8 @@ def test_recording_carries_its_provenance():
     assert len(provenance["model_sha256"]) == 64
     assert provenance["settings"] == ELICIT_SETTINGS
     assert provenance["command"] == ".venv/bin/python scripts/record_demo.py"
-    assert provenance["responses"] == len(load_demo_dataset()) + 23
+    assert provenance["responses"] == len(demo_items()) + 23
+    assert provenance["accuracy"] >= 0.75
 
 
 def test_replay_runs_in_seconds_and_calibration_lowers_held_out_ece(tmp_path):
@@ -34,7 +46,7 @@ def test_replay_runs_in_seconds_and_calibration_lowers_held_out_ece(tmp_path):
     assert html.startswith("<!DOCTYPE html>") and "qwen2.5" in html
     assert result.report.stat().st_size < 2 * 1024 * 1024
     lines = result.predictions.read_text().splitlines()
-    assert len(lines) == len(load_demo_dataset()) + 23
+    assert len(lines) == len(demo_items()) + 23
     assert all(json.loads(line)["usage"]["from_cache"] for line in lines)
 
 
@@ -51,3 +63,31 @@ def test_cli_demo_replay(tmp_path, capsys):
 def test_replay_and_base_url_exclude_each_other(tmp_path, capsys):
     code = main(["demo", "--replay", "--base-url", "http://127.0.0.1:9/v1", "--out-dir", "x"])
     assert code == 2 and "exclude each other" in capsys.readouterr().err
+
+
+def test_demo_items_are_a_stratified_half():
+    everything, half = load_demo_dataset(), demo_items()
+    groups = Counter((r["label"], r["phenomenon"], r["difficulty"]) for r in everything)
+    assert len(half) == sum((count + 1) // 2 for count in groups.values())
+    assert {i.id for i in half} <= {r["id"] for r in everything}
+    positive = sum(i.label == "positive" for i in half) / len(half)
+    assert 0.45 <= positive <= 0.55
+
+
+def test_console_says_when_the_model_is_at_chance():
+    y = np.array([0, 1] * 50)
+    coin = np.tile([[0.5, 0.5]], (100, 1))
+    coin[::3] = [0.6, 0.4]
+    assert "AT CHANCE" in chance_line(evaluate(coin, y, n_boot=100), y)
+    good = np.where(y[:, None] == np.arange(2), 0.9, 0.1)
+    assert "above chance" in chance_line(evaluate(good, y, n_boot=100), y)
+
+
+def test_replay_console_prints_accuracy_and_nll_beside_ece(tmp_path):
+    lines: list[str] = []
+    run_demo(tmp_path, replay=True, log=lines.append)
+    metric_lines = [line for line in lines if line.startswith(("uncalibrated", "auto"))]
+    assert len(metric_lines) == 2
+    assert all("accuracy" in line and "NLL" in line and "ECE" in line for line in metric_lines)
+    assert "change" in metric_lines[1]
+    assert any("chance" in line for line in lines)

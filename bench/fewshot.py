@@ -1,0 +1,92 @@
+"""Zero-shot vs few-shot vs few-shot with content-free exemplars, on the demo reviews.
+
+    .venv/bin/python bench/fewshot.py [--n 60] [--k 4] [--random-probes 5] [--model qwen]
+
+Asks ``n`` of the demo's reviews (every other one of :func:`verbcal.demo.demo_items`,
+so the label, phenomenon and difficulty mix is kept) with the ``distribution``
+template three ways: zero-shot; ``k`` exemplars from ``verbcal/data/review_shots.jsonl``
+(written for this, not demo reviews), fixed for the run; and the same plus the
+content-free exemplars ("N/A", "", "[MASK]" answered 50/50). Each way also asks
+its own content-free probes. Then, on the same held-out half of the reviews,
+prints accuracy, ECE and NLL with 95% bootstrap intervals: raw, after contextual
+calibration (fitted on that way's probes) and after the automatic calibrator
+(fitted on the other half). Run it alone on the machine (see bench/live.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+
+from live import ask, load_line, local_server
+
+from verbcal.data import DEMO_LABELS
+from verbcal.demo import demo_items
+from verbcal.elicit.probes import content_free_inputs
+from verbcal.elicit.shots import few_shot
+from verbcal.predictions import CONTENT_FREE, Item
+from verbcal.workflow import evaluate, fit_calibrator, held_out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--random-probes", type=int, default=5)
+    parser.add_argument("--model", default="qwen")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    pool = demo_items()
+    items = pool[:: max(1, len(pool) // args.n)][: args.n]
+    labels = list(DEMO_LABELS)
+    probes = [
+        Item(f"cf{i}", text)
+        for i, text in enumerate(
+            content_free_inputs([i.text for i in pool], n_random=args.random_probes)
+        )
+    ]
+    shots = str(resources.files("verbcal.data").joinpath("review_shots.jsonl"))
+    ways = {
+        "zero-shot": "distribution",
+        f"{args.k}-shot": few_shot("distribution", shots, labels=labels, k=args.k),
+        f"{args.k}-shot + content-free": few_shot(
+            "distribution", shots, labels=labels, k=args.k, content_free=True
+        ),
+    }
+    print(f"{len(items)} reviews, {len(probes)} probes per way; {load_line()}")
+    results = {}
+    with local_server(args.model) as server:
+        for way, template in ways.items():
+            predictions, seconds = ask(server, items, labels, template=template)
+            more, _ = ask(server, probes, labels, template=template, kind=CONTENT_FREE)
+            predictions += more
+            auto = fit_calibrator(predictions, "auto", holdout=0.5, seed=0)
+            contextual = fit_calibrator(predictions, "contextual", holdout=0.5, seed=0)
+            rows = held_out(predictions, auto.fitted_ids, labels)
+            assert rows.y is not None
+            parsed = sum(p.probs is not None for p in predictions if p.kind == "item")
+            print(
+                f"\n{way}: {seconds:.2f} s/request, {parsed}/{len(items)} parsed, "
+                f"held-out {len(rows.y)}; {load_line()}"
+            )
+            results[way] = {"seconds_per_request": seconds, "parsed": parsed}
+            for name, P in (
+                ("raw", rows.P),
+                ("contextual", contextual.calibrator.predict_proba(rows.P)),
+                ("auto", auto.calibrator.predict_proba(rows.P)),
+            ):
+                ev = evaluate(P, rows.y, n_boot=1000)
+                cells = [
+                    f"{m} {ev[m][0]:.3f} [{ev[m][1]:.3f}, {ev[m][2]:.3f}]"
+                    for m in ("accuracy", "ece", "nll")
+                ]
+                print(f"  {name:11} " + "  ".join(cells))
+                results[way][name] = ev.to_json()
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

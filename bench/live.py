@@ -1,0 +1,68 @@
+"""A local llama.cpp server with Qwen2.5-Coder-1.5B (or SmolLM2) for the live benchmarks.
+
+Run the live benchmarks alone on the machine: llama.cpp with 2 threads on 2
+cores slows down several-fold when anything else is busy (each script prints
+the load average before and after, so a busy run is visible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from verbcal.elicit.backend import OpenAIBackend
+from verbcal.elicit.cache import ResponseCache
+from verbcal.elicit.elicitor import Elicitor
+from verbcal.elicit.local_models import QWEN_1_5B, find_model
+from verbcal.elicit.local_server import LocalLlamaServer
+from verbcal.predictions import ITEM, Item, Prediction
+
+BENCH = Path(__file__).resolve().parent
+LEGACY = BENCH / "templates"  # the built-in templates as they were before the item went last
+
+
+@contextlib.contextmanager
+def local_server(model: str = "qwen") -> Iterator[LocalLlamaServer]:
+    """A started server: ``"qwen"`` (Qwen2.5-Coder-1.5B) or ``"smollm2"``."""
+    if model == "qwen":
+        server = LocalLlamaServer(find_model(QWEN_1_5B), model_alias=QWEN_1_5B.alias)
+    else:
+        server = LocalLlamaServer()
+    with server:
+        yield server
+
+
+def ask(
+    server: LocalLlamaServer,
+    items: Sequence[Item],
+    labels: Sequence[str],
+    *,
+    template,
+    cache: ResponseCache | None = None,
+    max_tokens: int = 96,
+    kind=ITEM,
+) -> tuple[list[Prediction], float]:
+    """Predictions for ``items`` one request at a time, and the seconds per request."""
+
+    async def run():
+        async with OpenAIBackend(
+            server.model, base_url=server.base_url, cache=cache, max_concurrency=1, timeout=300
+        ) as backend:
+            elicitor = Elicitor(
+                backend, labels, template=template, json_mode="json_object", max_tokens=max_tokens
+            )
+            started = time.perf_counter()
+            predictions, summary = await elicitor.arun(items, kind=kind)
+            sent = max(summary.backend.get("requests_sent", 0), 1)
+            return predictions, (time.perf_counter() - started) / sent
+
+    return asyncio.run(run())
+
+
+def load_line() -> str:
+    """The 1-minute load average, for the record."""
+    return f"load average {os.getloadavg()[0]:.2f}"
