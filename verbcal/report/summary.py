@@ -61,6 +61,7 @@ def summarize(data: ReportData) -> list[str]:
             f"{n_distinct} of the {data.n_bins} bins."
         )
     text.extend(_point_sentences(data))
+    text.extend(_decision_sentences(data))
     if data.parsing is not None:
         text.append(_parsing_sentence(data.parsing))
     return text
@@ -106,6 +107,44 @@ def _point_sentences(data: ReportData) -> list[str]:
             low, high = point.precision_ci
             sentence += f", realised {point.precision:.3f} [{low:.3f}, {high:.3f}]"
         out.append(sentence + ").")
+    return out
+
+
+def _decision_sentences(data: ReportData) -> list[str]:
+    """Routing at accuracy 0.9, the worst confidence band and the costs, for the last side."""
+    d = data.decisions
+    if d is None:
+        return []
+    side = "after" if data.after is not None else "before"
+    which = "calibrated" if side == "after" else "stated"
+    out = []
+    rows = [r for r in d.routing if r.side == side and r.target_accuracy == 0.9]
+    if rows and rows[0].met:
+        r = rows[0]
+        text = (
+            f"Routing: answering automatically when the {which} confidence is at least "
+            f"{r.threshold:.3g} is predicted to give accuracy {r.predicted_accuracy:.3f} on "
+            f"{r.predicted_coverage:.0%} of the rows, the rest going to a person"
+        )
+        if r.accuracy is not None:
+            text += f"; on the gold labels it gave {r.accuracy:.3f}"
+        out.append(text + ".")
+    bands = [b for b in d.bands.get(side, []) if b.n_rows]
+    if bands:
+        worst = max(bands, key=lambda b: abs(b.gap))
+        lean = "overconfident" if worst.gap > 0 else "underconfident"
+        out.append(
+            f"By confidence band, the {which} probabilities are furthest off in the "
+            f"{worst.name} band ({worst.n_rows:,} rows): {lean} by {abs(worst.gap):.3f}."
+        )
+    cost = d.costs.get(side)
+    if cost is not None and cost.realised_mean_cost is not None and cost.regret is not None:
+        out.append(
+            f"Under the costs given, decisions from the {which} probabilities were predicted "
+            f"to cost {cost.predicted_mean_cost:.3f} per row and cost "
+            f"{cost.realised_mean_cost:.3f}; the best fixed threshold in hindsight cost "
+            f"{cost.best_threshold_mean_cost:.3f} (regret {cost.regret:+.3f})."
+        )
     return out
 
 
