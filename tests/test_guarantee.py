@@ -192,3 +192,16 @@ def test_cli_threshold_guarantee_on_recorded_answers(recorded_data, tmp_path, ca
     assert not out["met"] and "CANNOT GUARANTEE" in out["explanation"]
     assert main([*args, "--target-precision", "0.9", "--guarantee", "1.5"]) == 2
     assert "guarantee" in capsys.readouterr().err
+
+
+def test_operating_point_recall_guarantee():
+    rng = np.random.default_rng(4)
+    s, pos = _population(rng, 1500)
+    plain = operating_point(s, pos.astype(int), 1, target_recall=0.8)
+    sure = operating_point(s, pos.astype(int), 1, target_recall=0.8, guarantee=0.9)
+    assert sure.met and sure.threshold <= plain.threshold and sure.recall >= 0.8
+    direct = recall_threshold(s, pos, 0.8, 0.9)
+    assert sure.threshold == direct.threshold and sure.bound == direct.bound
+    # The bound is the one-sided Clopper-Pearson bound of the positives found.
+    found = int((s[pos] >= sure.threshold).sum())
+    assert sure.bound == pytest.approx(beta.ppf(0.1, found, pos.sum() - found + 1), abs=1e-9)
