@@ -68,11 +68,54 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=None, help="model folder")
     parser.add_argument("--cache", type=Path, default=None, help="response cache file")
+    parser.add_argument(
+        "--from-demo",
+        type=Path,
+        help="export the answers of a finished live `verbcal demo --out-dir DIR` run "
+        "(DIR/cache.db) instead of asking a server again",
+    )
+    parser.add_argument("--seconds", type=float, help="with --from-demo: its elicitation time")
     args = parser.parse_args()
 
     model_file = fetch_model(QWEN_1_5B, args.models)
     digest = sha256_of(model_file)
     print(f"model {model_file} sha256 {digest}", flush=True)
+    if args.from_demo is not None:
+        cache_path = args.from_demo / "cache.db"
+        with sqlite3.connect(cache_path) as db:
+            urls = {
+                json.loads(r)["base_url"] for (r,) in db.execute("SELECT request FROM responses")
+            }
+        if len(urls) != 1:
+            raise SystemExit(f"{cache_path} holds answers from {len(urls)} base URLs, expected 1")
+        (base_url,) = urls
+        cache = ResponseCache(cache_path)
+        started = datetime.datetime.fromtimestamp(cache_path.stat().st_mtime, datetime.timezone.utc)
+
+        async def replay():
+            async with OpenAIBackend(QWEN_1_5B.alias, base_url=base_url, cache=cache) as backend:
+                result = await elicit_demo(backend)
+                assert backend.stats.requests_sent == 0, "the demo cache lacks answers"
+                return result
+
+        predictions, summary = asyncio.run(replay())
+        cache.close()
+        seconds = args.seconds or 0.0
+        load_before = load_after = None
+        finish(
+            args,
+            cache_path,
+            base_url,
+            model_file,
+            digest,
+            started,
+            predictions,
+            summary,
+            seconds,
+            load_before,
+            load_after,
+        )
+        return
     cache_path = args.cache or models_folder() / f"recording-{recording_tag()}.db"
     cache = ResponseCache(cache_path)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -95,6 +138,35 @@ def main() -> None:
         base_url = server.base_url
     load_after = os.getloadavg()
     cache.close()
+    finish(
+        args,
+        cache_path,
+        base_url,
+        model_file,
+        digest,
+        started,
+        predictions,
+        summary,
+        seconds,
+        load_before,
+        load_after,
+    )
+
+
+def finish(
+    args,
+    cache_path,
+    base_url,
+    model_file,
+    digest,
+    started,
+    predictions,
+    summary,
+    seconds,
+    load_before,
+    load_after,
+) -> None:
+    """Export the recording and write its provenance."""
     print(summary, flush=True)
     n = export(cache_path, base_url)
     items = demo_items()
@@ -118,10 +190,15 @@ def main() -> None:
         "parsed": sum(p.probs is not None for p in predictions),
         "accuracy": round(correct / len(items), 4),
         "seconds": round(seconds, 1),
-        "seconds_note": "wall time of the elicitation, one request at a time; 0 when every "
-        "answer came from the cache",
-        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "seconds_note": "wall time of the elicitation, one request at a time (with --from-demo: "
+        "the live demo's, as given by --seconds)",
+        "load_average_before_after": None
+        if load_before is None
+        else [round(load_before[0], 2), round(load_after[0], 2)],
         "command": ".venv/bin/python scripts/record_demo.py",
+        "made_from": "a live `verbcal demo` run's cache (--from-demo)"
+        if args.from_demo
+        else "scripts/record_demo.py's own server run",
     }
     (DATA / PROVENANCE).write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {n} responses to {DATA / RECORDING}; accuracy {provenance['accuracy']}")

@@ -11,6 +11,9 @@ The flow is template → backend (with the response cache) → parser:
   (:mod:`~verbcal.elicit.providers`) decides what each endpoint is sent, and
   :mod:`~verbcal.elicit.replies` reads replies that hold no text;
 * :mod:`verbcal.elicit.parse` reads the answer into probabilities with a status;
+* :mod:`~verbcal.elicit.shots` adds few-shot and content-free exemplars to a
+  template, and :mod:`~verbcal.elicit.injection` flags item texts that look
+  like prompt injections;
 * :class:`Elicitor` runs all three over many items; :mod:`~verbcal.elicit.dryrun`
   counts what a run would send and cost without sending it;
   :class:`~verbcal.elicit.batch.BatchJobs` sends the same requests through a
@@ -42,6 +45,10 @@ _LAZY = {
     "RetryPolicy": "verbcal.elicit.retry",
     "ResponseCache": "verbcal.elicit.cache",
     "LocalLlamaServer": "verbcal.elicit.local_server",
+    "FewShotTemplate": "verbcal.elicit.shots",
+    "Shot": "verbcal.elicit.shots",
+    "few_shot": "verbcal.elicit.shots",
+    "suspect_reasons": "verbcal.elicit.injection",
 }
 
 
@@ -56,6 +63,7 @@ __all__ = [
     "BatchJobs",
     "ElicitationSummary",
     "Elicitor",
+    "FewShotTemplate",
     "LocalLlamaServer",
     "OpenAIBackend",
     "ParseResult",
@@ -63,11 +71,14 @@ __all__ = [
     "ProviderWarning",
     "ResponseCache",
     "RetryPolicy",
+    "Shot",
     "Template",
     "check_label_names",
     "content_free_inputs",
+    "few_shot",
     "list_templates",
     "load_template",
     "parse_many",
     "parse_verbalized",
+    "suspect_reasons",
 ]
