@@ -29,7 +29,7 @@ from verbcal.cli import main
 from verbcal.elicit.batch import BatchJobs, CollectSummary, classify_result_line
 from verbcal.elicit.batch_records import MAX_FILE_BYTES, MAX_FILE_REQUESTS, BatchRecords
 from verbcal.elicit.cache import SCHEMA_VERSION, ResponseCache, encode_request
-from verbcal.errors import ConfigurationError
+from verbcal.errors import BackendError, ConfigurationError
 
 LABELS = "negative,positive"
 
@@ -458,6 +458,24 @@ def test_a_create_whose_reply_is_lost_is_found_again_even_when_already_finished(
             assert (summary.answered, summary.requeued, summary.missing) == (1, 0, 0)
             assert cache.get_by_key(key) is not None
         assert server.record.create_calls == len(server.batches) == 1
+
+
+def test_a_provider_that_is_gone_is_named_and_the_records_stay(tmp_path, capsys):
+    write_items(tmp_path / "items.jsonl", 5)
+    with BatchServer() as server:
+        assert main(elicit_args(tmp_path, server, "--batch")) == 0
+    with ResponseCache(tmp_path / "c.db") as cache:
+        jobs = BatchJobs(cache, call_attempts=2)
+        with pytest.raises(BackendError, match=r"checking batch_\w+: connection error"):
+            jobs.poll()
+        (row,) = jobs.status()
+        jobs.close()
+    assert (row["state"], row["requests_by_state"]) == ("submitted", {"pending": 5})
+    with (
+        ResponseCache(tmp_path / "c.db") as cache,
+        pytest.raises(ConfigurationError, match="call_attempts must be an int >= 1"),
+    ):
+        BatchJobs(cache, call_attempts=0)
 
 
 # ---------------------------------------------------------------- vllm run-batch

@@ -204,7 +204,12 @@ def run_batch_command(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace, jobs: Any) -> int:
-    jobs.poll()
+    from verbcal.errors import BackendError
+
+    try:
+        jobs.poll()
+    except BackendError as exc:  # the records are still worth showing
+        _say(f"could not ask the provider ({exc}): showing the last recorded states")
     rows = jobs.status()
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -198,6 +198,9 @@ class BatchJobs:
         interactive path.
     timeout : float, default 600.0
         Seconds one HTTP call to the Files/Batches endpoints may take.
+    call_attempts : int, default 6
+        Attempts of a call that is safe to repeat (listing, polling, downloading)
+        when it fails in a retryable way, with exponential back-off between them.
     progress : callable, optional
         Called with one line of text about what is happening (default: nothing).
 
@@ -223,10 +226,12 @@ class BatchJobs:
         max_bytes: int = MAX_FILE_BYTES,
         max_attempts: int = 3,
         timeout: float = 600.0,
+        call_attempts: int = 6,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        if not (isinstance(max_attempts, int) and max_attempts >= 1):
-            raise ConfigurationError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+        for name, value in (("max_attempts", max_attempts), ("call_attempts", call_attempts)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
         self.cache = cache
         self.records = BatchRecords(cache)
         self.api_key = api_key
@@ -234,6 +239,7 @@ class BatchJobs:
         self.max_bytes = max_bytes
         self.max_attempts = max_attempts
         self.timeout = timeout
+        self.call_attempts = call_attempts
         self.progress = progress or (lambda line: None)
         self._clients: dict[str, openai.OpenAI] = {}
 
@@ -303,8 +309,9 @@ class BatchJobs:
             )
         return self._clients[base_url]
 
-    def _call(self, what: str, call: Callable[[], Any], attempts: int = 6) -> Any:
+    def _call(self, what: str, call: Callable[[], Any]) -> Any:
         """``call()`` with retries on retryable errors (for calls that are safe to repeat)."""
+        attempts = self.call_attempts
         for attempt in range(attempts):
             try:
                 return call()
