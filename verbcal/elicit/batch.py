@@ -206,15 +206,19 @@ class BatchJobs:
 
     Examples
     --------
-    >>> import tempfile, os
-    >>> folder = tempfile.mkdtemp()
-    >>> with ResponseCache(os.path.join(folder, "c.db")) as cache:
-    ...     jobs = BatchJobs(cache)
-    ...     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    ...     summary = jobs.build([("k1", '{"base_url":"x"}', body)], "http://127.0.0.1:9/v1")
-    ...     jobs.close()
-    >>> summary.added, len(summary.files)
-    (1, 1)
+    >>> import os, tempfile
+    >>> from verbcal.elicit.cache import encode_request
+    >>> base_url = "http://127.0.0.1:9/v1"
+    >>> body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    >>> key, text = encode_request({"base_url": base_url, **body})  # as OpenAIBackend.prepare
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with ResponseCache(os.path.join(folder, "c.db")) as cache:
+    ...         jobs = BatchJobs(cache)
+    ...         summary = jobs.build([(key, text, body)], base_url)
+    ...         files = jobs.records.files()
+    ...         jobs.close()
+    >>> summary.added, [(f.state, f.n_requests) for f in files]
+    (1, [('built', 1)])
     """
 
     def __init__(
