@@ -1,4 +1,4 @@
-"""The ``verbcal`` command: elicit, fit, apply, evaluate, threshold, report, demo.
+"""The ``verbcal`` command: elicit, fit, apply, evaluate, threshold, route, conformal, report, demo.
 
 Every subcommand reads and writes files, so they compose in a shell pipeline.
 Exit codes: 0 done; 1 the work ran but did not fully succeed (e.g. every item
