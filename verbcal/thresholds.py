@@ -137,7 +137,8 @@ class OperatingPoint:
                 if self.met
                 else f"CANNOT GUARANTEE at {self.guarantee:g} (unguaranteed choice shown; "
                 + (
-                    f"about {self.rows_needed} labelled rows would be needed)"
+                    f"about {self.rows_needed} labelled rows, "
+                    f"{self.rows_needed - self.n_rows} more, would be needed)"
                     if self.rows_needed is not None
                     else "more rows at these rates would not help)"
                 )
