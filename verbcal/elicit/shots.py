@@ -327,7 +327,10 @@ def few_shot(
     >>> sum(m["role"] == "assistant" for m in t.render("Okay", ["neg", "pos"]))
     2
     """
-    base = template if isinstance(template, Template) else load_template(Path(template))
+    if isinstance(template, Template):
+        base = template
+    else:
+        base = load_template(template if isinstance(template, str) else Path(template))
     if isinstance(base, FewShotTemplate):
         raise ConfigurationError("the template already has exemplars")
     if isinstance(shots, (str, os.PathLike)):
