@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
 
 import numpy as np
-from live import ask, load_line, local_server
+from live import load_line, local_server
 
+from verbcal.cli import main as verbcal_main
 from verbcal.pairwise import (
     PAIR_LABELS,
     LogitEnsemble,
@@ -30,7 +33,15 @@ from verbcal.pairwise import (
     pair_logits,
     position_bias,
 )
+from verbcal.predictions import read_predictions
 from verbcal.workflow import evaluate, fit_calibrator, held_out
+
+
+def cli(argv: list[str]) -> None:
+    print("$ verbcal " + " ".join(argv), flush=True)
+    code = verbcal_main(argv)
+    if code != 0:
+        raise SystemExit(f"verbcal {argv[0]} exited with {code}")
 
 
 def nll(z, y):
@@ -42,16 +53,48 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--judges", default="qwen,smollm2")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--work", default="pairwise-bench", help="folder for the CLI's files")
     args = parser.parse_args()
     pairs = load_pairwise_dataset()
     # every k-th pair, so arithmetic, factual and summary pairs all appear
-    pairs = pairs[:: max(1, len(pairs) // args.n)][: args.n]
+    every = max(1, len(pairs) // args.n)  # so arithmetic, factual and summary pairs all appear
+    pairs = pairs[::every][: args.n]
     items = pair_items(pairs)
     labels = list(PAIR_LABELS)
     logits, results = {}, {}
     for judge in args.judges.split(","):
+        # The whole flow through the command line, against the real local server.
+        work = Path(args.work) / judge
+        work.mkdir(parents=True, exist_ok=True)
+        both, combined_path = work / "both.jsonl", work / "combined.jsonl"
+        cal = str(work / "temperature.json")
+        cli(
+            [
+                "pairwise",
+                "items",
+                "--builtin",
+                "--every",
+                str(every),
+                "--limit",
+                str(len(pairs)),
+                "--out",
+                str(work / "items.jsonl"),
+            ]
+        )
         with local_server(judge) as server:
-            predictions, seconds = ask(server, items, labels, template="pairwise")
+            started = time.perf_counter()
+            cli(["elicit", "--input", str(work / "items.jsonl"), "--labels", "A,B",
+                 "--template", "pairwise", "--json-mode", "json_object", "--max-tokens", "96",
+                 "--concurrency", "1", "--timeout", "300", "--model", server.model,
+                 "--base-url", server.base_url, "--out", str(both)])  # fmt: skip
+            seconds = (time.perf_counter() - started) / len(items)
+        cli(["pairwise", "bias", "--preds", str(both)])
+        cli(["pairwise", "combine", "--preds", str(both), "--out", str(combined_path)])
+        cli(["fit", "--preds", str(combined_path), "--method", "temperature", "--out", cal])
+        cli(["evaluate", "--preds", str(combined_path), "--calibrator", cal])
+        cli(["report", "--preds", str(combined_path), "--calibrator", cal,
+             "--out", str(work / "report.html")])  # fmt: skip
+        predictions = read_predictions(both)
         print(f"\n{judge}: {len(pairs)} pairs × 2 orders, {seconds:.2f} s/request; {load_line()}")
         bias = position_bias(predictions)
         print("  " + "\n  ".join(bias.lines()))

@@ -140,7 +140,9 @@ def test_weighted_candidate_matches_sklearn_logistic_regression():
 
 def test_cli_end_to_end_over_http(tmp_path, capsys):
     items, both, combined = tmp_path / "i.jsonl", tmp_path / "both.jsonl", tmp_path / "c.jsonl"
-    assert main(["pairwise", "items", "--builtin", "--limit", "40", "--out", str(items)]) == 0
+    argv = ["pairwise", "items", "--builtin", "--every", "5", "--limit", "40", "--out", str(items)]
+    assert main(argv) == 0
+    assert json.loads(items.read_text().splitlines()[2])["id"] == "p006|AB"
     with FaultServer(labels=["A", "B"]) as server:
         argv = ["elicit", "--input", str(items), "--labels", "A,B", "--template", "pairwise"]
         argv += ["--model", "m", "--base-url", server.base_url, "--out", str(both)]
