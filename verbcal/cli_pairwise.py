@@ -36,7 +36,8 @@ def add_pairwise_command(sub) -> None:
     items.add_argument(
         "--builtin", action="store_true", help="use the shipped pairwise set (235 pairs)"
     )
-    items.add_argument("--limit", type=int, help="only the first N pairs")
+    items.add_argument("--every", type=int, default=1, help="only every K-th pair (default 1)")
+    items.add_argument("--limit", type=int, help="only the first N pairs (after --every)")
     items.add_argument("--out", type=Path, required=True)
     items.set_defaults(run=_run_items)
     for name, text in (
@@ -59,6 +60,9 @@ def _run_items(args: argparse.Namespace) -> int:
     if (args.pairs is None) == (not args.builtin):
         raise InvalidInputError("give exactly one of --pairs FILE and --builtin")
     pairs = load_pairwise_dataset() if args.builtin else read_pairs(args.pairs)
+    if args.every < 1:
+        raise InvalidInputError(f"--every must be >= 1, got {args.every}")
+    pairs = pairs[:: args.every]
     if args.limit is not None:
         if args.limit < 1:
             raise InvalidInputError(f"--limit must be >= 1, got {args.limit}")
