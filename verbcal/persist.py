@@ -80,7 +80,7 @@ def _decode(value: Any, where: str, fitted: bool) -> Any:
     if "__ndarray__" in value:
         try:
             return np.array(value["__ndarray__"], dtype=np.dtype(value.get("dtype")))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise fail(where, f"not a readable array ({exc})") from None
     if "__float__" in value:
         try:
@@ -150,7 +150,7 @@ def estimator_from_dict(data: Any, *, where: str = "calibrator", fitted: bool = 
     if not isinstance(data, dict):
         raise fail(where, f"must be an object with 'class', 'params' and 'fitted', got {data!r}")
     name = data.get("class")
-    if name not in _CLASSES:
+    if not isinstance(name, str) or name not in _CLASSES:
         known = ", ".join(sorted(_CLASSES))
         raise fail(f"{where}.class", f"unknown calibrator class {name!r}; known: {known}")
     for key in ("params", "fitted"):
