@@ -78,7 +78,7 @@ class PredictionArrays:
     labels: list[str]
     ids: list[str]
     P: np.ndarray  # (n, K) probabilities of the parsed rows
-    y: np.ndarray | None  # (n,) gold class indices, or None when no row has a gold label
+    y: np.ndarray | None  # (n,) gold class indices, or None unless every kept row has one
     n_failed: int  # rows left out because the answer could not be parsed
     n_unlabelled: int = 0  # parsed rows left out because others are labelled and they are not
 
