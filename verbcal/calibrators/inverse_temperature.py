@@ -49,6 +49,10 @@ MIN_SUBSAMPLE_ROWS = 512
 #: Items per block when the input is copied class-major (a block fits in the CPU cache).
 TRANSPOSE_BLOCK = 8192
 
+#: Items per chunk of a pass over the logits: K x 4096 values stay in the CPU cache
+#: while they are exponentiated and summed (one read from memory per pass).
+CHUNK_ITEMS = 4096
+
 
 def class_major(P: np.ndarray, dtype=np.float64) -> np.ndarray:
     """``P.T`` as a C-contiguous ``(K, n)`` array of ``dtype``, copied block by block."""
@@ -129,15 +133,26 @@ def fit_smoothed_inverse_temperature(
 
     def shifted_logits(Pt: np.ndarray, eps: float, out: np.ndarray) -> np.ndarray:
         """``log(P + eps) - log(max(P) + eps)`` per item: each item's largest is 0."""
-        np.add(Pt, eps, out=out)
-        with np.errstate(divide="ignore"):
-            np.log(out, out=out)
-        out -= np.log(top + eps).astype(out.dtype)
+        shift = log_top(eps).astype(out.dtype)
+        for start in range(0, Pt.shape[1], CHUNK_ITEMS):  # chunks stay in cache
+            part = slice(start, start + CHUNK_ITEMS)
+            chunk = np.add(Pt[:, part], eps, out=out[:, part])
+            with np.errstate(divide="ignore"):
+                np.log(chunk, out=chunk)
+            chunk -= shift[part]
         return out
 
     def gold_logits(eps: float) -> np.ndarray:
         with np.errstate(divide="ignore"):
-            return np.log(gold_p + eps) - np.log(top + eps)
+            return np.log(gold_p + eps) - log_top(eps)
+
+    logs_of_top: dict[float, np.ndarray] = {}
+
+    def log_top(eps: float) -> np.ndarray:
+        """``log(max(P) + eps)`` per item, computed once per smoothing."""
+        if eps not in logs_of_top:
+            logs_of_top[eps] = np.log(top + eps)
+        return logs_of_top[eps]
 
     n = len(y)
     weight = 0.0 if prior_scale is None else 1.0 / (prior_scale**2 * n)
@@ -171,7 +186,7 @@ def fit_smoothed_inverse_temperature(
     beta, objective, _ = _newton(
         shifted_logits(Pt, eps, Pt), gold_logits(eps), beta, subsample=False, prior_weight=weight
     )
-    return objective - weight * np.log(beta) ** 2 / 2, eps, beta
+    return float(objective - weight * np.log(beta) ** 2 / 2), float(eps), float(beta)
 
 
 def inverse_temperature_by_newton(
@@ -202,7 +217,7 @@ def inverse_temperature_by_newton(
     beta, nll : float
     """
     beta, value, _ = _newton(Zt, gold, start, subsample=start is None)
-    return beta, value
+    return float(beta), float(value)
 
 
 def _newton(
@@ -237,21 +252,33 @@ def _newton(
     exact = Zt.dtype == np.float64 or np.isnan(curvature)
     tolerance = NEWTON_STEP_TOLERANCE if Zt.dtype == np.float64 else FLOAT32_STEP_TOLERANCE
     mean_gold = float(np.mean(gold, dtype=np.float64))
-    squared = Zt * Zt if exact else None
-    work = np.empty_like(Zt)
+    k = Zt.shape[0]
+    block = min(n, CHUNK_ITEMS)
+    work = np.empty((k, block), dtype=Zt.dtype)  # cache-sized scratch, reused per chunk
+    square = np.empty((k, block), dtype=Zt.dtype) if exact else None
+    s0, s1, s2 = np.empty(n), np.empty(n), np.empty(n)
 
     def evaluate(beta: float) -> tuple[float, float, float]:
-        np.multiply(Zt, Zt.dtype.type(beta), out=work)
-        np.exp(work, out=work)
-        s0 = work.sum(axis=0).astype(np.float64)  # K terms each: float32 sums suffice
-        mean_z = np.einsum("kn,kn->n", work, Zt) / s0
+        # Chunk by chunk, so that the exponentials are summed while still in cache:
+        # the logits are read from memory once per evaluation.
+        scale = Zt.dtype.type(beta)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            Z, w = Zt[:, start:stop], work[:, : stop - start]
+            np.multiply(Z, scale, out=w)
+            np.exp(w, out=w)
+            s0[start:stop] = w.sum(axis=0)  # K terms each: float32 sums suffice
+            s1[start:stop] = np.einsum("kn,kn->n", w, Z)
+            if square is not None:
+                z2 = np.multiply(Z, Z, out=square[:, : stop - start])
+                s2[start:stop] = np.einsum("kn,kn->n", w, z2)
+        mean_z = s1 / s0
         u = np.log(beta)
         value = float(np.log(s0).mean()) - beta * mean_gold + prior_weight * u * u / 2
-        gradient = float(mean_z.mean(dtype=np.float64)) - mean_gold + prior_weight * u / beta
-        if squared is None:
+        gradient = float(mean_z.mean()) - mean_gold + prior_weight * u / beta
+        if square is None:
             return value, gradient, np.nan
-        mean_z2 = np.einsum("kn,kn->n", work, squared) / s0
-        variance = float((mean_z2 - mean_z * mean_z).mean(dtype=np.float64))
+        variance = float((s2 / s0 - mean_z * mean_z).mean())
         return value, gradient, variance + prior_weight * (1.0 - u) / beta**2
 
     low, high = BETA_BOUNDS
