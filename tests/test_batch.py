@@ -182,7 +182,18 @@ def test_an_answer_line_gives_its_body():
     assert classify_result_line({"response": {"status_code": 200, "body": body}}) == ("ok", body)
 
 
-OUTCOMES = ("ok", "ok_twice", "500", "429", "400", "expired", "cancelled", "malformed", "none")
+OUTCOMES = (
+    "ok",
+    "ok_twice",
+    "ok_and_500",
+    "500",
+    "429",
+    "400",
+    "expired",
+    "cancelled",
+    "malformed",
+    "none",
+)
 
 
 def result_line(key: str, outcome: str, n: int) -> list[str]:
@@ -200,6 +211,8 @@ def result_line(key: str, outcome: str, n: int) -> list[str]:
             line({"status_code": 200, "body": answer}),
             line({"status_code": 200, "body": other}),
         ]
+    if outcome == "ok_and_500":  # in either order: the answer stands
+        return result_line(key, "ok", n) + result_line(key, "500", n)
     if outcome in ("500", "429", "400"):
         return [line({"status_code": int(outcome), "body": {"error": {"message": "no"}}})]
     if outcome in ("expired", "cancelled"):
@@ -246,50 +259,59 @@ def test_collected_results_put_each_request_in_exactly_one_state(
         stored = {key: cache.get_by_key(key) for key, _, _ in requests}
         jobs.close()
     expected = {
-        "ok": "answered", "ok_twice": "answered", "500": "retry", "429": "retry",
+        "ok": "answered", "ok_twice": "answered", "ok_and_500": "answered",
+        "500": "retry", "429": "retry",
         "400": "failed", "expired": "retry", "cancelled": "failed", "malformed": "retry",
         "none": "retry",
     }  # fmt: skip
     for (key, _, _), outcome in zip(requests, outcomes, strict=True):
         assert states[key] == expected[outcome], outcome
         if outcome.startswith("ok"):
-            first = next(json.loads(x) for x in lines if f'"custom_id": "{key}"' in x)
+            first = next(
+                json.loads(x)
+                for x in lines
+                if f'"custom_id": "{key}"' in x and '"status_code": 200' in x
+            )
             assert stored[key] == first["response"]["body"]  # the first answer line wins
         else:
             assert stored[key] is None
     assert summary.lines == len(lines)
     assert (summary.unexpected, summary.unreadable) == (foreign, garbage)
     assert missing == outcomes.count("none")
-    assert summary.answered == sum(o.startswith("ok") for o in outcomes) + outcomes.count(
-        "ok_twice"
-    )
+    oks = sum(o.startswith("ok") for o in outcomes)
+    assert summary.answered == oks + outcomes.count("ok_twice")
     assert again.unexpected == foreign and again.answered == summary.answered
 
 
 # ---------------------------------------------------------------- batch == interactive
 
 
-def test_a_batch_run_fills_the_cache_like_an_interactive_run(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--samples", "3", "--temperature", "0.7", "--logprobs"],
+        ["--probes", "--n-random-probes", "4", "--json-mode", "json_schema"],
+    ],
+)
+def test_a_batch_run_fills_the_cache_like_an_interactive_run(tmp_path, capsys, options):
     write_items(tmp_path / "items.jsonl", 70)
     with BatchServer(rate=2000) as server:
-        assert main(elicit_args(tmp_path, server, out="a.jsonl", cache="a.db")) == 0
+        a_args = elicit_args(tmp_path, server, *options, out="a.jsonl", cache="a.db")
+        assert main(a_args) == 0
         interactive = server.record.chat_requests
-        assert interactive == 70
-        args = elicit_args(
-            tmp_path,
-            server,
-            "--batch-wait",
-            "--batch-max-requests",
-            "30",
-            out="b.jsonl",
-            cache="b.db",
+        assert interactive >= 70
+        b_args = elicit_args(
+            tmp_path, server, *options, "--batch-max-requests", "30", out="b.jsonl", cache="b.db"
         )
-        assert main(args) == 0
+        assert main([*b_args, "--batch-wait"]) == 0
         assert server.record.chat_requests == interactive  # every answer came from the batches
-        assert [len(v) for v in server.record.batch_lines.values()] == [30, 30, 10]
+        sizes = [len(v) for v in server.record.batch_lines.values()]
+        assert sum(sizes) == interactive and max(sizes) == 30
         # A plain rerun of each sends nothing and writes the same file.
-        assert main(elicit_args(tmp_path, server, out="a.jsonl", cache="a.db")) == 0
-        assert main(elicit_args(tmp_path, server, out="b2.jsonl", cache="b.db")) == 0
+        assert main(a_args) == 0
+        b_args[b_args.index("--out") + 1] = str(tmp_path / "b2.jsonl")
+        assert main(b_args) == 0
         assert server.record.chat_requests == interactive
     assert cache_rows(tmp_path / "a.db") == cache_rows(tmp_path / "b.db")
     a = (tmp_path / "a.jsonl").read_text()

@@ -574,25 +574,33 @@ class BatchJobs:
         """Read one result file into the cache, checking each ``custom_id`` against what was sent.
 
         With ``file_row``, a line counts only for a request sent in that file;
-        without, for any request recorded as sent and not yet answered (results
-        of ``vllm run-batch`` on exported files). Safe to run again on the same
-        file: an answer already stored keeps its first version.
+        without, for a request in any exported file (results of ``vllm
+        run-batch``) not yet answered. Safe to run again on the same file: an
+        answer already stored keeps its first version.
         """
+        files = {file_row} if file_row is not None else self._exported()
         chunk: list[str] = []
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 if line.strip():
                     chunk.append(line)
                     if len(chunk) == _INGEST_CHUNK:
-                        self._ingest_lines(chunk, summary, file_row)
+                        self._ingest_lines(chunk, summary, files)
                         chunk = []
         if chunk:
-            self._ingest_lines(chunk, summary, file_row)
+            self._ingest_lines(chunk, summary, files)
         return summary
 
-    def _ingest_lines(
-        self, lines: list[str], summary: CollectSummary, file_row: int | None
-    ) -> None:
+    def _exported(self) -> set[int]:
+        """Rows of every file written out for another engine (collected or not)."""
+        rows = self.records.conn.execute(
+            "SELECT DISTINCT file FROM batch_requests WHERE file IN "
+            "(SELECT id FROM batch_files WHERE state = 'exported' OR "
+            "(state = 'collected' AND batch_id IS NULL))"
+        )
+        return {row[0] for row in rows}
+
+    def _ingest_lines(self, lines: list[str], summary: CollectSummary, files: set[int]) -> None:
         parsed = []
         for line in lines:
             summary.lines += 1
@@ -608,16 +616,18 @@ class BatchJobs:
             parsed.append((key, row))
         sent = self.records.sent(key for key, _ in parsed)
         answers: list[tuple[str, str]] = []
+        answered: set[str] = set()
         states: list[tuple[str, str | None, str]] = []
         for key, row in parsed:
             where = sent.get(key)
-            if where is None or (file_row is not None and where[0] != file_row):
-                summary.unexpected += 1  # not a request sent in this batch
-                continue
-            if file_row is None and where[1] == "answered":
+            if where is None or where[0] not in files:
+                summary.unexpected += 1  # not a request sent in this batch (or export)
                 continue
             verdict, detail = classify_result_line(row)
+            if verdict != "ok" and (where[1] == "answered" or key in answered):
+                continue  # an error line does not undo an answer
             if verdict == "ok":
+                answered.add(key)
                 answers.append((key, json.dumps(detail, ensure_ascii=False)))
                 states.append(("answered", None, key))
                 summary.answered += 1
