@@ -85,7 +85,11 @@ def main() -> None:
                 results[way][name] = ev.to_json()
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+            note = (
+                f"{len(items)} demo reviews, {len(probes)} probes per way, model {args.model}, "
+                f"k={args.k}; held-out half scored; {load_line()} at the end"
+            )
+            json.dump({"ways": results, "note": note}, handle, indent=1)
 
 
 if __name__ == "__main__":
