@@ -58,6 +58,7 @@ from verbcal.elicit.server_limits import ServerLimits, read_ratelimit_headers
 from verbcal.elicit.token_probs import answer_label_probabilities
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.labels import LabelSet
+from verbcal.validation import Interval
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -339,6 +340,14 @@ class OpenAIBackend:
             raise ConfigurationError(
                 f"timeout must be a positive number of seconds, got {timeout!r}"
             )
+        for name, limit in (
+            ("requests_per_minute", requests_per_minute),
+            ("tokens_per_minute", tokens_per_minute),
+        ):  # 0 is refused, not read as "no limit"
+            if limit is not None and not Interval("real", 0, None, closed="neither").accepts(limit):
+                raise ConfigurationError(
+                    f"{name}: limit must be a positive number (or None), got {limit!r}"
+                )
         self.model = model
         self.max_concurrency = max_concurrency
         self.base_url = _resolve_base_url(base_url)

@@ -29,6 +29,7 @@ from verbcal.elicit.templates import Template, load_template, response_format
 from verbcal.errors import BackendError, ConfigurationError
 from verbcal.labels import LabelSet
 from verbcal.predictions import ITEM, Item, Kind, Prediction
+from verbcal.validation import Interval, check_param
 
 #: Called after each finished item with (items done, items in all).
 ProgressCallback = Callable[[int, int], None]
@@ -156,6 +157,8 @@ class Elicitor:
             raise ConfigurationError(f"samples must be an int >= 1, got {samples!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ConfigurationError(f"seed must be an int or None, got {seed!r}")
+        check_param("temperature", temperature, [Interval("real", 0, 2)])
+        check_param("max_tokens", max_tokens, [None, Interval("integer", 1, None)])
         fixed = backend.profile.temperature == "default_only"
         if samples > 1 and temperature == 0 and not fixed:
             raise ConfigurationError(
