@@ -181,6 +181,7 @@ class BatchServer:
         self._times_sent: Counter = Counter()
         self._blocked: dict[str, threading.Event] = {}
         self._skips: dict[str, int] = {}
+        self._failures: dict[str, tuple[int, int]] = {}
         self._reached: dict[str, threading.Event] = {s: threading.Event() for s in STAGES}
         self._stopping = threading.Event()
         self._httpd = _Server(("127.0.0.1", port), _make_handler(self))
@@ -232,6 +233,19 @@ class BatchServer:
         event = self._blocked.pop(stage, None)
         if event is not None:
             event.set()
+
+    def fail(self, route: str, times: int = 1, status: int = 503) -> None:
+        """Answer the next ``times`` requests to ``route`` ("upload" or "create") with
+        ``status``, doing nothing (the client may try again)."""
+        self._failures[route] = (times, status)
+
+    def _failure(self, route: str) -> int | None:
+        with self._lock:
+            times, status = self._failures.get(route, (0, 0))
+            if times <= 0:
+                return None
+            self._failures[route] = (times - 1, status)
+            return status
 
     def _take(self, stage: str) -> bool:
         """Count one request at ``stage``; True when it is the one to hold."""
@@ -599,7 +613,9 @@ def _make_handler(server: BatchServer) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 self._send_json(400, _error("body is not JSON", None))
                 return
-            if parts == ["batches"]:
+            if parts == ["batches"] and (failure := server._failure("create")):
+                self._send_json(failure, _error("The server is overloaded.", None))
+            elif parts == ["batches"]:
                 status, obj = server.create_batch(body)
                 server._checkpoint("create")
                 self._send_json(status, obj)
@@ -637,6 +653,10 @@ def _make_handler(server: BatchServer) -> type[BaseHTTPRequestHandler]:
             kind = self.headers.get("Content-Type", "")
             boundary = kind.partition("boundary=")[2].strip('"')
             raw = self._read_body(half_checkpoint=server._take("upload"))
+            failure = server._failure("upload")
+            if failure:
+                self._send_json(failure, _error("The server is overloaded.", None))
+                return
             if not boundary or not raw.rstrip().endswith(f"--{boundary}--".encode()):
                 self.close_connection = True  # an upload cut short creates no file
                 return

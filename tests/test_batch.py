@@ -459,6 +459,24 @@ def test_the_server_enforces_the_documented_rules(tmp_path):
         assert batch.errors.data[0].code == "duplicate_custom_id" and batch.errors.data[0].line == 2
 
 
+def test_an_upload_and_a_create_that_fail_are_sent_again_once_nothing_came_of_them(tmp_path):
+    with BatchServer() as server:
+        server.fail("upload", times=2, status=503)
+        server.fail("create", times=1, status=500)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        key, text = encode_request({"base_url": server.base_url, **body})
+        said: list[str] = []
+        with ResponseCache(tmp_path / "c.db") as cache:
+            jobs = BatchJobs(cache, progress=said.append)
+            jobs.build([(key, text, body)], server.base_url)
+            (f,) = jobs.submit()
+            jobs.close()
+        assert f.state == "submitted" and f.batch_id in server.batches
+        assert (server.record.uploads, server.record.create_calls, len(server.batches)) == (1, 1, 1)
+        assert sum("trying again" in line for line in said) == 3
+        assert any("HTTP 503" in line for line in said)
+
+
 def test_a_create_whose_reply_is_lost_is_found_again_even_when_already_finished(tmp_path):
     # The reply to POST /v1/batches never comes (the client times out), and by the time
     # the client looks the batch up it has already completed: it must adopt it, with

@@ -352,28 +352,52 @@ class BatchJobs:
             raise InvalidInputError(f"request file #{f.id} is gone from {f.path}: build it again")
         path = f.path
         f = self.records.update_file(f.id, state="uploading")
-        try:
+
+        def send() -> str:
             with open(path, "rb") as handle:
                 uploaded = client.files.create(
                     file=(f.upload_name, handle, "application/jsonl"), purpose="batch"
                 )
-        except openai.APIError as exc:
-            error = classify_error(exc)
-            found = self._find_upload(client, f) if error.retryable else None
-            if found is None:
-                raise BackendError(f"uploading request file #{f.id}: {error.reason}") from None
-            return self.records.update_file(f.id, state="uploaded", file_id=found)
-        return self.records.update_file(f.id, state="uploaded", file_id=uploaded.id)
+            return str(uploaded.id)
+
+        file_id = self._send_once(
+            f"uploading request file #{f.id}", send, lambda: self._find_upload(client, f)
+        )
+        return self.records.update_file(f.id, state="uploaded", file_id=file_id)
+
+    def _send_once(self, what: str, send: Callable[[], Any], find: Callable[[], Any]) -> Any:
+        """``send()``, and after a failure that may not be final, ``find()`` its effect
+        (an upload or batch the provider made although the reply was lost) before
+        sending again: what is sent is never made twice."""
+        for attempt in range(self.call_attempts):
+            try:
+                return send()
+            except openai.APIError as exc:
+                error = classify_error(exc)
+                if not error.retryable:
+                    raise BackendError(f"{what}: {error.reason}") from None
+                found = find()
+                if found is not None:
+                    return found
+                if attempt == self.call_attempts - 1:
+                    raise BackendError(f"{what}: {error.reason}") from None
+                wait = error.retry_after or min(30.0, 0.5 * 2**attempt) * random.random()
+                self.progress(f"{what}: {error.reason}; trying again in {wait:.1f} s")
+                time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def _find_upload(self, client: openai.OpenAI, f: BatchFile) -> str | None:
         """The id of a file uploaded under ``f``'s name and size, if the provider holds one."""
-        listing = self._call("listing files", lambda: client.files.list(purpose="batch", limit=100))
-        for obj in listing:
-            if obj.filename == f.upload_name and obj.bytes == f.n_bytes:
-                return str(obj.id)
-            if obj.created_at < f.created - 3600:  # newest first: older ones cannot be ours
-                break
-        return None
+
+        def search() -> str | None:
+            for obj in client.files.list(purpose="batch", limit=100):  # newest first
+                if obj.filename == f.upload_name and obj.bytes == f.n_bytes:
+                    return str(obj.id)
+                if obj.created_at < f.created - 3600:  # older ones cannot be ours
+                    break
+            return None
+
+        return self._call("listing files", search)
 
     def _create(self, f: BatchFile) -> BatchFile:
         client = self.client(f.base_url)
@@ -382,30 +406,32 @@ class BatchJobs:
             if found is not None:
                 return self._submitted(f, found)
         f = self.records.update_file(f.id, state="creating")
-        try:
-            batch = client.batches.create(
+
+        def send() -> Any:
+            return client.batches.create(
                 input_file_id=str(f.file_id),
                 endpoint=f.endpoint,  # type: ignore[arg-type]
                 completion_window="24h",
                 metadata={"verbcal_file": f.upload_name},
             )
-        except openai.APIError as exc:
-            error = classify_error(exc)
-            found = self._find_batch(client, f) if error.retryable else None
-            if found is None:
-                raise BackendError(f"creating the batch of file #{f.id}: {error.reason}") from None
-            return self._submitted(f, found)
+
+        batch = self._send_once(
+            f"creating the batch of file #{f.id}", send, lambda: self._find_batch(client, f)
+        )
         return self._submitted(f, batch)
 
     def _find_batch(self, client: openai.OpenAI, f: BatchFile) -> Any:
         """The batch created from ``f``'s uploaded file, if there is one."""
-        listing = self._call("listing batches", lambda: client.batches.list(limit=100))
-        for batch in listing:
-            if batch.input_file_id == f.file_id:
-                return batch
-            if batch.created_at < f.created - 3600:
-                break
-        return None
+
+        def search() -> Any:
+            for batch in client.batches.list(limit=100):  # newest first
+                if batch.input_file_id == f.file_id:
+                    return batch
+                if batch.created_at < f.created - 3600:
+                    break
+            return None
+
+        return self._call("listing batches", search)
 
     def _submitted(self, f: BatchFile, batch: Any) -> BatchFile:
         # A batch found again may have finished meanwhile: record all it says.
