@@ -246,7 +246,32 @@ def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8") -> Iterable[tup
         that is not an object.
     """
     path = Path(path)
-    yield from parse_jsonl(decode_text(path, encoding), source=str(path))
+    if encoding.replace("_", "-").lower() not in ("utf-8", "utf8"):
+        yield from parse_jsonl(decode_text(path, encoding), source=str(path))
+        return
+    # UTF-8 is read line by line (a byte 0x0a is always a line end there), so memory
+    # holds one line, not the file, its text and its list of lines.
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    with handle:
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _fail(
+                    path,
+                    number,
+                    f"byte 0x{raw[exc.start]:02x} (column {exc.start + 1}, offset "
+                    f"{offset + exc.start}) is not valid {encoding}: give the file's encoding "
+                    "(--encoding latin-1, for example)",
+                ) from None
+            offset += len(raw)
+            row = _parse_line(line.removeprefix("\ufeff") if number == 1 else line, number, path)
+            if row is not None:
+                yield number, row
 
 
 def parse_jsonl(text: str, source: str) -> Iterator[tuple[int, dict]]:
@@ -274,15 +299,22 @@ def parse_jsonl(text: str, source: str) -> Iterator[tuple[int, dict]]:
     [(1, {'a': 1}), (3, {'b': 2})]
     """
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _fail(source, number, f"not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise _fail(source, number, f"expected a JSON object, got {line.strip()[:80]!r}")
-        yield number, row
+        row = _parse_line(line, number, source)
+        if row is not None:
+            yield number, row
+
+
+def _parse_line(line: str, number: int, source: os.PathLike | str) -> dict | None:
+    """The JSON object on one line, None for a blank line; raise naming the line otherwise."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _fail(source, number, f"not valid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise _fail(source, number, f"expected a JSON object, got {line.strip()[:80]!r}")
+    return row
 
 
 def write_predictions(path: str | os.PathLike, predictions: Iterable[Prediction]) -> None:
