@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from fault_server import FaultServer
 
 from verbcal import InvalidInputError, load_calibrator, read_items
 from verbcal.calibrators import CALIBRATORS, TemperatureScaling
+from verbcal.elicit.cache import ResponseCache
 from verbcal.errors import VerbcalError
 from verbcal.persist import save_calibrator
 from verbcal.predictions import (
@@ -272,6 +275,30 @@ def test_answers_received_before_the_endpoint_died_stay_cached(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert server.record.total == 12  # nothing was lost, nothing asked twice
     assert len(read_predictions(tmp_path / "b.jsonl")) == 12
+
+
+def test_an_endpoint_that_dies_mid_run_stops_it_with_exit_3(tmp_path):
+    items = write_items(tmp_path / "items.jsonl", 300)
+    server = FaultServer(labels=["positive", "negative"], latency=0.01).start()
+
+    def kill_after_20_answers() -> None:
+        while sum(server.record.answered.values()) < 20:
+            time.sleep(0.01)
+        server.faults = {"503": 1.0}  # from now on the model behind it is gone
+
+    killer = threading.Thread(target=kill_after_20_answers, daemon=True)
+    killer.start()
+    try:
+        proc = verbcal(
+            *elicit_args(items, "p.jsonl", server.base_url), cwd=tmp_path, inputs=[items]
+        )
+    finally:
+        killer.join(timeout=5)
+        server.stop()
+    assert proc.returncode == 3, proc.stderr
+    assert re.search(r"the last \d+ attempts all failed, after \d+ answered", proc.stderr)
+    with ResponseCache(tmp_path / "p.cache.db") as cache:  # what was answered is kept
+        assert len(cache) >= 20
 
 
 def test_transient_trouble_in_a_healthy_run_is_retried(tmp_path):
