@@ -107,3 +107,18 @@ def test_cli_refuses_a_zero_budget(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["suggest-labels", "--preds", str(preds), "--budget", "0", "--out", "x"])
     assert "must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_long_command_says_it_is_still_working(tmp_path, capsys, monkeypatch):
+    import verbcal.cli
+
+    preds, out = tmp_path / "preds.jsonl", tmp_path / "ids.txt"
+    write_file(preds, labelled=0, unlabelled=3000)
+    monkeypatch.setattr(verbcal.cli, "PROGRESS_AFTER", 0.001)
+    monkeypatch.setenv("VERBCAL_PROGRESS", "1")
+    assert main(["suggest-labels", "--preds", str(preds), "--budget", "5", "--out", str(out)]) == 0
+    assert "verbcal suggest-labels: still working (0 s)" in capsys.readouterr().err
+    # without a terminal or VERBCAL_PROGRESS=1: results only
+    monkeypatch.delenv("VERBCAL_PROGRESS")
+    assert main(["suggest-labels", "--preds", str(preds), "--budget", "5", "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""

@@ -913,6 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     restore_sigterm = _stop_on_sigterm()
+    stop_progress = _progress_lines(args.command)
     try:
         code = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -937,7 +938,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"verbcal {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        stop_progress()
         restore_sigterm()
+
+
+#: A command still running after PROGRESS_AFTER seconds says so on stderr, then every
+#: PROGRESS_EVERY seconds (on a terminal, or with VERBCAL_PROGRESS=1).
+PROGRESS_AFTER, PROGRESS_EVERY = 3.0, 10.0
+
+#: Commands that report their own progress.
+_OWN_PROGRESS = frozenset({"elicit", "demo", "batch"})
+
+
+def _progress_lines(command: str) -> Callable[[], None]:
+    """Start printing "verbcal COMMAND: still working (N s)" while a long command runs.
+
+    Returns the function that stops it. Nothing is printed when stderr is not a
+    terminal (unless ``VERBCAL_PROGRESS=1``): pipes and logs keep only results.
+    """
+    wanted = sys.stderr.isatty() or os.environ.get("VERBCAL_PROGRESS") == "1"
+    if command in _OWN_PROGRESS or not wanted:
+        return lambda: None
+    done = threading.Event()
+    start = time.monotonic()
+
+    def tick() -> None:
+        wait = PROGRESS_AFTER
+        while not done.wait(wait):
+            elapsed = time.monotonic() - start
+            print(
+                f"verbcal {command}: still working ({elapsed:.0f} s)", file=sys.stderr, flush=True
+            )
+            wait = PROGRESS_EVERY
+
+    thread = threading.Thread(target=tick, name="verbcal-progress", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join(timeout=1.0)
+
+    return stop
 
 
 def _interrupt(signum: int, frame: object) -> None:
