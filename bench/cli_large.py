@@ -84,7 +84,10 @@ def write_predictions_file(path: Path, n: int, seed: int = 0) -> None:
 def run(command: list[str]) -> dict:
     """Wall time, peak RSS (bytes) and stderr of one process."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "VERBCAL_PROGRESS": "1"}  # progress lines as on a terminal
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
