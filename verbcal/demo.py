@@ -126,12 +126,21 @@ def load_recording_into(cache) -> int:
 
 
 async def elicit_demo(
-    backend, *, progress: Callable[[int, int], None] | None = None
+    backend,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    circuit_breaker: bool = True,
 ) -> tuple[list[Prediction], object]:
-    """Predictions for the demo items and the content-free probes, through ``backend``."""
+    """Predictions for the demo items and the content-free probes, through ``backend``.
+
+    ``circuit_breaker=False`` for a replay: a request there means the recording
+    lacks an answer, not that an endpoint is down.
+    """
     from verbcal.elicit.elicitor import Elicitor
 
-    elicitor = Elicitor(backend, list(DEMO_LABELS), **ELICIT_SETTINGS)
+    elicitor = Elicitor(
+        backend, list(DEMO_LABELS), circuit_breaker=circuit_breaker, **ELICIT_SETTINGS
+    )
     items = demo_items()
     predictions, _ = await elicitor.arun(items, progress=progress)
     probes = elicitor.probe_items([i.text for i in items], n_random=N_RANDOM_PROBES)
@@ -193,7 +202,9 @@ def _run_elicitation(
         async with OpenAIBackend(
             cache=cache, max_concurrency=concurrency, **backend_args
         ) as backend:
-            predictions, summary = await elicit_demo(backend, progress=progress)
+            predictions, summary = await elicit_demo(
+                backend, progress=progress, circuit_breaker=not replay
+            )
             if replay and backend.stats.requests_sent:
                 raise ConfigurationError(
                     "the shipped recording does not hold every demo answer; "
