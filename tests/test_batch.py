@@ -149,6 +149,26 @@ def test_a_cache_written_before_the_batch_tables_opens_and_reads(tmp_path):
     assert {"responses", "batch_files", "batch_requests"} <= tables
 
 
+def test_requests_to_retry_are_paged_once_each_while_being_moved(tmp_path):
+    base_url = "http://127.0.0.1:9/v1"
+    requests = []
+    for i in range(25):
+        body = {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]}
+        requests.append((*encode_request({"base_url": base_url, **body}), body))
+    with ResponseCache(tmp_path / "c.db") as cache:
+        jobs = BatchJobs(cache, max_requests=10)
+        jobs.build(requests, base_url)
+        keys = [key for key, _, _ in requests]
+        jobs.records.set_request_states([("retry", "expired", key) for key in keys[:-3]])
+        seen = []
+        for page in jobs.records.retry_pages(max_attempts=3, page=4):
+            assert len(page) <= 4
+            seen += [key for key, _, url in page if url == base_url]
+            jobs.records.set_request_states([("pending", None, key) for key, _, _ in page])
+        jobs.close()
+    assert seen == keys[:-3]
+
+
 # ---------------------------------------------------------------- result lines
 
 

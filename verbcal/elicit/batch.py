@@ -33,13 +33,14 @@ and writes as OpenAI does.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import random
 import shutil
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -667,19 +668,21 @@ class BatchJobs:
 
     def _requeue(self) -> int:
         """Move requests to retry into new request files and submit them; return how many."""
-        rows = self.records.conn.execute(
-            "SELECT r.key, r.request, f.base_url FROM batch_requests r "
-            "JOIN batch_files f ON f.id = r.file WHERE r.state = 'retry' AND r.attempts < ? "
-            "ORDER BY f.base_url, r.rowid",
+        moved = 0
+        urls = self.records.conn.execute(
+            "SELECT DISTINCT f.base_url FROM batch_requests r JOIN batch_files f "
+            "ON f.id = r.file WHERE r.state = 'retry' AND r.attempts < ?",
             (self.max_attempts,),
         ).fetchall()
-        moved = 0
-        by_url: dict[str, list[tuple[str, str]]] = {}
-        for key, request_text, base_url in rows:
-            by_url.setdefault(base_url, []).append((key, request_text))
-        for base_url, entries in by_url.items():
-            summary = self.build(((key, text, _body_of(text)) for key, text in entries), base_url)
-            moved += summary.added
+        for (base_url,) in urls:
+
+            def rows(url: str = base_url) -> Iterator[tuple[str, str, dict[str, Any]]]:
+                for page in self.records.retry_pages(self.max_attempts):
+                    for key, text, row_url in page:
+                        if row_url == url:
+                            yield key, text, _body_of(text)
+
+            moved += self.build(rows(), base_url).added
         if moved:
             self.progress(f"{moved} requests queued again in a new batch")
             self.submit()
@@ -689,15 +692,19 @@ class BatchJobs:
         """Send the requests to retry interactively (``make_backend()``); return how many."""
         import asyncio
 
-        rows = self.records.conn.execute(
-            "SELECT key, request FROM batch_requests WHERE state = 'retry'"
-        ).fetchall()
-        if not rows:
+        pages = self.records.retry_pages(page=500)
+        first = next(pages, None)
+        if first is None:
             return 0
 
-        async def send() -> list[tuple[str, str | None, str]]:
+        async def send() -> int:
+            answered = 0
             async with make_backend() as backend:
-                return list(await asyncio.gather(*(one(backend, k, t) for k, t in rows)))
+                for page in itertools.chain([first], pages):
+                    states = await asyncio.gather(*(one(backend, k, t) for k, t, _ in page))
+                    self.records.set_request_states(states)
+                    answered += sum(state == "answered" for state, _, _ in states)
+            return answered
 
         async def one(backend: OpenAIBackend, key: str, text: str) -> tuple[str, str | None, str]:
             # The stored body, as keyword arguments that make the same body again
@@ -717,9 +724,7 @@ class BatchJobs:
                 return "failed", "sent again interactively as a different request", key
             return "answered", None, key
 
-        states = asyncio.run(send())
-        self.records.set_request_states(states)
-        return sum(state == "answered" for state, _, _ in states)
+        return asyncio.run(send())
 
     # ------------------------------------------------------------------ other commands
 

@@ -262,13 +262,29 @@ class BatchRecords:
             )
         return cursor.rowcount
 
-    def retry_rows(self, max_attempts: int) -> Iterable[tuple[str, str]]:
-        """``(key, request JSON)`` of requests to send again (state ``retry``, attempts left)."""
-        return self.conn.execute(
-            "SELECT key, request FROM batch_requests WHERE state = 'retry' AND attempts < ? "
-            "ORDER BY rowid",
-            (max_attempts,),
-        ).fetchall()
+    def retry_pages(
+        self, max_attempts: int | None = None, page: int = 2000
+    ) -> Iterator[list[tuple[str, str, str]]]:
+        """Requests to send again, a page of ``(key, request JSON, base URL)`` at a time.
+
+        State ``retry`` (with fewer than ``max_attempts`` attempts, when given),
+        oldest first. Paged by rowid, so memory stays flat however many there are,
+        and rows the caller moves or answers meanwhile are not visited again.
+        """
+        last = 0
+        limit = max_attempts if max_attempts is not None else 2**62
+        while True:
+            rows = self.conn.execute(
+                "SELECT r.rowid, r.key, r.request, f.base_url FROM batch_requests r "
+                "JOIN batch_files f ON f.id = r.file "
+                "WHERE r.state = 'retry' AND r.attempts < ? AND r.rowid > ? "
+                "ORDER BY r.rowid LIMIT ?",
+                (limit, last, page),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(key, request, base_url) for _, key, request, base_url in rows]
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.conn)
