@@ -169,6 +169,22 @@ def test_requests_to_retry_are_paged_once_each_while_being_moved(tmp_path):
     assert seen == keys[:-3]
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch-poll", "0"], "--batch-poll must be a positive number"),
+        (["--batch-max-requests", "0"], "max_requests must be an int >= 1"),
+        (["--batch-max-bytes", "10"], "over the 10-byte file limit"),
+    ],
+)
+def test_bad_batch_options_are_refused_before_anything_is_sent(tmp_path, capsys, extra, message):
+    write_items(tmp_path / "items.jsonl", 3)
+    with BatchServer() as server:
+        assert main(elicit_args(tmp_path, server, "--batch", *extra)) == 2
+        assert message in capsys.readouterr().err
+        assert server.record.uploads == 0 and server.record.chat_requests == 0
+
+
 # ---------------------------------------------------------------- result lines
 
 

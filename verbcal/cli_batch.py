@@ -93,6 +93,11 @@ def _add_common(g: Any) -> None:
 
 def _jobs(args: argparse.Namespace, cache: Any) -> Any:
     from verbcal.elicit.batch import BatchJobs
+    from verbcal.errors import InvalidInputError
+
+    poll = getattr(args, "batch_poll", 1.0)
+    if not poll > 0:  # also refuses NaN
+        raise InvalidInputError(f"--batch-poll must be a positive number of seconds, got {poll}")
 
     return BatchJobs(
         cache,
@@ -172,7 +177,9 @@ def add_batch_command(sub: Any, run: Callable[[argparse.Namespace], int]) -> Non
         if name == "collect":
             a.add_argument("--wait", action="store_true", help="wait until every batch is done")
             a.add_argument("--model", help="model for --fallback interactive")
-            a.add_argument("--concurrency", type=int, default=8)
+            a.add_argument(
+                "--concurrency", type=int, default=8, help="requests in flight for the fallback"
+            )
             _add_common(a)
         elif name == "export":
             a.add_argument("--format", choices=["vllm"], default="vllm")
