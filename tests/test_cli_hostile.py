@@ -533,6 +533,9 @@ def test_csv_error_in_a_quoted_multiline_record_names_the_physical_line(tmp_path
     items.write_text('id,text\n1,"one\ntwo"\n2,"three\nfour"x\n3,five\n')
     proc = verbcal(*elicit_args(items, "p.jsonl", "http://127.0.0.1:9/v1"), cwd=tmp_path)
     refused(proc, "items.csv, line 5", "the record that starts on line 4")
+    items.write_text('id,text\n1,"one\ntwo"\n2,"three\nfour\n3,five\n')  # never closed
+    proc = verbcal(*elicit_args(items, "p.jsonl", "http://127.0.0.1:9/v1"), cwd=tmp_path)
+    refused(proc, "items.csv, line 4", "a quoted field of this record is never closed")
 
 
 # ----------------------------------------------------------------------------- 5. no tracebacks

@@ -229,6 +229,9 @@ def _read_csv(path: Path, encoding: str) -> Iterable[tuple[int, dict]]:
             start = reader.line_num + 1
     except csv.Error as exc:
         line = reader.reader.line_num  # DictReader's own line_num is set only after a record
+        if "unexpected end of data" in str(exc):
+            why = f"a quoted field of this record is never closed (read to line {line}, the end)"
+            raise _fail(path, start, f"not valid CSV: {why}") from None
         where = f" (in the record that starts on line {start})" if line > start else ""
         raise _fail(path, line, f"not valid CSV: {exc}{where}") from None
 
