@@ -229,7 +229,8 @@ def metric_line(method: str, result: Evaluation, changes: dict | None = None) ->
         part = f"{shown} {_ci(result[name])}"
         change = (changes or {}).get(name)
         if change is not None:
-            part += f" (change {change[0]:+.3f} [{change[1]:+.3f}, {change[2]:+.3f}])"
+            zero = "includes 0: no clear change" if change[1] <= 0 <= change[2] else "excludes 0"
+            part += f" (change {change[0]:+.3f} [{change[1]:+.3f}, {change[2]:+.3f}], {zero})"
         parts.append(part)
     return "  ".join(parts)
 
