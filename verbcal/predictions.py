@@ -281,7 +281,7 @@ def parse_jsonl(text: str, source: str) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of JSON Lines ``text``.
 
     The one JSON Lines reader: files (:func:`read_jsonl`), packaged data and
-    recordings all go through it. Lines end at ``\n`` only.
+    recordings all go through it. Lines end at ``\\n`` only.
 
     Parameters
     ----------
