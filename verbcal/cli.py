@@ -848,14 +848,14 @@ def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole job on a real local model (or a shipped recording)",
-        description="Elicit a stratified half of the demo reviews (191 of 372) and "
+        description="Elicit a stratified quarter of the demo reviews (101 of 372) and "
         "content-free probes from a real local model (Qwen2.5-Coder-1.5B-Instruct, fetched "
         "by scripts/setup.sh, in a llama.cpp server on 127.0.0.1 that verbcal starts and "
         "stops; about 6 minutes on an idle 2-core machine), fit temperature, contextual and "
         "auto calibration on one half, evaluate on the other (accuracy, NLL and ECE with "
         "intervals), pick a precision operating point and write the HTML report. "
-        "--replay uses the shipped recording of the same model instead (no server, "
-        "seconds); --base-url/--model runs against any other endpoint.",
+        "--replay uses the shipped recording of the same model on half of the reviews (191) "
+        "instead (no server, seconds); --base-url/--model runs against any other endpoint.",
     )
     p.add_argument("--out-dir", type=Path, default=Path("verbcal-demo"), help="output folder")
     p.add_argument("--replay", action="store_true", help="use the shipped recording")

@@ -1,15 +1,16 @@
 """``verbcal demo``: the whole job on a real local model, or on a shipped recording.
 
-1. Elicit a probability per label for a stratified half of the demo reviews
-   (191 of 372: every other review of each label × phenomenon × difficulty
-   group, see :func:`demo_items`) and the content-free probes, from a real
-   chat model behind an OpenAI-compatible server: by default
+1. Elicit a probability per label for a stratified share of the demo reviews
+   (see :func:`demo_items`) and the content-free probes, from a real chat
+   model behind an OpenAI-compatible server: by default
    Qwen2.5-Coder-1.5B-Instruct (fetched by ``scripts/setup.sh``, see
    :mod:`verbcal.elicit.local_models`) in a llama.cpp server that verbcal
-   starts and stops on 127.0.0.1; any other endpoint with
-   ``base_url``/``model``; or, with ``replay=True``, the shipped recording of
-   the same model's answers (made by ``scripts/record_demo.py`` through
-   verbcal's own cache), which needs no server at all.
+   starts and stops on 127.0.0.1, on a quarter of the reviews (101 of 372,
+   about 3 s per answer on 2 idle cores); any other endpoint with
+   ``base_url``/``model`` (the same quarter); or, with ``replay=True``, the
+   shipped recording of the same model's answers on half of the reviews
+   (191, made by ``scripts/record_demo.py`` through verbcal's own cache),
+   which needs no server at all.
 2. Fit temperature scaling, contextual calibration (+ temperature) and the
    auto choice on one half of the reviews, evaluate on the other half.
 3. Pick the threshold on P(positive) for a target precision, and write the
@@ -66,6 +67,10 @@ DEMO_METHODS = ("auto", "temperature", "contextual+temperature", "contextual")
 POSITIVE = "positive"
 TARGET_PRECISION = 0.9
 
+#: The recording holds every 2nd review of each group (191); the live demo asks every 4th (101).
+RECORDED_EVERY = 2
+LIVE_EVERY = 4
+
 RECORDING = "demo_recording.jsonl"
 PROVENANCE = "demo_recording.provenance.json"
 
@@ -82,31 +87,31 @@ class DemoResult:
     source: str
 
 
-def demo_items(*, subset: bool = True) -> list[Item]:
-    """The demo reviews as items with gold labels.
+def demo_items(*, every: int = RECORDED_EVERY) -> list[Item]:
+    """The demo reviews as items with gold labels, a stratified share of them.
 
     Parameters
     ----------
-    subset : bool, default True
-        The stratified half the demo asks: within every (label, phenomenon,
-        difficulty) group, every other review in file order (the first, the
-        third, …). False: all 372.
+    every : int, default 2
+        Within every (label, phenomenon, difficulty) group, keep every
+        ``every``-th review in file order (the first, then the ``every + 1``-th…):
+        2 gives the half the recording holds, 4 the quarter the live demo asks
+        (a subset of that half), 1 all 372.
 
     Examples
     --------
-    >>> len(demo_items()), len(demo_items(subset=False))
-    (191, 372)
+    >>> len(demo_items()), len(demo_items(every=LIVE_EVERY)), len(demo_items(every=1))
+    (191, 101, 372)
     """
     rows = load_demo_dataset()
-    if subset:
-        seen: Counter = Counter()
-        kept = []
-        for row in rows:
-            group = (row["label"], row["phenomenon"], row["difficulty"])
-            if seen[group] % 2 == 0:
-                kept.append(row)
-            seen[group] += 1
-        rows = kept
+    seen: Counter = Counter()
+    kept = []
+    for row in rows:
+        group = (row["label"], row["phenomenon"], row["difficulty"])
+        if seen[group] % every == 0:
+            kept.append(row)
+        seen[group] += 1
+    rows = kept
     return [Item(id=r["id"], text=r["text"], label=r["label"]) for r in rows]
 
 
@@ -130,18 +135,20 @@ async def elicit_demo(
     *,
     progress: Callable[[int, int], None] | None = None,
     circuit_breaker: bool = True,
+    every: int = RECORDED_EVERY,
 ) -> tuple[list[Prediction], object]:
     """Predictions for the demo items and the content-free probes, through ``backend``.
 
     ``circuit_breaker=False`` for a replay: a request there means the recording
-    lacks an answer, not that an endpoint is down.
+    lacks an answer, not that an endpoint is down. The items are
+    ``demo_items(every=every)``.
     """
     from verbcal.elicit.elicitor import Elicitor
 
     elicitor = Elicitor(
         backend, list(DEMO_LABELS), circuit_breaker=circuit_breaker, **ELICIT_SETTINGS
     )
-    items = demo_items()
+    items = demo_items(every=every)
     predictions, _ = await elicitor.arun(items, progress=progress)
     probes = elicitor.probe_items([i.text for i in items], n_random=N_RANDOM_PROBES)
     more, summary = await elicitor.arun(probes, kind=CONTENT_FREE, progress=progress)
@@ -177,7 +184,7 @@ def _elicit(
         if not model:
             raise ConfigurationError("--base-url needs --model")
         return _run_elicitation(
-            cache, {"base_url": base_url, "model": model}, progress
+            cache, {"base_url": base_url, "model": model}, progress, every=LIVE_EVERY
         ), f"{model} at {base_url}"
     from verbcal.elicit.local_models import QWEN_1_5B, find_model
     from verbcal.elicit.local_server import LocalLlamaServer
@@ -189,12 +196,20 @@ def _elicit(
         backend_args = {"base_url": server.base_url, "model": server.model, "timeout": 300}
         # One request at a time: the server decodes one anyway, and in order each
         # request reuses the cached prompt prefix (instructions before the item).
-        predictions = _run_elicitation(cache, backend_args, progress, concurrency=1)
+        predictions = _run_elicitation(
+            cache, backend_args, progress, concurrency=1, every=LIVE_EVERY
+        )
     return predictions, f"{server.model} (llama.cpp, local)"
 
 
 def _run_elicitation(
-    cache, backend_args, progress, *, replay: bool = False, concurrency: int = 4
+    cache,
+    backend_args,
+    progress,
+    *,
+    replay: bool = False,
+    concurrency: int = 4,
+    every: int = RECORDED_EVERY,
 ) -> list[Prediction]:
     from verbcal.elicit.backend import OpenAIBackend
 
@@ -203,7 +218,7 @@ def _run_elicitation(
             cache=cache, max_concurrency=concurrency, **backend_args
         ) as backend:
             predictions, summary = await elicit_demo(
-                backend, progress=progress, circuit_breaker=not replay
+                backend, progress=progress, circuit_breaker=not replay, every=every
             )
             if replay and backend.stats.requests_sent:
                 raise ConfigurationError(
