@@ -14,6 +14,7 @@ from verbcal.data import load_demo_dataset
 from verbcal.demo import (
     DEMO_METHODS,
     ELICIT_SETTINGS,
+    LIVE_EVERY,
     chance_line,
     demo_items,
     recording_provenance,
@@ -72,6 +73,9 @@ def test_demo_items_are_a_stratified_half():
     assert {i.id for i in half} <= {r["id"] for r in everything}
     positive = sum(i.label == "positive" for i in half) / len(half)
     assert 0.45 <= positive <= 0.55
+    quarter = demo_items(every=LIVE_EVERY)  # what the live demo asks: inside the recording
+    assert {i.id for i in quarter} < {i.id for i in half}
+    assert 0.45 <= sum(i.label == "positive" for i in quarter) / len(quarter) <= 0.55
 
 
 def test_console_says_when_the_model_is_at_chance():
