@@ -13,6 +13,17 @@ from threadpoolctl import threadpool_limits
 
 from verbcal.calibrators.base import BaseCalibrator
 from verbcal.calibrators.binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
+from verbcal.calibrators.multisignal import (
+    TOKEN_PROBS,
+    MultiSignalCalibrator,
+    SignalsMixin,
+    TokenProbsCalibrator,
+    check_signals,
+    fit_with_signals,
+    predict_with_signals,
+    required_signals,
+    take_rows,
+)
 from verbcal.calibrators.scaling import (
     MatrixScaling,
     NaiveTemperatureScaling,
@@ -219,7 +230,7 @@ def pool_weights(gold: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-class LinearPool(BaseCalibrator):
+class LinearPool(SignalsMixin, BaseCalibrator):
     """A weighted average of calibrators' probability rows (a linear opinion pool).
 
     Built by :class:`AutoCalibrator` from its candidates, with weights fitted on
@@ -238,6 +249,9 @@ class LinearPool(BaseCalibrator):
     members_ : list of calibrators
         The fitted members.
     weights_ : ndarray of shape (n_members,)
+    signals_ : list of str
+        Signals besides ``P`` that some member needs (``fit(P, y, signals=...)``,
+        see :class:`~verbcal.calibrators.multisignal.MultiSignalCalibrator`).
 
     Examples
     --------
@@ -267,15 +281,19 @@ class LinearPool(BaseCalibrator):
         if not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() <= 0:
             raise ConfigurationError(f"weights must be >= 0 with a positive sum, got {weights}")
         self.weights_ = weights / weights.sum()
-        self.members_ = [clone(calibrator).fit(P, y) for _, calibrator in members]
+        signals = self.given_signals()
+        self.members_ = [fit_with_signals(clone(c), P, y, signals) for _, c in members]
+        self.signals_ = sorted({s for m in self.members_ for s in required_signals(m)})
 
     def _predict_proba(self, P):
+        signals = self.given_signals()
         return sum(
-            w * m.predict_proba(P) for w, m in zip(self.weights_, self.members_, strict=True)
+            w * predict_with_signals(m, P, signals)
+            for w, m in zip(self.weights_, self.members_, strict=True)
         )
 
 
-class AutoCalibrator(BaseCalibrator):
+class AutoCalibrator(SignalsMixin, BaseCalibrator):
     """Pools the candidate calibrators with weights fitted by cross-validation.
 
     1. Candidates the labelled rows cannot support are left out: each needs
@@ -306,6 +324,13 @@ class AutoCalibrator(BaseCalibrator):
     (file, size) cases at 25, 50, 200 rows and the whole calibration half; the
     exception is Platt scaling on one BoolQ file at 50 rows (+0.028).
 
+    Signals besides the verbalized rows (``fit(P, y, signals=...)``: token
+    probabilities, sample spread, content-free prior; see
+    :class:`~verbcal.calibrators.multisignal.MultiSignalCalibrator`) add a
+    ``multisignal`` candidate to the default ones; ``predict_proba(P,
+    signals=...)`` then needs the per-row signals in ``signals_``. Without
+    signals nothing changes.
+
     Only the rows given to ``fit`` are ever used. A candidate that raises on a
     fold (any exception: say, a fold with a single class) or predicts rows of
     the wrong shape or with NaN scores infinity, is skipped, and the reason is
@@ -333,6 +358,9 @@ class AutoCalibrator(BaseCalibrator):
         Each kept candidate's weight in the result (1 for a single one).
     best_estimator_ : calibrator
         The result, fitted on all rows: a :class:`LinearPool` or one candidate.
+    signals_ : list of str
+        Per-row signals the result needs besides ``P`` (empty unless the
+        ``multisignal`` candidate kept some weight).
     cv_scores_ : dict of str to float
         Cross-validated NLL of each compared candidate (inf when it failed).
     cv_ece_ : dict of str to float
@@ -409,10 +437,13 @@ class AutoCalibrator(BaseCalibrator):
             return list(split)
 
     @staticmethod
-    def _out_of_fold(estimator, P, y, folds) -> np.ndarray:
+    def _out_of_fold(estimator, P, y, folds, signals=None) -> np.ndarray:
         Q = np.empty_like(P)
         for train, test in folds:
-            fold = np.asarray(clone(estimator).fit(P[train], y[train]).predict_proba(P[test]))
+            fitted = fit_with_signals(
+                clone(estimator), P[train], y[train], take_rows(signals, train)
+            )
+            fold = np.asarray(predict_with_signals(fitted, P[test], take_rows(signals, test)))
             if fold.shape != (len(test), P.shape[1]):
                 raise InvalidInputError(
                     f"predict_proba returned shape {fold.shape}, expected {(len(test), P.shape[1])}"
@@ -423,13 +454,20 @@ class AutoCalibrator(BaseCalibrator):
         return Q
 
     def _fit(self, P, y):
+        signals = check_signals(self.given_signals(), len(y), P.shape[1], fitting=True)
         candidates = dict(self._candidates(P, y))
+        if signals and self.candidates is None:
+            if TOKEN_PROBS in signals:
+                for name, calibrator in list(candidates.items()):
+                    if not name.startswith(("shrinkage", "histogram")):  # for stated values
+                        candidates[f"token_{name}"] = TokenProbsCalibrator(calibrator)
+            candidates["multisignal"] = MultiSignalCalibrator()
         folds = self._folds(y)
         rows = np.arange(len(y))
         gold, self.cv_scores_, self.cv_ece_, self.cv_errors_ = {}, {}, {}, {}
         for name, estimator in candidates.items():
             try:
-                Q = self._out_of_fold(estimator, P, y, folds)
+                Q = self._out_of_fold(estimator, P, y, folds, signals)
             except Exception as exc:  # one candidate's failure must not stop the others
                 self.cv_scores_[name] = np.inf
                 self.cv_errors_[name] = f"{type(exc).__name__}: {exc}"
@@ -453,10 +491,12 @@ class AutoCalibrator(BaseCalibrator):
             self.weights_ = {self._one_se(gold): 1.0}
         self.chosen_ = max(self.weights_, key=self.weights_.__getitem__)
         if len(self.weights_) == 1:
-            self.best_estimator_ = clone(candidates[self.chosen_]).fit(P, y)
+            best = clone(candidates[self.chosen_])
         else:
             members = [(name, candidates[name]) for name in self.weights_]
-            self.best_estimator_ = LinearPool(members, list(self.weights_.values())).fit(P, y)
+            best = LinearPool(members, list(self.weights_.values()))
+        self.best_estimator_ = fit_with_signals(best, P, y, signals)
+        self.signals_ = required_signals(self.best_estimator_)
         self.explanation_ = self._explain(len(y))
 
     def _one_se(self, gold: dict[str, np.ndarray]) -> str:
@@ -506,4 +546,4 @@ class AutoCalibrator(BaseCalibrator):
         return text
 
     def _predict_proba(self, P):
-        return self.best_estimator_.predict_proba(P)
+        return predict_with_signals(self.best_estimator_, P, self.given_signals())
