@@ -30,14 +30,14 @@ from importlib import metadata
 from pathlib import Path
 
 from verbcal.data import DEMO_LABELS
-from verbcal.demo import ELICIT_SETTINGS, PROVENANCE, RECORDING, demo_items, elicit_demo
+from verbcal.demo import DEMO_PORT, ELICIT_SETTINGS, PROVENANCE, RECORDING, demo_items, elicit_demo
 from verbcal.elicit.backend import OpenAIBackend
 from verbcal.elicit.cache import ResponseCache
 from verbcal.elicit.local_models import QWEN_1_5B, fetch_model, models_folder, sha256_of
 from verbcal.elicit.local_server import LocalLlamaServer
 from verbcal.elicit.templates import load_template
 
-PORT = 8765
+PORT = DEMO_PORT
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "verbcal" / "data"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -70,6 +71,9 @@ TARGET_PRECISION = 0.9
 #: The recording holds every 2nd review of each group (191); the live demo asks every 4th (101).
 RECORDED_EVERY = 2
 LIVE_EVERY = 4
+
+#: Port of the live demo's server (and of scripts/record_demo.py's), when free.
+DEMO_PORT = 8765
 
 RECORDING = "demo_recording.jsonl"
 PROVENANCE = "demo_recording.provenance.json"
@@ -191,7 +195,10 @@ def _elicit(
 
     model_file = find_model(QWEN_1_5B)
     log(f"starting the local llama.cpp server with {QWEN_1_5B.alias} …")
-    with LocalLlamaServer(model_file, model_alias=QWEN_1_5B.alias, n_ctx=2048) as server:
+    # A fixed port when it is free: the cache key holds the base URL, so an
+    # interrupted demo resumes from out_dir/cache.db only if the URL is the same.
+    port = DEMO_PORT if port_is_free(DEMO_PORT) else None
+    with LocalLlamaServer(model_file, model_alias=QWEN_1_5B.alias, port=port, n_ctx=2048) as server:
         log(f"server ready at {server.base_url}")
         backend_args = {"base_url": server.base_url, "model": server.model, "timeout": 300}
         # One request at a time: the server decodes one anyway, and in order each
@@ -231,6 +238,16 @@ def _run_elicitation(
         return asyncio.run(run())
     finally:
         cache.close()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _ci(ci) -> str:
