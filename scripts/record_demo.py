@@ -190,8 +190,10 @@ def finish(
         "parsed": sum(p.probs is not None for p in predictions),
         "accuracy": round(correct / len(items), 4),
         "seconds": round(seconds, 1),
-        "seconds_note": "wall time of the elicitation, one request at a time (with --from-demo: "
-        "the live demo's, as given by --seconds)",
+        "requests_sent": summary.backend.get("requests_sent"),
+        "seconds_note": "wall time of this run's elicitation, one request at a time, for the "
+        "requests_sent answers asked in it (the others came from its cache, kept from an "
+        "interrupted run); with --from-demo: the live demo's time, as given by --seconds",
         "load_average_before_after": None
         if load_before is None
         else [round(load_before[0], 2), round(load_after[0], 2)],
