@@ -1,0 +1,53 @@
+"""Metrics of counted distinct rows equal the metrics of the rows repeated; group_rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import Verbalized, verbalized
+
+from verbcal.metrics import METRIC_NAMES, standard_metrics
+from verbcal.metrics.counted import CountedRows, group_rows
+from verbcal.validation import check_probabilities
+
+
+def rows(data: Verbalized) -> np.ndarray:
+    return check_probabilities(data.P, renormalize=data.renormalize)
+
+
+@settings(max_examples=40, deadline=None)
+@given(verbalized(max_rows=400), st.integers(0, 2**32 - 1), st.sampled_from([1, 10, 15]))
+def test_counted_metrics_equal_the_metrics_of_the_repeated_rows(data, seed, n_bins):
+    P, y = rows(data), data.y
+    first, group = group_rows([*P.T, y])
+    # every row equals its group's representative, and representatives differ
+    np.testing.assert_array_equal(P, P[first][group])
+    np.testing.assert_array_equal(y, y[first][group])
+    assert len({(*P[i], y[i]) for i in first}) == len(first)
+    rng = np.random.default_rng(seed)
+    resample = rng.integers(0, len(y), len(y))
+    counts = np.bincount(group[resample], minlength=len(first))
+    got = CountedRows.of(P[first], y[first], n_bins).metrics(counts)
+    assert list(got) == list(METRIC_NAMES)
+    for name, fn in standard_metrics(n_bins).items():
+        expected = fn(P[resample], y[resample])
+        assert abs(got[name] - expected) <= 1e-12 * max(1.0, abs(expected)), name
+
+
+def test_group_rows_keeps_rows_that_differ_in_any_column_apart():
+    P = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
+    y = np.array([0, 0, 0, 1])
+    first, group = group_rows([*P.T, y])
+    assert group.tolist()[:2] == [group[0]] * 2
+    assert len(set(group.tolist())) == 3
+    assert sorted(first.tolist()) == [0, 2, 3]
+
+
+def test_counts_of_zero_leave_a_row_out():
+    P = np.array([[0.9, 0.1], [0.3, 0.7]])
+    counted = CountedRows.of(P, np.array([0, 0]), 10)
+    assert counted.metrics(np.array([3, 0]))["accuracy"] == 1.0
+    assert counted.metrics(np.array([0, 2]))["accuracy"] == 0.0
+    assert counted.metrics(np.array([1, 1]))["brier"] == pytest.approx(0.5, abs=1e-15)
