@@ -17,6 +17,15 @@ P = np.column_stack([CONF, 1 - CONF])
 flip = rng.random(400) < 0.5
 P[flip] = P[flip][:, ::-1]
 Y = np.where(rng.random(400) < 0.75, P.argmax(axis=1), 1 - P.argmax(axis=1))
+TOKENS = np.clip(P + rng.normal(0, 0.2, size=(400, 1)) * [1, -1], 0.01, 0.99)  # a second signal
+TOKENS[::7] = np.nan  # some replies without token probabilities
+
+
+def predict(calibrator, Q):
+    """predict_proba, with the token signal (``Q`` itself) when the calibrator needs it."""
+    if getattr(calibrator, "signals_", None):
+        return calibrator.predict_proba(Q, signals={"token_probs": Q})
+    return calibrator.predict_proba(Q)
 
 
 def fitted(name: str):
@@ -29,6 +38,10 @@ def fitted(name: str):
     if name == "LinearPool":
         members = [("t", calibrators.TemperatureScaling()), ("h", calibrators.HistogramBinning())]
         return cls(members, [0.3, 0.7]).fit(P, Y)
+    if name == "TokenProbsCalibrator":
+        return cls(calibrators.TemperatureScaling()).fit(P, Y, signals={"token_probs": TOKENS})
+    if name == "MultiSignalCalibrator":
+        return cls().fit(P, Y, signals={"token_probs": TOKENS})
     return cls().fit(P, Y)
 
 
@@ -48,7 +61,7 @@ def test_round_trip_gives_identical_probabilities(name, tmp_path):
     )
     grid = np.linspace(0, 1, 41)
     Q = np.column_stack([grid, 1 - grid])
-    np.testing.assert_array_equal(loaded.calibrator.predict_proba(Q), calibrator.predict_proba(Q))
+    np.testing.assert_array_equal(predict(loaded.calibrator, Q), predict(calibrator, Q))
 
 
 def test_file_records_version_labels_and_smoothing(tmp_path):

@@ -497,7 +497,7 @@ def _decision_results(args, labels, sides: dict) -> dict:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from verbcal.persist import load_calibrator
     from verbcal.predictions import ITEM, read_predictions, to_arrays
-    from verbcal.workflow import evaluate, held_out
+    from verbcal.workflow import calibrate, evaluate, held_out
 
     predictions = read_predictions(args.preds)
     if args.calibrator:
@@ -518,7 +518,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     sides = {"y": rows.y, "before": rows.P}
     if record is not None:
         result["method"] = record.method
-        Q = record.calibrator.predict_proba(rows.P)
+        Q = calibrate(record, rows)
         result["after"] = evaluate(Q, rows.y, n_boot=args.n_boot).to_json()
         sides["after"] = Q
     decided = _decision_results(args, rows.labels, sides)

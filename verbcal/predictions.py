@@ -62,6 +62,7 @@ class Prediction:
     label: str | None = None
     kind: Kind = ITEM
     token_probs: dict[str, float] | None = None
+    samples: list[dict[str, float]] | None = None  # each parsed sample, when several were asked
     calibrated_by: str | None = None  # method name, once a calibrator was applied
     suspect: bool | None = None  # True: the item text looks like a prompt injection
     suspect_reason: str | None = None  # why (see verbcal.elicit.injection)
@@ -81,6 +82,8 @@ class PredictionArrays:
     y: np.ndarray | None  # (n,) gold class indices, or None unless every kept row has one
     n_failed: int  # rows left out because the answer could not be parsed
     n_unlabelled: int = 0  # parsed rows left out because others are labelled and they are not
+    token_probs: np.ndarray | None = None  # (n, K), a NaN row where a reply had none; None: none
+    samples: list[np.ndarray | None] | None = None  # (S_i, K) per row; None: no row has 2+
 
 
 def _fail(path: os.PathLike | str, line: int | None, message: str) -> ParseError:
@@ -416,16 +419,72 @@ def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:
         usage=row.get("usage") or {},
         label=gold,
         kind=kind,
-        token_probs=row.get("token_probs"),
+        token_probs=_distribution(path, line, row, "token_probs", labels),
+        samples=_samples(path, line, row, labels),
         calibrated_by=calibrated_by,
         suspect=suspect,
         suspect_reason=None if row.get("suspect_reason") is None else str(row["suspect_reason"]),
     )
 
 
+def _distribution(
+    path: Path, line: int, row: dict, key: str, labels: list[str]
+) -> dict[str, float] | None:
+    """An optional label → probability object (``token_probs``), checked."""
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(labels):
+        raise _fail(path, line, f"{key!r} must map exactly the labels {labels} to numbers")
+    values = [value[label] for label in labels]
+    if not all(_is_number(v) and 0 <= v <= 1 for v in values):
+        raise _fail(path, line, f"{key!r} values must be numbers in [0, 1], got {values}")
+    return value
+
+
+def _samples(path: Path, line: int, row: dict, labels: list[str]) -> list[dict] | None:
+    """The optional list of each sample's parsed distribution, checked."""
+    value = row.get("samples")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _fail(path, line, "'samples' must be a list of label → probability objects")
+    return [_distribution(path, line, {"samples": s}, "samples", labels) or {} for s in value]
+
+
 def _is_number(value: object) -> bool:
     """A JSON number: int or float, not ``true``/``false`` (bool is an int in Python)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def signal_arrays(
+    predictions: Sequence[Prediction], labels: list[str]
+) -> tuple[np.ndarray | None, list[np.ndarray | None] | None]:
+    """The token probabilities and sampled distributions of rows, as arrays.
+
+    Returns
+    -------
+    token_probs : (n, K) array with a NaN row where a row has none, or None when no row has any
+    samples : per row an (S, K) array or None, or None when no row has 2 samples or more
+    """
+    token_probs = None
+    if any(p.token_probs for p in predictions):
+        token_probs = np.array(
+            [
+                [p.token_probs[lab] for lab in labels] if p.token_probs else [np.nan] * len(labels)
+                for p in predictions
+            ],
+            dtype=np.float64,
+        )
+    samples = None
+    if any(p.samples and len(p.samples) >= 2 for p in predictions):
+        samples = [
+            np.array([[s[lab] for lab in labels] for s in p.samples], dtype=np.float64)
+            if p.samples
+            else None
+            for p in predictions
+        ]
+    return token_probs, samples
 
 
 def to_arrays(
@@ -461,6 +520,7 @@ def to_arrays(
     y = None
     if len(golds) == len(kept):
         y = np.array([labels.index(gold) for gold in golds], dtype=np.int64)
+    token_probs, samples = signal_arrays(kept, labels)
     return PredictionArrays(
         labels=labels,
         ids=[p.id for p in kept],
@@ -468,4 +528,6 @@ def to_arrays(
         y=y,
         n_failed=sum(p.probs is None for p in chosen),
         n_unlabelled=n_unlabelled,
+        token_probs=token_probs,
+        samples=samples,
     )

@@ -129,6 +129,13 @@ def _array_list(ndim: int) -> Rule:
     return rule
 
 
+def _signal_list(value: Any, where: str) -> None:
+    """A list of signal names (``"token_probs"``, ``"sample_spread"``)."""
+    known = ("token_probs", "sample_spread")
+    if not isinstance(value, list) or not all(v in known for v in value):
+        raise fail(where, f"must be a list of signal names among {list(known)}, got {value!r}")
+
+
 _COMMON: dict[str, Rule] = {"classes_": array(1, integer=True), "n_features_in_": int_at_least(2)}
 
 #: Fitted attributes every class needs to predict, and the rule of each.
@@ -154,6 +161,14 @@ FITTED_RULES: dict[str, dict[str, Rule]] = {
     "AutoCalibrator": {"best_estimator_": _estimator, "chosen_": text},
     "CalibratorChain": {"steps_": estimator_list},
     "LinearPool": {"members_": estimator_list, "weights_": array(1, nonneg=True)},
+    "MultiSignalCalibrator": {
+        "coef_": array(1),
+        "intercept_": array(1),
+        "eps_": nonnegative,
+        "token_eps_": nonnegative,
+        "signals_": _signal_list,
+    },
+    "TokenProbsCalibrator": {"calibrator_": _estimator, "signals_": _signal_list},
     "FrozenEstimator": {},
 }
 
@@ -186,8 +201,18 @@ def check_predicts_probabilities(estimator: Any, n_classes: int, where: str) -> 
         ]
     )
     name = type(estimator).__name__
+    # A calibrator of several signals gets them too: the probe rows as token
+    # probabilities, no spread.
+    signals = {
+        name: probes if name == "token_probs" else np.zeros(len(probes))
+        for name in getattr(estimator, "signals_", [])
+        if name in ("token_probs", "sample_spread")
+    }
     try:
-        Q = np.asarray(estimator.predict_proba(probes), dtype=np.float64)
+        if getattr(estimator, "accepts_signals", False):
+            Q = np.asarray(estimator.predict_proba(probes, signals=signals), dtype=np.float64)
+        else:
+            Q = np.asarray(estimator.predict_proba(probes), dtype=np.float64)
     except Exception as exc:  # any failure of a hand-edited document is the document's fault
         raise fail(
             where, f"the rebuilt {name} cannot predict ({type(exc).__name__}: {exc})"

@@ -22,11 +22,26 @@ from sklearn.model_selection import train_test_split
 
 from verbcal import calibrators as cal
 from verbcal import thresholds
+from verbcal.calibrators.multisignal import (
+    PRIOR,
+    SAMPLE_SPREAD,
+    TOKEN_PROBS,
+    fit_with_signals,
+    predict_with_signals,
+    sample_spread,
+)
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.methods import METHODS
 from verbcal.metrics import BootstrapCI, compare_metrics
 from verbcal.persist import CalibratorRecord
-from verbcal.predictions import CONTENT_FREE, ITEM, Prediction, PredictionArrays, to_arrays
+from verbcal.predictions import (
+    CONTENT_FREE,
+    ITEM,
+    Prediction,
+    PredictionArrays,
+    signal_arrays,
+    to_arrays,
+)
 
 #: Method name → calibrator class, for the methods that are one estimator fitted as is.
 ESTIMATORS: dict[str, type[cal.BaseCalibrator]] = {
@@ -104,8 +119,41 @@ def fit_calibrator(
         chain = cal.CalibratorChain([FrozenEstimator(contextual), cal.TemperatureScaling()])
         return CalibratorRecord(method, chain.fit(P, y), items.labels, fitted_ids, n_probes)
     estimator = ESTIMATORS[method]()
-    estimator.fit(P, y if needs == "labels" else None)
+    if method == "auto":  # every signal the predictions carry (none: the verbalized rows alone)
+        signals = row_signals(items, fit_rows)
+        if any(p.kind == CONTENT_FREE for p in predictions) and signals:
+            signals[PRIOR] = _probe_rows(predictions).P.mean(axis=0)
+        fit_with_signals(estimator, P, y, signals)
+    else:
+        estimator.fit(P, y if needs == "labels" else None)
     return CalibratorRecord(method, estimator, items.labels, fitted_ids)
+
+
+def row_signals(arrays: PredictionArrays, rows: np.ndarray | None = None) -> dict[str, Any]:
+    """The per-row signals besides ``P`` that the predictions carry, for ``rows`` (default all).
+
+    ``token_probs`` (a NaN row where a reply had none) and ``sample_spread``
+    (:func:`~verbcal.calibrators.multisignal.sample_spread`, NaN with one sample);
+    a signal no row carries is left out.
+    """
+    rows = np.arange(len(arrays.ids)) if rows is None else rows
+    signals: dict[str, Any] = {}
+    if arrays.token_probs is not None:
+        signals[TOKEN_PROBS] = arrays.token_probs[rows]
+    if arrays.samples is not None:
+        signals[SAMPLE_SPREAD] = sample_spread(arrays.samples)[rows]
+    return signals
+
+
+def calibrate(record: CalibratorRecord, arrays: PredictionArrays) -> np.ndarray:
+    """The calibrated rows of ``arrays``, given the signals the calibrator needs.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming a signal the calibrator was fitted with and the predictions lack.
+    """
+    return predict_with_signals(record.calibrator, arrays.P, row_signals(arrays))
 
 
 def _probe_rows(predictions: list[Prediction]) -> PredictionArrays:
@@ -154,6 +202,10 @@ def held_out(
         y=None if items.y is None else items.y[keep],
         n_failed=items.n_failed,
         n_unlabelled=items.n_unlabelled,
+        token_probs=None if items.token_probs is None else items.token_probs[keep],
+        samples=None
+        if items.samples is None
+        else [s for s, k in zip(items.samples, keep, strict=True) if k],
     )
 
 
@@ -204,11 +256,16 @@ def apply_calibrator(record: CalibratorRecord, predictions: list[Prediction]) ->
     """Copies of ``predictions`` with calibrated ``probs`` (unparsed rows unchanged)."""
     check_same_labels(predictions, record.labels)
     labels = predictions[0].labels
-    parsed = [p.probs for p in predictions if p.probs is not None]
+    parsed = [p for p in predictions if p.probs is not None]
     if not parsed:
         return list(predictions)
-    P = np.array([[probs[label] for label in labels] for probs in parsed])
-    Q = record.calibrator.predict_proba(P / P.sum(axis=1, keepdims=True))
+    P = np.array([[p.probs[label] for label in labels] for p in parsed if p.probs is not None])
+    token_probs, samples = signal_arrays(parsed, labels)
+    rows = PredictionArrays(
+        labels, [p.id for p in parsed], P / P.sum(axis=1, keepdims=True), None, 0
+    )
+    rows.token_probs, rows.samples = token_probs, samples
+    Q = calibrate(record, rows)
     calibrated = iter(Q)
     out = []
     for p in predictions:
@@ -330,7 +387,7 @@ def choose_threshold(
     }
     gold = np.array([index.get(i, -1) for i in items.ids], dtype=np.int64)  # -1: no gold label
     labels = record.labels
-    Q = record.calibrator.predict_proba(items.P)
+    Q = calibrate(record, items)
     fitted = set(record.fitted_ids)
     fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
     other = ~fit_rows

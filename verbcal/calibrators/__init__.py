@@ -20,6 +20,8 @@ HistogramBinning            one-vs-rest equal-width bins, floored and renormalis
 ShrinkageBinning            per stated value, accuracy shrunk toward temperature scaling
 CalibratorChain             calibrators applied one after the other
 LinearPool                  a weighted average of calibrators' rows
+MultiSignalCalibrator       verbalized + token probs + sample spread + prior, regularised
+TokenProbsCalibrator        a calibrator applied to the token probabilities
 AutoCalibrator              pools candidates with weights fitted by cross-validation
 =========================== ===================================================
 """
@@ -28,6 +30,7 @@ from verbcal.calibrators.auto import AutoCalibrator, CalibratorChain, LinearPool
 from verbcal.calibrators.base import BaseCalibrator
 from verbcal.calibrators.binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
 from verbcal.calibrators.logits import invert_softmax, softmax
+from verbcal.calibrators.multisignal import MultiSignalCalibrator, TokenProbsCalibrator
 from verbcal.calibrators.scaling import (
     BatchCalibration,
     ContextualCalibration,
@@ -48,10 +51,12 @@ __all__ = [
     "IsotonicCalibration",
     "LinearPool",
     "MatrixScaling",
+    "MultiSignalCalibrator",
     "NaiveTemperatureScaling",
     "PlattScaling",
     "ShrinkageBinning",
     "TemperatureScaling",
+    "TokenProbsCalibrator",
     "VectorScaling",
     "invert_softmax",
     "softmax",

@@ -166,7 +166,9 @@ def fitted_parameters(calibrator: BaseCalibrator, n_classes: int) -> int:
     Parameters held by a prior (the temperature of ``TemperatureScaling`` with
     ``prior_scale``, shrinkage binning's bins) count 0: they fall back to the
     prior when the rows say little. Isotonic regression counts as a 10-bin
-    histogram. Unknown calibrators count 0 (always compared).
+    histogram. A calibrator of the token probabilities counts as the
+    calibrator it applies; the multi-signal one 2 (its penalty holds the
+    rest). Unknown calibrators count 0 (always compared).
 
     Examples
     --------
@@ -187,6 +189,10 @@ def fitted_parameters(calibrator: BaseCalibrator, n_classes: int) -> int:
         return int(calibrator.n_bins)
     if isinstance(calibrator, IsotonicCalibration):
         return 10
+    if isinstance(calibrator, MultiSignalCalibrator):
+        return 2  # the two weights of its anchor; the others are held by its penalty
+    if isinstance(calibrator, TokenProbsCalibrator):
+        return fitted_parameters(calibrator.calibrator, n_classes)
     return 0
 
 
@@ -416,6 +422,30 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
             raise ConfigurationError("candidates must be a non-empty list of (name, calibrator)")
         return pairs
 
+    def _signal_candidates(
+        self, candidates: dict[str, BaseCalibrator], signals: dict, P: np.ndarray, y: np.ndarray
+    ) -> dict[str, BaseCalibrator]:
+        """The candidates that use signals besides ``P``, those the rows support.
+
+        The verbalized candidates (binning ones aside: they bin stated values)
+        applied to the token probabilities, and :class:`MultiSignalCalibrator`.
+        """
+        extra: dict[str, BaseCalibrator] = {}
+        if TOKEN_PROBS in signals:
+            for name, calibrator in candidates.items():
+                if not name.startswith(("shrinkage", "histogram")):
+                    extra[f"token_{name}"] = TokenProbsCalibrator(calibrator)
+        extra["multisignal"] = MultiSignalCalibrator()
+        k, events = P.shape[1], labelled_events(P, y)
+        kept = {}
+        for name, calibrator in extra.items():
+            needed = EVENTS_PER_PARAMETER * fitted_parameters(calibrator, k)
+            if events >= needed:
+                kept[name] = calibrator
+            else:
+                self.skipped_[name] = f"needs {needed} labelled events, has {events}"
+        return kept
+
     def _n_folds(self, n_rows: int) -> int:
         return self.cv if n_rows < LARGE_ROWS else 2
 
@@ -457,11 +487,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         signals = check_signals(self.given_signals(), len(y), P.shape[1], fitting=True)
         candidates = dict(self._candidates(P, y))
         if signals and self.candidates is None:
-            if TOKEN_PROBS in signals:
-                for name, calibrator in list(candidates.items()):
-                    if not name.startswith(("shrinkage", "histogram")):  # for stated values
-                        candidates[f"token_{name}"] = TokenProbsCalibrator(calibrator)
-            candidates["multisignal"] = MultiSignalCalibrator()
+            candidates.update(self._signal_candidates(candidates, signals, P, y))
         folds = self._folds(y)
         rows = np.arange(len(y))
         gold, self.cv_scores_, self.cv_ece_, self.cv_errors_ = {}, {}, {}, {}

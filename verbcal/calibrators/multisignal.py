@@ -68,6 +68,12 @@ PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, np.inf)
 #: often 1e-5 and below for the labels not chosen).
 TOKEN_EPS = 1e-4
 
+#: Smoothing of the second, softer copy of each probability signal (its features bend the map).
+SOFT_EPS = 0.1
+
+#: L2 strength of the anchor's two weights around the average of the two temperatures.
+ANCHOR_PENALTY = 1.0
+
 #: Prior scale of the verbalized-only temperature scaling the weights shrink toward.
 ANCHOR_PRIOR_SCALE = 0.5
 
@@ -103,7 +109,8 @@ def check_signals(signals: Any, n: int, k: int, *, fitting: bool) -> dict[str, n
 
     ``n`` rows, ``k`` classes; ``fitting`` allows the content-free prior. Signals
     given as None or missing on every row are left out; probability rows are
-    renormalised.
+    renormalised, and a token row of zeros (no label among the top tokens) is
+    missing.
     """
     if signals is None:
         return {}
@@ -130,12 +137,14 @@ def check_signals(signals: Any, n: int, k: int, *, fitting: bool) -> dict[str, n
         if not np.isfinite(values).all() or (values < 0).any():
             raise InvalidInputError(f"signal {name!r} holds infinite or negative values")
         if name in (TOKEN_PROBS, PRIOR):
-            rows = values.reshape(-1, k)
-            sums = rows.sum(axis=1)
-            if (sums <= 0).any():
-                raise InvalidInputError(f"signal {name!r} has a row summing to 0")
-            arr = arr.copy()
-            arr[present] = (rows / sums[:, None]).reshape(values.shape)
+            arr = arr.reshape(-1, k).copy()
+            sums = arr.sum(axis=1)
+            if name == TOKEN_PROBS:  # no label among the top tokens: missing, as no logprobs
+                arr[sums == 0] = np.nan
+            elif sums[0] <= 0:
+                raise InvalidInputError("signal 'prior' sums to 0")
+            arr = (arr / sums[:, None]).reshape(shape)
+            present = ~np.isnan(arr) if arr.ndim == 1 else ~np.isnan(arr).any(axis=-1)
         if name == PRIOR and not present.all():
             raise InvalidInputError("signal 'prior' holds NaN")
         if present.any():
@@ -150,7 +159,7 @@ def take_rows(signals: Mapping[str, np.ndarray] | None, rows: np.ndarray) -> dic
     return {name: value if name == PRIOR else value[rows] for name, value in signals.items()}
 
 
-def fit_with_signals(estimator: Any, P: np.ndarray, y: np.ndarray, signals: Any) -> Any:
+def fit_with_signals(estimator: Any, P: np.ndarray, y: np.ndarray | None, signals: Any) -> Any:
     """``estimator.fit(P, y)``, with ``signals`` when it takes them (``accepts_signals``)."""
     if signals and getattr(estimator, "accepts_signals", False):
         return estimator.fit(P, y, signals=signals)
@@ -289,6 +298,12 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
             features.append(np.nan_to_num(signals[SAMPLE_SPREAD], nan=0.0)[:, None] * v)
         if self.prior_ is not None:
             features.append(np.broadcast_to(log_smoothed(self.prior_, self.eps_), P.shape))
+        # The same signals smoothed more: with the sharp logits above, a weight on these
+        # bends the map (confident statements trusted less than a line would trust them).
+        features.append(log_smoothed(P, SOFT_EPS))
+        if TOKEN_PROBS in self.signals_:
+            filled = np.where(missing[:, None], P, tokens)
+            features.append(log_smoothed(filled, SOFT_EPS))
         return features
 
     def _fit(self, P, y):
@@ -301,9 +316,6 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
             raise ConfigurationError(f"penalties must be numbers > 0, got {self.penalties!r}")
         self.signals_ = [name for name in ROW_SIGNALS if name in signals]
         self.prior_ = signals.get(PRIOR)
-        anchor = TemperatureScaling(prior_scale=ANCHOR_PRIOR_SCALE).fit(P, y)
-        self.eps_ = anchor.eps_
-        self.token_eps_ = TOKEN_EPS
         self.features_ = ["verbalized"]
         if TOKEN_PROBS in self.signals_:
             self.features_ += ["token_probs", "token_probs_missing*verbalized"]
@@ -311,20 +323,52 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
             self.features_.append("sample_spread*verbalized")
         if self.prior_ is not None:
             self.features_.append("prior")
+        self.features_.append(f"verbalized@{SOFT_EPS:g}")
+        if TOKEN_PROBS in self.signals_:
+            self.features_.append(f"token_probs@{SOFT_EPS:g}")
+        tokens = self._token_rows(P, signals)
+        self.anchor_, self.eps_, self.token_eps_ = self._anchor(P, tokens, y, "auto", "auto")
         F = np.stack(self._features(P, signals))
-        self.cv_nll_ = self._cross_validate(F, P, y, penalties)
+        self.cv_nll_ = self._cross_validate(F, P, tokens, y, penalties)
         self.penalty_ = min(penalties, key=lambda p: (self.cv_nll_[repr(p)], -p))
-        self.anchor_ = self._anchor(anchor, len(F))
         self.coef_, self.intercept_ = _fit_weights(F, y, self.anchor_, self.penalty_)
 
-    @staticmethod
-    def _anchor(temperature: TemperatureScaling, n_features: int) -> np.ndarray:
+    def _token_rows(self, P: np.ndarray, signals: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Token probabilities with the verbalized row where a row has none (or None)."""
+        if TOKEN_PROBS not in self.signals_:
+            return None
+        tokens = signals[TOKEN_PROBS]
+        return np.where(np.isnan(tokens).any(axis=1)[:, None], P, tokens)
+
+    def _anchor(
+        self, P: np.ndarray, tokens: np.ndarray | None, y: np.ndarray, eps: Any, token_eps: Any
+    ) -> tuple[np.ndarray, float, float]:
+        """The weights shrunk toward, and the smoothings: the better single-signal temperature.
+
+        Temperature scaling of the verbalized rows, or (when given and better on
+        these rows) of the token rows; the smoothing of each is fitted with it.
+        """
+        n_features = len(self.features_)
+        verbal = TemperatureScaling(eps=eps, prior_scale=ANCHOR_PRIOR_SCALE).fit(P, y)
         anchor = np.zeros(n_features)
-        anchor[0] = 1.0 / temperature.temperature_
-        return anchor
+        if tokens is None:
+            anchor[0] = 1.0 / verbal.temperature_
+            return anchor, verbal.eps_, TOKEN_EPS
+        token = TemperatureScaling(eps=token_eps, prior_scale=ANCHOR_PRIOR_SCALE).fit(tokens, y)
+        # Both logits, one weight each, fitted together (two weights: any file supports them).
+        both = np.stack([log_smoothed(P, verbal.eps_), log_smoothed(tokens, token.eps_)])
+        start = np.array([0.5 / verbal.temperature_, 0.5 / token.temperature_])
+        weights, _ = _fit_weights(both, y, start, ANCHOR_PENALTY, intercept=False)
+        anchor[:2] = weights
+        return anchor, verbal.eps_, token.eps_
 
     def _cross_validate(
-        self, F: np.ndarray, P: np.ndarray, y: np.ndarray, penalties: tuple[float, ...]
+        self,
+        F: np.ndarray,
+        P: np.ndarray,
+        tokens: np.ndarray | None,
+        y: np.ndarray,
+        penalties: tuple[float, ...],
     ) -> dict[str, float]:
         n_folds = min(self.cv, max(2, int(np.bincount(y).max())))
         splitter = StratifiedKFold if np.bincount(y)[np.bincount(y) > 0].min() >= n_folds else KFold
@@ -333,8 +377,8 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
         for train, test in folds:
             if len(np.unique(y[train])) < 2:
                 continue
-            anchor_cal = TemperatureScaling(prior_scale=ANCHOR_PRIOR_SCALE, eps=self.eps_)
-            anchor = self._anchor(anchor_cal.fit(P[train], y[train]), len(F))
+            rows = None if tokens is None else tokens[train]
+            anchor, _, _ = self._anchor(P[train], rows, y[train], self.eps_, self.token_eps_)
             for p in penalties:
                 coef, intercept = _fit_weights(F[:, train], y[train], anchor, p)
                 logq = log_softmax(np.tensordot(coef, F[:, test], axes=1) + intercept, axis=1)
@@ -400,9 +444,12 @@ class TokenProbsCalibrator(SignalsMixin, BaseCalibrator):
 
 
 def _fit_weights(
-    F: np.ndarray, y: np.ndarray, anchor: np.ndarray, penalty: float
+    F: np.ndarray, y: np.ndarray, anchor: np.ndarray, penalty: float, intercept: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weights and biases minimising summed NLL + ``penalty * |(w, b) - (anchor, 0)|^2``."""
+    """Weights and biases minimising summed NLL + ``penalty * |(w, b) - (anchor, 0)|^2``.
+
+    Without ``intercept`` the biases stay 0.
+    """
     m, n, k = F.shape
     if np.isinf(penalty):
         return anchor.copy(), np.zeros(k)
@@ -415,7 +462,10 @@ def _fit_weights(
         shift = theta - np.concatenate([anchor, np.zeros(k)])
         loss = -float(logq[np.arange(n), y].sum()) + penalty * float(shift @ shift)
         grad = np.concatenate([np.einsum("mnk,nk->m", F, residual), residual.sum(axis=0)])
-        return loss, grad + 2 * penalty * shift
+        grad = grad + 2 * penalty * shift
+        if not intercept:
+            grad[m:] = 0.0
+        return loss, grad
 
     with threadpool_limits(limits=1, user_api="blas"):
         result = minimize(

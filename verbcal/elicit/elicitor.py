@@ -341,6 +341,11 @@ class Elicitor:
         if lost:
             notes.append(f"{lost} of {self.samples} samples unusable")
         base.probs = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
+        if self.samples > 1:  # each sample's reading, for the spread (multi-signal calibration)
+            base.samples = [
+                {label: float(p) for label, p in zip(self.labels, row, strict=True)}
+                for row in stated
+            ]
         base.status = REPAIRED if notes else OK
         base.detail = "; ".join(dict.fromkeys(notes))
         return base

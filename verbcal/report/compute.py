@@ -409,13 +409,13 @@ def report_from_predictions(
     ReportData
     """
     from verbcal.predictions import to_arrays
-    from verbcal.workflow import held_out
+    from verbcal.workflow import calibrate, held_out
 
     if record is None:
         rows, after, info = to_arrays(predictions, kind=ITEM), None, None
     else:
         rows = held_out(list(predictions), record.fitted_ids, record.labels)
-        after = record.calibrator.predict_proba(rows.P)
+        after = calibrate(record, rows)
         info = describe_calibrator(record.calibrator, record.method)
     return compute_report(
         rows.labels, rows.P, after, rows.y, predictions=predictions, calibrator=info, **options
