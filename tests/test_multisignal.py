@@ -166,9 +166,11 @@ def test_auto_with_signals_compares_the_token_and_stacked_candidates():
         auto.predict_proba(P[400:])
 
 
-def test_auto_with_token_signal_is_not_worse_on_small_multiclass_files(recorded_data):
-    # ~200-row subsamples of a real 4-class file, halves: every signal against the verbalized one.
-    task = load_recorded_task(recorded_data / "sciq__gpt-4o.jsonl")
+def test_auto_with_token_signal_helps_on_a_small_multiclass_file(recorded_data):
+    # 200-row subsamples of a real 4-class file, halves: every signal against the verbalized one
+    # (bench/multisignal.py: NLL 0.328 against 0.358 here; on sciq__gpt-4o it is 0.118 against
+    # 0.109, a loss this test does not hide).
+    task = load_recorded_task(recorded_data / "sat_en__gpt-4o.jsonl")
     labels = task.labels
     T = np.array(
         [[task.records[i]["token_probs"][lab] for lab in labels] for i in task.kept], dtype=float
@@ -181,7 +183,7 @@ def test_auto_with_token_signal_is_not_worse_on_small_multiclass_files(recorded_
         one.append(nll(AutoCalibrator().fit(P[fit], y[fit]).predict_proba(P[test]), y[test]))
         auto = AutoCalibrator().fit(P[fit], y[fit], signals={"token_probs": T[fit]})
         many.append(nll(auto.predict_proba(P[test], signals={"token_probs": T[test]}), y[test]))
-    assert np.mean(many) <= np.mean(one) + 0.01
+    assert np.mean(many) < np.mean(one) - 0.01
 
 
 def test_elicitor_keeps_every_sample_and_the_file_round_trips(tmp_path):
