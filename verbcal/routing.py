@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,9 @@ class Routing:
         return lines
 
 
-def _label_indices(predictions: list[Prediction], ids: list[str], labels: list[str]) -> np.ndarray:
+def _label_indices(
+    predictions: list[Prediction], ids: list[str], labels: Sequence[str]
+) -> np.ndarray:
     gold = {p.id: p.label for p in predictions if p.kind == ITEM and p.label is not None}
     return np.array(
         [labels.index(gold[i]) if gold.get(i) in labels else -1 for i in ids], dtype=np.int64
