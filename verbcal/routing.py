@@ -142,7 +142,7 @@ class Routing:
 
 
 def _label_indices(
-    predictions: list[Prediction], ids: list[str], labels: Sequence[str]
+    predictions: list[Prediction], ids: Sequence[str], labels: Sequence[str]
 ) -> np.ndarray:
     gold = {p.id: p.label for p in predictions if p.kind == ITEM and p.label is not None}
     return np.array(
