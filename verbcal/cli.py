@@ -343,10 +343,11 @@ def _run_fit(args: argparse.Namespace) -> int:
 
     check_output(args.out, "--out", {"--preds": args.preds})  # before the heavy imports
     from verbcal.persist import save_calibrator
-    from verbcal.predictions import ITEM, read_predictions, to_arrays
+    from verbcal.prediction_columns import arrays_of, read_compact
+    from verbcal.predictions import ITEM
     from verbcal.workflow import METHODS, fit_calibrator
 
-    predictions = read_predictions(args.preds)
+    predictions = read_compact(args.preds)
     record = fit_calibrator(predictions, args.method, holdout=args.holdout, seed=args.seed)
     save_calibrator(args.out, record)
     explanation = getattr(record.calibrator, "explanation_", "")
@@ -356,7 +357,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         end="",
     )
     print(f" and {record.n_probes} content-free probes" if record.n_probes else "")
-    left_out = to_arrays(predictions, kind=ITEM).n_unlabelled if labelled else 0
+    left_out = arrays_of(predictions, kind=ITEM).n_unlabelled if labelled else 0
     if left_out:
         print(
             f"left out {left_out} rows without a gold label (they stay usable by threshold "
@@ -392,11 +393,13 @@ def _add_allow_calibrated(p) -> None:
 
 def _refuse_calibrated(args: argparse.Namespace, predictions) -> None:
     """Calibrating calibrated rows again is almost always a mistake: refuse unless allowed."""
-    done = next((p for p in predictions if p.calibrated_by), None)
+    from verbcal.prediction_columns import first_calibrated
+
+    done = first_calibrated(predictions)
     if done is not None and not args.allow_calibrated:
         raise _usage_error(
-            f"{args.preds}: the predictions were already calibrated ({done.calibrated_by!r}, "
-            f"row {done.id!r}); give the uncalibrated predictions, or --allow-calibrated"
+            f"{args.preds}: the predictions were already calibrated ({done[0]!r}, "
+            f"row {done[1]!r}); give the uncalibrated predictions, or --allow-calibrated"
         )
 
 
@@ -405,15 +408,20 @@ def _run_apply(args: argparse.Namespace) -> int:
 
     check_output(args.out, "--out", {"--preds": args.preds, "--calibrator": args.calibrator})
     from verbcal.persist import load_calibrator
-    from verbcal.predictions import read_predictions, write_predictions
-    from verbcal.workflow import apply_calibrator
+    from verbcal.prediction_columns import PredictionColumns, read_compact
+    from verbcal.predictions import write_predictions
+    from verbcal.workflow import apply_calibrator, apply_calibrator_to_file
 
     record = load_calibrator(args.calibrator)
-    predictions = read_predictions(args.preds)
+    predictions = read_compact(args.preds)
     _refuse_calibrated(args, predictions)
-    calibrated = apply_calibrator(record, predictions)
-    write_predictions(args.out, calibrated)
-    print(f"wrote {len(calibrated)} calibrated predictions to {args.out}")
+    if isinstance(predictions, PredictionColumns):  # streamed: no row object is kept
+        written = apply_calibrator_to_file(record, predictions, args.out)
+    else:
+        calibrated = apply_calibrator(record, predictions)
+        write_predictions(args.out, calibrated)
+        written = len(calibrated)
+    print(f"wrote {written} calibrated predictions to {args.out}")
     return EXIT_OK
 
 
@@ -496,23 +504,26 @@ def _decision_results(args, labels, sides: dict) -> dict:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from verbcal.persist import load_calibrator
-    from verbcal.predictions import ITEM, read_predictions, to_arrays
+    from verbcal.prediction_columns import PredictionColumns, arrays_of, read_compact
+    from verbcal.predictions import ITEM
     from verbcal.workflow import calibrate, evaluate, held_out
 
-    predictions = read_predictions(args.preds)
+    predictions = read_compact(args.preds)
     if args.calibrator:
         record = load_calibrator(args.calibrator)
         _refuse_calibrated(args, predictions)
         rows = held_out(predictions, record.fitted_ids, record.labels)
     else:
-        record, rows = None, to_arrays(predictions, kind=ITEM)
+        record, rows = None, arrays_of(predictions, kind=ITEM)
     if rows.y is None:
         raise _usage_error(f"{args.preds}: evaluation needs predictions with gold labels")
     result: dict[str, Any] = {
         "rows": len(rows.ids),
         "failed_to_parse": rows.n_failed,
         "unlabelled_left_out": rows.n_unlabelled,
-        "suspect": sum(bool(p.suspect) for p in predictions if p.kind == ITEM),
+        "suspect": predictions.n_suspect()
+        if isinstance(predictions, PredictionColumns)
+        else sum(bool(p.suspect) for p in predictions if p.kind == ITEM),
     }
     result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot).to_json()
     sides = {"y": rows.y, "before": rows.P}
@@ -816,16 +827,17 @@ def _run_report(args: argparse.Namespace) -> int:
     )
     from verbcal.decisions import load_costs
     from verbcal.persist import load_calibrator
-    from verbcal.predictions import read_predictions
+    from verbcal.prediction_columns import labels_of, read_compact
     from verbcal.report import report_from_predictions, write_report
 
-    predictions = read_predictions(args.preds)
+    predictions = read_compact(args.preds)
+    labels = labels_of(predictions) or []
     record = load_calibrator(args.calibrator) if args.calibrator else None
-    costs = None if args.costs is None else load_costs(args.costs, predictions[0].labels)
+    costs = None if args.costs is None else load_costs(args.costs, labels)
     if record is not None:
         _refuse_calibrated(args, predictions)
-    if args.positive is not None and args.positive not in predictions[0].labels:
-        raise _usage_error(f"--positive {args.positive!r} is not one of {predictions[0].labels}")
+    if args.positive is not None and args.positive not in labels:
+        raise _usage_error(f"--positive {args.positive!r} is not one of {labels}")
     data = report_from_predictions(
         predictions,
         record,

@@ -20,7 +20,7 @@ import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Final, Literal
 
@@ -68,8 +68,12 @@ class Prediction:
     suspect_reason: str | None = None  # why (see verbcal.elicit.injection)
 
     def to_json(self) -> dict:
-        """The JSON object written for this prediction (None fields left out)."""
-        return {k: v for k, v in asdict(self).items() if v is not None or k == "probs"}
+        """The JSON object written for this prediction (None fields left out).
+
+        Shallow: its values are the prediction's own (serialise it, do not edit it).
+        """
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {k: v for k, v in values if v is not None or k == "probs"}
 
 
 @dataclass
@@ -77,7 +81,7 @@ class PredictionArrays:
     """Predictions as arrays ready for calibrators and metrics."""
 
     labels: list[str]
-    ids: list[str]
+    ids: Sequence[str]  # a list, or an IdColumn when read by read_columns
     P: np.ndarray  # (n, K) probabilities of the parsed rows
     y: np.ndarray | None  # (n,) gold class indices, or None unless every kept row has one
     n_failed: int  # rows left out because the answer could not be parsed
@@ -350,29 +354,60 @@ def read_predictions(path: str | os.PathLike, *, encoding: str = "utf-8") -> lis
         Naming the file and line of the first malformed prediction (and both
         lines of a duplicate id).
     """
-    path = Path(path)
-    check_input_file(path)
     predictions: list[Prediction] = []
     seen: dict[tuple[str, str], int] = {}
-    for number, row in read_jsonl(path, encoding):
-        prediction = _prediction_from_json(path, number, row)
-        if predictions and prediction.labels != predictions[0].labels:
-            raise _fail(
-                path, number, f"labels {prediction.labels} differ from {predictions[0].labels}"
-            )
+    for number, prediction in iter_predictions(path, encoding=encoding):
         key = (prediction.kind, prediction.id)
         if key in seen:
-            raise _fail(
-                path,
-                number,
-                f"duplicate id {prediction.id!r} (also on line {seen[key]}; ids are compared "
-                'as text, so 2 and "2" are the same id): every row needs its own id',
-            )
+            raise duplicate_id_error(path, number, prediction.id, seen[key])
         seen[key] = number
         predictions.append(prediction)
     if not predictions:
-        raise InvalidInputError(f"{path}: the file has no predictions")
+        raise no_predictions_error(path)
     return predictions
+
+
+def iter_predictions(
+    path: str | os.PathLike, *, encoding: str = "utf-8"
+) -> Iterator[tuple[int, Prediction]]:
+    """``(line number, Prediction)`` for each row of a predictions JSONL file, read one at a time.
+
+    Each row is checked as :func:`read_predictions` checks it, and against the
+    labels of the first row; duplicate ids are left to the caller
+    (:func:`duplicate_id_error`).
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the file and line of the first malformed prediction.
+    """
+    path = Path(path)
+    check_input_file(path)
+    labels: list[str] | None = None
+    for number, row in read_jsonl(path, encoding):
+        prediction = _prediction_from_json(path, number, row)
+        if labels is None:
+            labels = prediction.labels
+        elif prediction.labels != labels:
+            raise _fail(path, number, f"labels {prediction.labels} differ from {labels}")
+        yield number, prediction
+
+
+def duplicate_id_error(
+    path: str | os.PathLike, line: int, item_id: str, first_line: int
+) -> ParseError:
+    """The error for a row on ``line`` whose id (of its kind) was first seen on ``first_line``."""
+    return _fail(
+        path,
+        line,
+        f"duplicate id {item_id!r} (also on line {first_line}; ids are compared "
+        'as text, so 2 and "2" are the same id): every row needs its own id',
+    )
+
+
+def no_predictions_error(path: str | os.PathLike) -> InvalidInputError:
+    """The error for a predictions file without a single row."""
+    return InvalidInputError(f"{path}: the file has no predictions")
 
 
 def _prediction_from_json(path: Path, line: int, row: dict) -> Prediction:

@@ -2,7 +2,10 @@
 
 ``fit`` → ``apply`` → ``evaluate`` / ``threshold`` / ``report``, as plain
 functions over :class:`~verbcal.predictions.Prediction` lists, so that the CLI
-only parses arguments and prints.
+only parses arguments and prints. ``fit_calibrator``, ``held_out`` and the
+report also take :class:`~verbcal.prediction_columns.PredictionColumns` (what
+the commands read, a few arrays instead of an object per row), and
+``apply_calibrator_to_file`` streams a file's rows out calibrated.
 
 Held-out rows: ``fit_calibrator`` holds out a seeded random share of the
 labelled rows (``holdout=0.5`` by default) and records the ids it fitted on in
@@ -13,7 +16,9 @@ whose ids were not fitted on, so their numbers are honest.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -34,6 +39,14 @@ from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.methods import METHODS
 from verbcal.metrics import BootstrapCI, compare_metrics
 from verbcal.persist import CalibratorRecord
+from verbcal.prediction_columns import (
+    IdColumn,
+    PredictionColumns,
+    arrays_of,
+    fitted_mask,
+    has_kind,
+    labels_of,
+)
 from verbcal.predictions import (
     CONTENT_FREE,
     ITEM,
@@ -42,6 +55,9 @@ from verbcal.predictions import (
     signal_arrays,
     to_arrays,
 )
+
+#: Predictions as the commands read them: Prediction objects, or columns (large files).
+Rows = list[Prediction] | PredictionColumns
 
 #: Method name → calibrator class, for the methods that are one estimator fitted as is.
 ESTIMATORS: dict[str, type[cal.BaseCalibrator]] = {
@@ -85,7 +101,7 @@ def split_ids(
 
 
 def fit_calibrator(
-    predictions: list[Prediction], method: str, *, holdout: float = 0.5, seed: int = 0
+    predictions: Rows, method: str, *, holdout: float = 0.5, seed: int = 0
 ) -> CalibratorRecord:
     """Fit the calibrator ``method`` (a key of :data:`METHODS`) on predictions.
 
@@ -98,7 +114,7 @@ def fit_calibrator(
     needs = METHODS[method][0]
     # Labelled methods fit on the labelled rows of a file that mixes labelled and unlabelled
     # ones (those stay unfitted, usable by threshold and apply); batch uses every row.
-    items = to_arrays(predictions, kind=ITEM, prefer_labelled=needs != "unlabelled")
+    items = arrays_of(predictions, kind=ITEM, prefer_labelled=needs != "unlabelled")
     fit_rows, _ = split_ids(items, holdout, seed)
     if needs in ("labels", "both") and items.y is None:
         raise InvalidInputError(f"method {method!r} needs predictions with gold labels")
@@ -121,7 +137,7 @@ def fit_calibrator(
     estimator = ESTIMATORS[method]()
     if method == "auto":  # every signal the predictions carry (none: the verbalized rows alone)
         signals = row_signals(items, fit_rows)
-        if any(p.kind == CONTENT_FREE for p in predictions) and signals:
+        if has_kind(predictions, CONTENT_FREE) and signals:
             signals[PRIOR] = _probe_rows(predictions).P.mean(axis=0)
         fit_with_signals(estimator, P, y, signals)
     else:
@@ -156,26 +172,26 @@ def calibrate(record: CalibratorRecord, arrays: PredictionArrays) -> np.ndarray:
     return predict_with_signals(record.calibrator, arrays.P, row_signals(arrays))
 
 
-def _probe_rows(predictions: list[Prediction]) -> PredictionArrays:
-    if not any(p.kind == CONTENT_FREE for p in predictions):
+def _probe_rows(predictions: Rows) -> PredictionArrays:
+    if not has_kind(predictions, CONTENT_FREE):
         raise InvalidInputError(
             "contextual calibration needs content-free probe predictions: "
             "run 'verbcal elicit' with --probes"
         )
-    return to_arrays(predictions, kind=CONTENT_FREE)
+    return arrays_of(predictions, kind=CONTENT_FREE)
 
 
-def check_same_labels(predictions: list[Prediction], labels: list[str]) -> None:
+def check_same_labels(predictions: Rows, labels: list[str]) -> None:
     """Raise unless the predictions' label set is the calibrator's, in the same order."""
-    if predictions and predictions[0].labels != list(labels):
+    own = labels_of(predictions)
+    if own is not None and own != list(labels):
         raise InvalidInputError(
-            f"the predictions' labels {predictions[0].labels} are not the calibrator's "
-            f"labels {list(labels)}"
+            f"the predictions' labels {own} are not the calibrator's labels {list(labels)}"
         )
 
 
 def held_out(
-    predictions: list[Prediction],
+    predictions: Rows,
     fitted_ids: list[str],
     labels: list[str],
     *,
@@ -187,9 +203,8 @@ def held_out(
     unlabelled rows gives its labelled rows (see :func:`~verbcal.predictions.to_arrays`).
     """
     check_same_labels(predictions, labels)
-    items = to_arrays(predictions, kind=ITEM, prefer_labelled=prefer_labelled)
-    seen = set(fitted_ids)
-    keep = np.array([i not in seen for i in items.ids], dtype=bool)
+    items = arrays_of(predictions, kind=ITEM, prefer_labelled=prefer_labelled)
+    keep = ~fitted_mask(items.ids, fitted_ids)
     if not keep.any():
         raise InvalidInputError(
             "every row was used to fit the calibrator: evaluate on other predictions, "
@@ -197,7 +212,7 @@ def held_out(
         )
     return PredictionArrays(
         labels=items.labels,
-        ids=[i for i, k in zip(items.ids, keep, strict=True) if k],
+        ids=items.ids[keep] if isinstance(items.ids, IdColumn) else list(compress(items.ids, keep)),
         P=items.P[keep],
         y=None if items.y is None else items.y[keep],
         n_failed=items.n_failed,
@@ -281,6 +296,22 @@ def apply_calibrator(record: CalibratorRecord, predictions: list[Prediction]) ->
             )
         )
     return out
+
+
+def apply_calibrator_to_file(
+    record: CalibratorRecord, rows: PredictionColumns, out: str | os.PathLike
+) -> int:
+    """Write ``rows``' file to ``out`` with calibrated ``probs``, a row at a time.
+
+    The rows written are :func:`apply_calibrator`'s (unparsed rows unchanged);
+    returns how many.
+    """
+    check_same_labels(rows, record.labels)
+    P = rows.probs if rows.parsed.all() else rows.probs[rows.parsed]  # rows summing to 1
+    Q = P
+    if P.shape[0]:
+        Q = calibrate(record, PredictionArrays(rows.labels, [], P, None, 0))
+    return rows.write_calibrated(out, Q, record.method)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics.binning import assign_bins, uniform_edges
 from verbcal.metrics.comparison import compare_metrics
 from verbcal.persist import estimator_to_dict
+from verbcal.prediction_columns import PredictionColumns
 from verbcal.predictions import ITEM, STATUSES, Prediction
 from verbcal.report.data import (
     CalibratorInfo,
@@ -92,7 +93,7 @@ def describe_calibrator(calibrator, method: str | None = None) -> CalibratorInfo
 # ----------------------------------------------------------------------------- parsing
 
 
-def summarize_parsing(predictions: Sequence[Prediction]) -> ParseSummary:
+def summarize_parsing(predictions: Sequence[Prediction] | PredictionColumns) -> ParseSummary:
     """Rows per parse status and the commonest reasons for repaired or failed answers.
 
     Only item predictions count (content-free probes are left out). Reasons
@@ -108,20 +109,23 @@ def summarize_parsing(predictions: Sequence[Prediction]) -> ParseSummary:
     >>> s.status_counts, s.reasons[0].reason, s.reasons[0].example_raw
     ({'ok': 1, 'failed': 1}, 'no numbers', 'hmm')
     """
-    items = [p for p in predictions if p.kind == ITEM]
-    statuses = Counter(p.status for p in items)
+    if isinstance(predictions, PredictionColumns):
+        n_items, statuses, unusual = predictions.parse_statuses()
+    else:
+        items = [p for p in predictions if p.kind == ITEM]
+        n_items, statuses = len(items), Counter(p.status for p in items)
+        unusual = [p for p in items if p.status != "ok"]
     counts: dict[str, int] = {s: statuses[s] for s in STATUSES if statuses[s]}
     groups: dict[tuple[str, str], list[Prediction]] = {}
-    for p in items:
-        if p.status != "ok":
-            groups.setdefault((p.status, p.detail or "(no reason given)"), []).append(p)
+    for p in unusual:
+        groups.setdefault((p.status, p.detail or "(no reason given)"), []).append(p)
     # sorted() is stable: equally common reasons stay in order of first appearance.
     ranked = sorted(groups.items(), key=lambda group: -len(group[1]))[:MAX_REASONS]
     reasons = [
         FailureReason(status, reason, len(group), group[0].id, _example(group[0]))
         for (status, reason), group in ranked
     ]
-    return ParseSummary(n_answers=len(items), status_counts=counts, reasons=reasons)
+    return ParseSummary(n_answers=n_items, status_counts=counts, reasons=reasons)
 
 
 def _example(prediction: Prediction) -> str:
@@ -278,7 +282,7 @@ def compute_report(
     P_after=None,
     y=None,
     *,
-    predictions: Sequence[Prediction] | None = None,
+    predictions: Sequence[Prediction] | PredictionColumns | None = None,
     calibrator=None,
     positive: str | None = None,
     target_precision: float | None = None,
@@ -386,7 +390,7 @@ def compute_report(
 
 
 def report_from_predictions(
-    predictions: Sequence[Prediction], record=None, **options
+    predictions: Sequence[Prediction] | PredictionColumns, record=None, **options
 ) -> ReportData:
     """The report ``verbcal report`` writes: predictions, optionally a calibrator file's record.
 
@@ -398,7 +402,8 @@ def report_from_predictions(
     Parameters
     ----------
     predictions : sequence of Prediction
-        As read by :func:`verbcal.predictions.read_predictions`.
+        As read by :func:`verbcal.predictions.read_predictions` (or
+        :func:`verbcal.prediction_columns.read_columns`).
     record : CalibratorRecord, optional
         As read by :func:`verbcal.persist.load_calibrator`.
     **options
@@ -408,13 +413,14 @@ def report_from_predictions(
     -------
     ReportData
     """
-    from verbcal.predictions import to_arrays
+    from verbcal.prediction_columns import PredictionColumns, arrays_of
     from verbcal.workflow import calibrate, held_out
 
     if record is None:
-        rows, after, info = to_arrays(predictions, kind=ITEM), None, None
+        rows, after, info = arrays_of(predictions, kind=ITEM), None, None
     else:
-        rows = held_out(list(predictions), record.fitted_ids, record.labels)
+        source = predictions if isinstance(predictions, PredictionColumns) else list(predictions)
+        rows = held_out(source, record.fitted_ids, record.labels)
         after = calibrate(record, rows)
         info = describe_calibrator(record.calibrator, record.method)
     return compute_report(
