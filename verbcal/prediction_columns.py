@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Rows gathered in a Python list before they are packed into a numpy array.
-_CHUNK = 1 << 16
+_CHUNK = 1 << 14
 
 
 class IdColumn(Sequence[str]):
@@ -345,10 +345,14 @@ def _check_unique(path: Path, ids: IdColumn, content_free: np.ndarray, lines: np
     """Raise for the first line (in file order) whose id repeats an earlier one of its kind."""
     worst: tuple[int, int, str] | None = None  # (line, first line, id)
     for kind in (False, True):
-        rows = np.flatnonzero(content_free[: len(ids)] == kind)
+        mine = content_free[: len(ids)] == kind
+        if mine.all():  # one kind only (the usual file): no copy of the ids
+            rows, values = np.arange(len(ids)), ids.data
+        else:
+            rows = np.flatnonzero(mine)
+            values = ids.data[rows]
         if rows.shape[0] < 2:
             continue
-        values = ids.data[rows]
         order = np.argsort(values, kind="stable")
         ordered = values[order]
         repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
