@@ -427,14 +427,14 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
     ) -> dict[str, BaseCalibrator]:
         """The candidates that use signals besides ``P``, those the rows support.
 
-        The verbalized candidates (binning ones aside: they bin stated values)
-        applied to the token probabilities, and :class:`MultiSignalCalibrator`.
+        The verbalized candidates applied to the token probabilities, and
+        :class:`MultiSignalCalibrator`; each needs the labelled events of
+        :func:`fitted_parameters`.
         """
         extra: dict[str, BaseCalibrator] = {}
         if TOKEN_PROBS in signals:
             for name, calibrator in candidates.items():
-                if not name.startswith(("shrinkage", "histogram")):
-                    extra[f"token_{name}"] = TokenProbsCalibrator(calibrator)
+                extra[f"token_{name}"] = TokenProbsCalibrator(calibrator)
         extra["multisignal"] = MultiSignalCalibrator()
         k, events = P.shape[1], labelled_events(P, y)
         kept = {}
