@@ -33,6 +33,7 @@ from verbcal.pairwise import (
     pair_logits,
     position_bias,
 )
+from verbcal.errors import InvalidInputError
 from verbcal.predictions import read_predictions
 from verbcal.workflow import evaluate, fit_calibrator, held_out
 
@@ -128,6 +129,15 @@ def main() -> None:
         }
     judges = list(logits)
     if len(judges) > 1:
+        ensemble(pairs, logits, judges, results)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1, default=float)
+
+
+def ensemble(pairs, logits, judges, results) -> None:
+    """Two-fold held-out comparison of the logit ensemble with each single judge."""
+    try:
         common = [p.id for p in pairs if all(p.id in logits[j] for j in judges)]
         Z = np.array([[logits[j][pid] for j in judges] for pid in common])
         y = np.array([next(p for p in pairs if p.id == pid).winner == "A" for pid in common], float)
@@ -135,10 +145,10 @@ def main() -> None:
         ens_loss, single_loss = [], {j: [] for j in judges}
         for train in (halves, ~halves):
             test = ~train
-            ens = LogitEnsemble().fit(Z[train], y[train])
+            ens = LogitEnsemble(cv=3).fit(Z[train], y[train])
             ens_loss.append(nll(ens.decision_function(Z[test]), y[test]))
             for k, j in enumerate(judges):
-                single = LogitEnsemble().fit(Z[train][:, [k]], y[train])
+                single = LogitEnsemble(cv=3).fit(Z[train][:, [k]], y[train])
                 single_loss[j].append(nll(single.decision_function(Z[test][:, [k]]), y[test]))
             print(
                 f"  ensemble choice on a half: {ens.choice_}, weights {np.round(ens.weights_, 3)}"
@@ -153,9 +163,8 @@ def main() -> None:
             "nll": float(np.mean(ens_loss)),
             "single": {j: float(np.mean(v)) for j, v in single_loss.items()},
         }
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1, default=float)
+    except InvalidInputError as exc:  # too few rows of one class in a half
+        print(f"ensemble not compared: {exc}")
 
 
 if __name__ == "__main__":
