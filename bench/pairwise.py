@@ -24,6 +24,7 @@ import numpy as np
 from live import load_line, local_server
 
 from verbcal.cli import main as verbcal_main
+from verbcal.errors import InvalidInputError
 from verbcal.pairwise import (
     PAIR_LABELS,
     LogitEnsemble,
@@ -33,7 +34,6 @@ from verbcal.pairwise import (
     pair_logits,
     position_bias,
 )
-from verbcal.errors import InvalidInputError
 from verbcal.predictions import read_predictions
 from verbcal.workflow import evaluate, fit_calibrator, held_out
 
