@@ -114,6 +114,7 @@ def main() -> None:
             seconds,
             load_before,
             load_after,
+            0,
         )
         return
     cache_path = args.cache or models_folder() / f"recording-{recording_tag()}.db"
@@ -130,8 +131,11 @@ def main() -> None:
             async with OpenAIBackend(
                 server.model, base_url=server.base_url, cache=cache, max_concurrency=1, timeout=300
             ) as backend:
-                return await elicit_demo(backend, progress=progress)
+                result = await elicit_demo(backend, progress=progress)
+                sent.append(backend.stats.requests_sent)
+                return result
 
+        sent: list[int] = []
         t0 = time.perf_counter()
         predictions, summary = asyncio.run(run())
         seconds = time.perf_counter() - t0
@@ -150,6 +154,7 @@ def main() -> None:
         seconds,
         load_before,
         load_after,
+        sum(sent),
     )
 
 
@@ -165,6 +170,7 @@ def finish(
     seconds,
     load_before,
     load_after,
+    requests_sent,
 ) -> None:
     """Export the recording and write its provenance."""
     print(summary, flush=True)
@@ -190,7 +196,7 @@ def finish(
         "parsed": sum(p.probs is not None for p in predictions),
         "accuracy": round(correct / len(items), 4),
         "seconds": round(seconds, 1),
-        "requests_sent": summary.backend.get("requests_sent"),
+        "requests_sent": requests_sent,
         "seconds_note": "wall time of this run's elicitation, one request at a time, for the "
         "requests_sent answers asked in it (the others came from its cache, kept from an "
         "interrupted run); with --from-demo: the live demo's time, as given by --seconds",
