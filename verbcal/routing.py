@@ -53,7 +53,7 @@ from verbcal.decisions import ABSTAIN, CostEvaluation, CostMatrix, evaluate_cost
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics.intervals import clopper_pearson
 from verbcal.persist import CalibratorRecord
-from verbcal.predictions import ITEM, Prediction, to_arrays
+from verbcal.predictions import ITEM, Prediction, PredictionArrays, to_arrays
 from verbcal.selective import (
     SelectiveThreshold,
     predicted_selective_threshold,
@@ -150,6 +150,19 @@ def _label_indices(
     )
 
 
+def _calibrated_items(
+    predictions: list[Prediction], record: CalibratorRecord
+) -> tuple[PredictionArrays, np.ndarray, np.ndarray, np.ndarray]:
+    """The parsed items, their calibrated rows, gold indices (-1: none) and fitted-on mask."""
+    check_same_labels(predictions, record.labels)
+    items = to_arrays(predictions, kind=ITEM, prefer_labelled=False)
+    Q = record.calibrator.predict_proba(items.P)
+    gold = _label_indices(predictions, items.ids, record.labels)
+    fitted = set(record.fitted_ids)
+    fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
+    return items, Q, gold, fit_rows
+
+
 def _labelled_rows(
     labelled: list[Prediction], record: CalibratorRecord, what: str, *, unfitted: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -218,13 +231,8 @@ def route_predictions(
         raise ConfigurationError("give exactly one of a target accuracy and a cost matrix")
     if guarantee is not None and target_accuracy is None:
         raise ConfigurationError("a guarantee goes with a target accuracy, not with costs")
-    check_same_labels(predictions, record.labels)
     labels = record.labels
-    items = to_arrays(predictions, kind=ITEM, prefer_labelled=False)
-    Q = record.calibrator.predict_proba(items.P)
-    gold = _label_indices(predictions, items.ids, labels)
-    fitted = set(record.fitted_ids)
-    fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
+    items, Q, gold, fit_rows = _calibrated_items(predictions, record)
     selection = None
     if target_accuracy is not None:
         choose_on = fit_rows & (gold >= 0)
@@ -395,18 +403,14 @@ def conformal_predictions(
     -------
     LabelSets
     """
-    check_same_labels(predictions, record.labels)
     labels = record.labels
-    items = to_arrays(predictions, kind=ITEM, prefer_labelled=False)
-    Q = record.calibrator.predict_proba(items.P)
-    gold = _label_indices(predictions, items.ids, labels)
-    fitted = set(record.fitted_ids)
+    items, Q, gold, fit_rows = _calibrated_items(predictions, record)
     if labelled is not None:
         Q_cal, gold_cal = _labelled_rows(
             labelled, record, "the labelled predictions", unfitted=True
         )
     else:
-        calibrate = np.array([i not in fitted for i in items.ids], dtype=bool) & (gold >= 0)
+        calibrate = ~fit_rows & (gold >= 0)
         if not calibrate.any():
             raise InvalidInputError(
                 "conformal sets need labelled items the calibrator was not fitted on: fit "
