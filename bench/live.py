@@ -28,10 +28,14 @@ LEGACY = BENCH / "templates"  # the built-in templates as they were before the i
 @contextlib.contextmanager
 def local_server(model: str = "qwen") -> Iterator[LocalLlamaServer]:
     """A started server: ``"qwen"`` (Qwen2.5-Coder-1.5B) or ``"smollm2"``."""
+    # VERBCAL_BENCH_THREADS=1 leaves a core free: slower, but no collapse on a busy machine.
+    threads = int(os.environ.get("VERBCAL_BENCH_THREADS", "2"))
     if model == "qwen":
-        server = LocalLlamaServer(find_model(QWEN_1_5B), model_alias=QWEN_1_5B.alias)
+        server = LocalLlamaServer(
+            find_model(QWEN_1_5B), model_alias=QWEN_1_5B.alias, n_threads=threads
+        )
     else:
-        server = LocalLlamaServer()
+        server = LocalLlamaServer(n_threads=threads)
     with server:
         yield server
 

@@ -204,6 +204,19 @@ def test_elicitor_keeps_every_sample_and_the_file_round_trips(tmp_path):
     np.testing.assert_allclose(sample_spread(arrays.samples), 0.0, atol=1e-12)  # 3 alike
 
 
+def test_only_the_first_sample_pays_for_token_probabilities():
+    with FaultServer(labels=["positive", "negative"]) as server:
+        predictions, _ = elicit(
+            server,
+            items(3),
+            elicitor_kwargs={"samples": 3, "temperature": 0.7, "logprobs": True},
+        )
+        asked = sorted((b["seed"], bool(b.get("logprobs"))) for b in server.record.bodies)
+    assert len(asked) == 9  # this server takes no ``n``: one request per sample
+    assert {seed for seed, wants in asked if wants} == {0}  # seed 0 + j is sample j
+    assert all(p.token_probs is not None and len(p.samples) == 3 for p in predictions)
+
+
 @pytest.fixture
 def token_preds(recorded_data, tmp_path):
     """Real gpt-4o BoolQ answers with their token probabilities (every 10th row without)."""

@@ -122,7 +122,8 @@ class Elicitor:
         Other names the model may use for a label, e.g. ``{"Yes": "True"}``.
     logprobs : bool, default False
         Also ask for the first answer token's ``top_logprobs`` and record the
-        label probabilities they imply as ``token_probs``.
+        label probabilities they imply as ``token_probs``. With ``samples > 1``
+        only the first sample's request asks for them.
     circuit_breaker : bool, default True
         Stop a run whose endpoint does not answer at all (nothing listening,
         no reply within the timeout, HTML or 5xx only) with an
@@ -266,7 +267,6 @@ class Elicitor:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "response_format": self.response_format,
-            "logprob_labels": self.label_set if self.logprobs else None,
             "reasoning_effort": self.reasoning_effort,
         }
         if self.samples == 1 or not self.backend.profile.n:
@@ -283,7 +283,10 @@ class Elicitor:
     def _samples(self, first: int, n: int) -> dict[str, Any]:
         """Request arguments for ``n`` samples from sample ``first`` on."""
         seed = None if self.seed is None else self.seed + first
-        args: dict[str, Any] = {"seed": seed, "sample": first}
+        # Token probabilities are read from the first sample only, so only its
+        # request pays for them (on llama.cpp they cost several seconds each).
+        labels = self.label_set if self.logprobs and first == 0 else None
+        args: dict[str, Any] = {"seed": seed, "sample": first, "logprob_labels": labels}
         if n > 1:
             args["n"] = n
         return args
