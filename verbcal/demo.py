@@ -42,6 +42,7 @@ from verbcal.predictions import (
     Item,
     Prediction,
     parse_jsonl,
+    read_predictions,
     write_predictions,
 )
 from verbcal.workflow import (
@@ -77,6 +78,17 @@ DEMO_PORT = 8765
 
 RECORDING = "demo_recording.jsonl"
 PROVENANCE = "demo_recording.provenance.json"
+
+#: The multi-signal recording (scripts/record_signals.py): the same model and
+#: reviews, three sampled answers per item and the first one's token probabilities.
+SIGNAL_SETTINGS: dict[str, Any] = {
+    **ELICIT_SETTINGS,
+    "temperature": 0.7,
+    "samples": 3,
+    "logprobs": True,
+}
+SIGNALS = "demo_signals.jsonl"
+SIGNALS_PROVENANCE = "demo_signals.provenance.json"
 
 
 @dataclass
@@ -125,6 +137,17 @@ def recording_provenance() -> dict:
     return json.loads(text)
 
 
+def load_demo_signals() -> list[Prediction]:
+    """The multi-signal recording: predictions with ``samples`` and ``token_probs``.
+
+    Made by ``scripts/record_signals.py`` with :data:`SIGNAL_SETTINGS` on the
+    reviews of :func:`demo_items` and their content-free probes; its provenance
+    is ``verbcal/data/demo_signals.provenance.json``.
+    """
+    with resources.as_file(resources.files("verbcal.data").joinpath(SIGNALS)) as path:
+        return read_predictions(path)
+
+
 def load_recording_into(cache) -> int:
     """Copy the shipped recording's request/response rows into ``cache``; return how many."""
     text = resources.files("verbcal.data").joinpath(RECORDING).read_text(encoding="utf-8")
@@ -140,20 +163,27 @@ async def elicit_demo(
     progress: Callable[[int, int], None] | None = None,
     circuit_breaker: bool = True,
     every: int = RECORDED_EVERY,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[list[Prediction], object]:
     """Predictions for the demo items and the content-free probes, through ``backend``.
 
     ``circuit_breaker=False`` for a replay: a request there means the recording
     lacks an answer, not that an endpoint is down. The items are
-    ``demo_items(every=every)``.
+    ``demo_items(every=every)``; ``settings`` are the Elicitor's keyword
+    arguments (default :data:`ELICIT_SETTINGS`).
     """
     from verbcal.elicit.elicitor import Elicitor
+    from verbcal.elicit.injection import flag_predictions
 
     elicitor = Elicitor(
-        backend, list(DEMO_LABELS), circuit_breaker=circuit_breaker, **ELICIT_SETTINGS
+        backend,
+        list(DEMO_LABELS),
+        circuit_breaker=circuit_breaker,
+        **(ELICIT_SETTINGS if settings is None else settings),
     )
     items = demo_items(every=every)
     predictions, _ = await elicitor.arun(items, progress=progress)
+    flag_predictions(predictions, items)  # as `verbcal elicit` does: the report counts them
     probes = elicitor.probe_items([i.text for i in items], n_random=N_RANDOM_PROBES)
     more, summary = await elicitor.arun(probes, kind=CONTENT_FREE, progress=progress)
     return predictions + more, summary

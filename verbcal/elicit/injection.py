@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 
 __all__ = [
+    "SKIPPED_DETAIL",
     "SUSPECT_REASONS",
     "flag_prediction",
     "flag_predictions",
@@ -57,6 +58,8 @@ _ANSWER_JSON = r"[{,]\s*\"?(answer|confidence|reasoning)\"?\s*:"
 
 #: Reasons a text can be flagged, in the order they are checked.
 SUSPECT_REASONS = ("answer JSON", "fence line", "instruction override")
+#: The ``detail`` of a suspect item that was not sent to the model (``--on-suspect skip``).
+SKIPPED_DETAIL = "not elicited: the text looks like a prompt injection (--on-suspect skip)"
 
 
 def suspect_reasons(text: str, labels: Sequence[str] = ()) -> list[str]:
@@ -149,9 +152,7 @@ def skip_suspects(items, labels: Sequence[str]):
             continue
         prediction = Prediction(id=item.id, labels=list(labels), probs=None, status=FAILED)
         prediction.label = item.label
-        prediction.detail = (
-            "not elicited: the text looks like a prompt injection (--on-suspect skip)"
-        )
+        prediction.detail = SKIPPED_DETAIL
         prediction.suspect, prediction.suspect_reason = True, "; ".join(reasons)
         skipped.append(prediction)
     return keep, skipped

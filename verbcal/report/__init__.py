@@ -4,8 +4,9 @@
 calibration), their gold labels when there are any, the parse statuses of the
 answers and a description of the calibrator into a :class:`ReportData`: metric
 tables with bootstrap intervals, reliability tables, confidence histograms,
-per-class calibration, precision–recall curves, operating points and a
-plain-language summary. The modules, in the order data flows:
+per-class calibration, precision–recall curves, operating points, the items
+flagged as possible prompt injections (and how the reported ones did against
+the others) and a plain-language summary. The modules, in the order data flows:
 
 * :mod:`verbcal.report.data`: the dataclasses (plain data, no behaviour);
 * :mod:`verbcal.report.compute`: fills them, calling :mod:`verbcal.metrics`
@@ -36,6 +37,7 @@ from verbcal.report.compute import (
     describe_calibrator,
     report_from_predictions,
     summarize_parsing,
+    summarize_suspects,
 )
 from verbcal.report.data import (
     CalibratorInfo,
@@ -47,6 +49,9 @@ from verbcal.report.data import (
     ParseSummary,
     ProbabilityView,
     ReportData,
+    SuspectGroup,
+    SuspectReason,
+    SuspectSummary,
 )
 from verbcal.report.html import render_html, write_report
 from verbcal.report.summary import summarize
@@ -61,6 +66,9 @@ __all__ = [
     "ParseSummary",
     "ProbabilityView",
     "ReportData",
+    "SuspectGroup",
+    "SuspectReason",
+    "SuspectSummary",
     "compare_metrics",
     "compute_report",
     "describe_calibrator",
@@ -68,5 +76,6 @@ __all__ = [
     "report_from_predictions",
     "summarize",
     "summarize_parsing",
+    "summarize_suspects",
     "write_report",
 ]

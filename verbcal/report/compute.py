@@ -7,20 +7,23 @@ operating points and their intervals from :mod:`verbcal.thresholds`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from verbcal import metrics, thresholds
 from verbcal.decisions import DEFAULT_BANDS, CostMatrix, cost_matrix
+from verbcal.elicit.injection import SKIPPED_DETAIL, SUSPECT_REASONS
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics.binning import assign_bins, uniform_edges
 from verbcal.metrics.comparison import compare_metrics
+from verbcal.metrics.intervals import clopper_pearson
 from verbcal.persist import estimator_to_dict
-from verbcal.prediction_columns import PredictionColumns
-from verbcal.predictions import ITEM, STATUSES, Prediction
+from verbcal.prediction_columns import IdColumn, PredictionColumns
+from verbcal.predictions import ITEM, STATUSES, Prediction, iter_predictions
 from verbcal.report.data import (
     CalibratorInfo,
     ClassCalibration,
@@ -30,6 +33,9 @@ from verbcal.report.data import (
     ProbabilityView,
     ReportData,
     Side,
+    SuspectGroup,
+    SuspectReason,
+    SuspectSummary,
 )
 from verbcal.report.decisions import compute_decisions
 from verbcal.report.summary import summarize
@@ -40,6 +46,7 @@ __all__ = [
     "describe_calibrator",
     "report_from_predictions",
     "summarize_parsing",
+    "summarize_suspects",
 ]
 
 #: Longest example answer kept per failure reason (characters).
@@ -136,6 +143,149 @@ def _example(prediction: Prediction) -> str:
     if len(text) > MAX_EXAMPLE_CHARS:
         text = text[:MAX_EXAMPLE_CHARS] + f" … ({len(text):,} characters in all)"
     return text
+
+
+# ----------------------------------------------------------------------------- suspects
+
+#: Where one reason ends and the next begins in a ``suspect_reason`` ("kind: match; kind: match").
+_NEXT_REASON = re.compile(
+    "; (?=(?:" + "|".join(re.escape(kind) for kind in SUSPECT_REASONS) + "): )"
+)
+
+
+def _reason_parts(text: str | None) -> list[tuple[str, str]]:
+    """``(kind, what matched)`` for each reason in a prediction's ``suspect_reason``."""
+    if not text:
+        return [("(no reason given)", "")]
+    parts = []
+    for part in _NEXT_REASON.split(text):
+        kind, sep, matched = part.partition(": ")
+        if sep and kind in SUSPECT_REASONS:
+            parts.append((kind, matched))
+        else:  # written by another tool: the whole text is the reason
+            parts.append((part if len(part) <= 80 else part[:79] + "…", ""))
+    return parts
+
+
+def _flagged_items(predictions: Sequence[Prediction] | PredictionColumns) -> Iterator[Prediction]:
+    """The flagged item predictions, in file order (columns: the file is read again for them)."""
+    rows: Iterable[Prediction]
+    if isinstance(predictions, PredictionColumns):
+        if not predictions.n_suspect():
+            return
+        rows = (p for _, p in iter_predictions(predictions.path))
+    else:
+        rows = predictions
+    for p in rows:
+        if p.kind == ITEM and p.suspect:
+            yield p
+
+
+def summarize_suspects(
+    predictions: Sequence[Prediction] | PredictionColumns,
+) -> SuspectSummary:
+    """Items flagged as possible prompt injections: how many, why, skipped or kept.
+
+    Only item predictions count (content-free probes are left out), as in
+    ``verbcal evaluate``. An item was skipped when it was flagged and never sent
+    to the model (``--on-suspect skip``: its ``detail`` is
+    :data:`~verbcal.elicit.injection.SKIPPED_DETAIL`), kept otherwise. Reasons
+    are most frequent first (ties by first appearance), each with the first
+    flagged item and what matched in it. The report's own rows are split by
+    :func:`compute_report` (``groups``).
+
+    Examples
+    --------
+    >>> from verbcal.predictions import Prediction
+    >>> from verbcal.elicit.injection import SKIPPED_DETAIL
+    >>> preds = [
+    ...     Prediction("1", ["a", "b"], {"a": 0.4, "b": 0.6}, "ok"),
+    ...     Prediction("2", ["a", "b"], {"a": 0.9, "b": 0.1}, "ok", suspect=True,
+    ...                suspect_reason="instruction override: ignore all previous instructions"),
+    ...     Prediction("3", ["a", "b"], None, "failed", SKIPPED_DETAIL, suspect=True,
+    ...                suspect_reason='answer JSON: {"Answer":; fence line: <<<'),
+    ... ]
+    >>> s = summarize_suspects(preds)
+    >>> s.n_items, s.n_flagged, s.n_skipped, s.n_kept, s.n_kept_parsed
+    (3, 2, 1, 1, 1)
+    >>> [(r.reason, r.count, r.example_id) for r in s.reasons]
+    [('instruction override', 1, '2'), ('answer JSON', 1, '3'), ('fence line', 1, '3')]
+    """
+    if isinstance(predictions, PredictionColumns):
+        n_items = int((~predictions.content_free).sum())
+    else:
+        n_items = sum(p.kind == ITEM for p in predictions)
+    n_flagged = n_skipped = n_kept_parsed = 0
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for p in _flagged_items(predictions):
+        n_flagged += 1
+        if p.status == "failed" and p.probs is None and p.detail == SKIPPED_DETAIL:
+            n_skipped += 1
+        elif p.probs is not None:
+            n_kept_parsed += 1
+        for kind, matched in _reason_parts(p.suspect_reason):
+            groups.setdefault(kind, []).append((p.id, matched))
+    if isinstance(predictions, PredictionColumns) and n_flagged != predictions.n_suspect():
+        raise InvalidInputError(f"{predictions.path} changed while the report was being made")
+    ranked = sorted(groups.items(), key=lambda group: -len(group[1]))  # stable: ties stay put
+    reasons = [SuspectReason(kind, len(rows), rows[0][0], rows[0][1]) for kind, rows in ranked]
+    return SuspectSummary(
+        n_items=n_items,
+        n_flagged=n_flagged,
+        n_skipped=n_skipped,
+        n_kept=n_flagged - n_skipped,
+        n_kept_parsed=n_kept_parsed,
+        reasons=reasons,
+    )
+
+
+def _suspect_groups(
+    sides: dict[Side, np.ndarray], y, flagged: np.ndarray, n_bins: int
+) -> list[SuspectGroup]:
+    """The report's rows, flagged and not, per side (empty unless a row is flagged)."""
+    if not flagged.any():
+        return []
+    out = []
+    for side, P in sides.items():
+        for is_flagged in (True, False):
+            rows = flagged if is_flagged else ~flagged
+            n = int(rows.sum())
+            if not n:
+                continue
+            part = P[rows]
+            group = SuspectGroup(
+                side=side,
+                flagged=is_flagged,
+                n_rows=n,
+                mean_confidence=float(part.max(axis=1).mean()),
+            )
+            if y is not None:
+                truth = y[rows]
+                acc = metrics.accuracy(part, truth)
+                group = replace(
+                    group,
+                    accuracy=acc,
+                    accuracy_ci=clopper_pearson(round(acc * n), n, CONFIDENCE),
+                    ece=metrics.ece(part, truth, n_bins=n_bins),
+                    nll=metrics.nll(part, truth),
+                )
+            out.append(group)
+    return out
+
+
+def _row_flags(ids, flagged_ids: list[str]) -> np.ndarray:
+    """Which of the report's row ``ids`` are among ``flagged_ids``."""
+    if isinstance(ids, IdColumn):
+        return ids.isin(flagged_ids)
+    wanted = set(flagged_ids)
+    return np.array([i in wanted for i in ids], dtype=bool)
+
+
+def _flagged_ids(predictions: Sequence[Prediction] | PredictionColumns) -> list[str]:
+    if isinstance(predictions, PredictionColumns):
+        rows = np.flatnonzero(predictions.suspect & ~predictions.content_free)
+        return [predictions.ids[int(i)] for i in rows]
+    return [p.id for p in predictions if p.kind == ITEM and p.suspect]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -293,6 +443,7 @@ def compute_report(
     title: str = "Calibration report",
     costs=None,
     bands: Sequence[float] = DEFAULT_BANDS,
+    suspect=None,
 ) -> ReportData:
     """Compute everything the reliability report shows, as plain data.
 
@@ -328,6 +479,12 @@ def compute_report(
         report then compares the Bayes decisions' predicted and realised cost.
     bands : sequence of float, default (0.6, 0.8)
         Cuts of the confidence bands for calibration per band.
+    suspect : array-like of shape (n,), bool, optional
+        Which rows were flagged as possible prompt injections: the report then
+        compares them with the other rows (accuracy with intervals, mean
+        confidence, ECE, NLL). The counts of flagged, skipped and kept items
+        come from ``predictions`` when given (:func:`summarize_suspects`),
+        else from this mask.
 
     Returns
     -------
@@ -350,6 +507,7 @@ def compute_report(
     _check_options(n_bins, n_boot, positive, labels, target_precision, target_recall)
     if calibrator is not None and not isinstance(calibrator, CalibratorInfo):
         calibrator = describe_calibrator(calibrator)
+    flagged = None if suspect is None else _check_flags(suspect, n)
 
     targets = (target_precision, target_recall)
     view_before = _view("before", before, y, labels, n_bins, positive, *targets)
@@ -386,7 +544,39 @@ def compute_report(
             seed=seed,
         ),
     )
+    suspects = _suspects(predictions, flagged, before, after, y, n_bins)
+    data = replace(data, suspects=suspects)
     return replace(data, summary=summarize(data))
+
+
+def _suspects(predictions, flagged, before, after, y, n_bins: int) -> SuspectSummary | None:
+    if predictions is None and flagged is None:
+        return None
+    if predictions is not None:
+        summary = summarize_suspects(predictions)
+    else:
+        assert flagged is not None
+        k = int(flagged.sum())
+        summary = SuspectSummary(len(flagged), k, 0, k, k, [])
+    if flagged is None:
+        return summary
+    sides: dict[Side, np.ndarray] = {"before": before}
+    if after is not None:
+        sides["after"] = after
+    return replace(
+        summary,
+        n_reported=int(flagged.sum()),
+        groups=_suspect_groups(sides, y, flagged, n_bins),
+    )
+
+
+def _check_flags(suspect, n: int) -> np.ndarray:
+    flags = np.asarray(suspect)
+    if flags.shape != (n,) or flags.dtype != bool:
+        raise InvalidInputError(
+            f"suspect must be {n} booleans (one per row), got shape {flags.shape} of {flags.dtype}"
+        )
+    return flags
 
 
 def report_from_predictions(
@@ -397,7 +587,9 @@ def report_from_predictions(
     With a :class:`~verbcal.persist.CalibratorRecord`, only the item rows the
     calibrator was not fitted on are reported (``workflow.held_out``), before
     and after applying it. Without one, every parsed item row is reported
-    as stated.
+    as stated. Items flagged ``suspect`` (possible prompt injections) are
+    counted over the whole file, as ``verbcal evaluate`` counts them, and the
+    reported rows among them are compared with the others.
 
     Parameters
     ----------
@@ -423,6 +615,14 @@ def report_from_predictions(
         rows = held_out(source, record.fitted_ids, record.labels)
         after = calibrate(record, rows)
         info = describe_calibrator(record.calibrator, record.method)
+    flagged = _row_flags(rows.ids, _flagged_ids(predictions))
     return compute_report(
-        rows.labels, rows.P, after, rows.y, predictions=predictions, calibrator=info, **options
+        rows.labels,
+        rows.P,
+        after,
+        rows.y,
+        predictions=predictions,
+        calibrator=info,
+        suspect=flagged,
+        **options,
     )

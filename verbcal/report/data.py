@@ -28,6 +28,9 @@ __all__ = [
     "ProbabilityView",
     "ReportData",
     "Side",
+    "SuspectGroup",
+    "SuspectReason",
+    "SuspectSummary",
     "Verdict",
 ]
 
@@ -133,6 +136,82 @@ class ParseSummary:
 
 
 @dataclass(frozen=True)
+class SuspectReason:
+    """One reason items were flagged as possible prompt injections, how often, and an example.
+
+    ``reason`` is one of :data:`verbcal.elicit.injection.SUSPECT_REASONS` (or
+    the whole reason text when another tool wrote it); ``example`` is what
+    matched in the first flagged item (``example_id``). An item flagged for
+    two reasons counts under both.
+    """
+
+    reason: str
+    count: int
+    example_id: str
+    example: str
+
+
+@dataclass(frozen=True)
+class SuspectGroup:
+    """The report's rows that were flagged (or not), on one side: how right and how confident.
+
+    ``accuracy`` (with its Clopper–Pearson 95% interval), ``ece`` and ``nll``
+    are None without gold labels.
+    """
+
+    side: Side
+    flagged: bool
+    n_rows: int
+    mean_confidence: float
+    accuracy: float | None = None
+    accuracy_ci: tuple[float, float] | None = None
+    ece: float | None = None
+    nll: float | None = None
+
+
+@dataclass(frozen=True)
+class SuspectSummary:
+    """Items flagged as possible prompt injections (``suspect: true``) and how they did.
+
+    Attributes
+    ----------
+    n_items : int
+        Item rows in the predictions (content-free probes left out).
+    n_flagged : int
+        Of those, flagged suspect: the count ``verbcal evaluate`` prints.
+    n_skipped : int
+        Flagged and never sent to the model (``--on-suspect skip``).
+    n_kept : int
+        Flagged and elicited anyway (``--on-suspect keep``).
+    n_kept_parsed : int
+        Of the kept, answers that could be read.
+    reasons : list of SuspectReason
+        Most frequent first.
+    n_reported : int
+        Flagged rows among the report's rows (held out, parsed).
+    groups : list of SuspectGroup
+        The report's rows split into flagged and not, per side; empty unless
+        some reported row is flagged.
+    """
+
+    n_items: int
+    n_flagged: int
+    n_skipped: int
+    n_kept: int
+    n_kept_parsed: int
+    reasons: list[SuspectReason]
+    n_reported: int = 0
+    groups: list[SuspectGroup] = field(default_factory=list)
+
+    def group(self, side: Side, flagged: bool) -> SuspectGroup:
+        """The group of ``side`` (``"before"``/``"after"``) that is, or is not, flagged."""
+        for g in self.groups:
+            if g.side == side and g.flagged == flagged:
+                return g
+        raise KeyError((side, flagged))
+
+
+@dataclass(frozen=True)
 class CalibratorInfo:
     """A calibrator as plain data: method, class, parameters, fitted values, explanation."""
 
@@ -162,6 +241,8 @@ class ReportData:
     summary: list[str]
     #: Risk–coverage, routing table, calibration per confidence band, costs.
     decisions: DecisionData | None = None
+    #: Items flagged as possible prompt injections (None: no predictions were given).
+    suspects: SuspectSummary | None = None
 
     def metric(self, name: str) -> MetricComparison:
         """The row of the metrics table called ``name`` (e.g. ``"ece"``)."""

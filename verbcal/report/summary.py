@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from verbcal.metrics import BootstrapCI
 from verbcal.metrics.comparison import NEGLIGIBLE
-from verbcal.report.data import ParseSummary, ProbabilityView, ReportData
+from verbcal.report.data import (
+    ParseSummary,
+    ProbabilityView,
+    ReportData,
+    Side,
+    SuspectSummary,
+)
 
 __all__ = ["summarize"]
 
@@ -62,8 +68,11 @@ def summarize(data: ReportData) -> list[str]:
         )
     text.extend(_point_sentences(data))
     text.extend(_decision_sentences(data))
+    if data.suspects is not None and data.suspects.n_flagged:
+        text.extend(_suspect_sentences(data.suspects, data.after is not None))
     if data.parsing is not None:
-        text.append(_parsing_sentence(data.parsing))
+        skipped = 0 if data.suspects is None else data.suspects.n_skipped
+        text.append(_parsing_sentence(data.parsing, skipped))
     return text
 
 
@@ -148,11 +157,60 @@ def _decision_sentences(data: ReportData) -> list[str]:
     return out
 
 
-def _parsing_sentence(parsing: ParseSummary) -> str:
-    failed = parsing.status_counts.get("failed", 0)
+def _parsing_sentence(parsing: ParseSummary, skipped: int = 0) -> str:
+    """Failed and repaired answers; items never asked (skipped as suspect) are not answers."""
+    failed = parsing.status_counts.get("failed", 0) - skipped
     repaired = parsing.status_counts.get("repaired", 0)
-    share = failed / parsing.n_answers if parsing.n_answers else 0.0
-    return (
-        f"{failed:,} of {parsing.n_answers:,} answers ({share:.1%}) could not be parsed and "
-        f"are left out; {repaired:,} were read after repairs."
+    answers = parsing.n_answers - skipped
+    share = failed / answers if answers else 0.0
+    text = (
+        f"{failed:,} of {answers:,} answers ({share:.1%}) could not be parsed and "
+        f"are left out; {repaired:,} were read after repairs"
     )
+    if skipped:
+        text += f" ({skipped:,} more items were not asked: flagged suspect and skipped)"
+    return text + "."
+
+
+def _suspect_sentences(s: SuspectSummary, calibrated: bool) -> list[str]:
+    """How many items were flagged and why, what was done with them, and how they did."""
+    why = ", ".join(f"{r.reason} {r.count:,}" for r in s.reasons)
+    done = []
+    if s.n_skipped:
+        done.append(f"{s.n_skipped:,} were not sent to the model (--on-suspect skip)")
+    if s.n_kept:
+        done.append(f"{s.n_kept:,} were elicited anyway ({s.n_kept_parsed:,} parsed)")
+    text = [
+        f"{s.n_flagged:,} of {s.n_items:,} items were flagged as possible prompt injections "
+        f"({why}); " + " and ".join(done) + "."
+    ]
+    side: Side = "after" if calibrated and any(g.side == "after" for g in s.groups) else "before"
+    if not s.groups:
+        if s.n_kept_parsed:
+            text.append("None of the flagged items is among the rows reported here.")
+        return text
+    groups = {(g.side, g.flagged): g for g in s.groups}
+    flagged, other = groups[(side, True)], groups.get((side, False))
+    which = "calibrated" if side == "after" else "stated"
+    rows = f"{flagged.n_rows:,} flagged row{'s' if flagged.n_rows != 1 else ''}"
+    if flagged.accuracy is None or flagged.accuracy_ci is None:
+        sentence = f"On the {rows} reported, the mean {which} confidence is "
+        sentence += f"{flagged.mean_confidence:.3f}"
+        if other is not None:
+            sentence += f" against {other.mean_confidence:.3f} on the other rows"
+        return [*text, sentence + " (no gold labels to say which were right)."]
+    sentence = (
+        f"On the {rows} reported, accuracy is {_interval(flagged)} with mean {which} "
+        f"confidence {flagged.mean_confidence:.3f}"
+    )
+    if other is not None and other.accuracy is not None:
+        sentence += (
+            f"; on the other {other.n_rows:,} rows {_interval(other)} with "
+            f"{other.mean_confidence:.3f}"
+        )
+    return [*text, sentence + " (95% Clopper-Pearson intervals)."]
+
+
+def _interval(group) -> str:
+    low, high = group.accuracy_ci
+    return f"{group.accuracy:.3f} [{low:.3f}, {high:.3f}]"
