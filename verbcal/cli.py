@@ -802,7 +802,9 @@ def _add_report(sub) -> None:
         "intervals, per-class calibration, the calibrator, parse statuses, the "
         "precision-recall curve with operating points, the risk-coverage curve and routing "
         "table, calibration per confidence band (--bands), Bayes decisions under --costs, "
-        "and a plain-language summary. Only rows the calibrator was not fitted on are used.",
+        "items flagged as possible prompt injections (by reason, skipped or kept, and the "
+        "flagged rows against the others) and a plain-language summary. Only rows the "
+        "calibrator was not fitted on are used.",
     )
     p.add_argument("--preds", required=True, type=Path)
     p.add_argument("--calibrator", type=Path, help="omit to report on the raw probabilities")
