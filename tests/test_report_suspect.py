@@ -16,6 +16,7 @@ import pytest
 from fault_server import FaultServer
 from hypothesis import given
 from hypothesis import strategies as st
+from test_report import parse_page
 
 from verbcal import metrics
 from verbcal.cli import main
@@ -119,6 +120,8 @@ def test_report_and_evaluate_count_the_same_flagged_items(preds_file, tmp_path, 
     page = tmp_path / "r.html"
     code, out, _ = run(capsys, "report", "--preds", preds_file, "--out", page)
     assert code == 0 and "wrote" in out
+    said = "17 items flagged suspect (possible prompt injection): 5 skipped, 12 kept, 12 reported"
+    assert said in out
     code, out, _ = run(capsys, "evaluate", "--preds", preds_file, "--json", "--n-boot", 100)
     assert code == 0
     evaluated = json.loads(out)["suspect"]
@@ -215,8 +218,8 @@ def test_a_file_without_the_field_still_works(tmp_path, capsys):
     plain.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert "suspect" not in plain.read_text(encoding="utf-8")
     page = tmp_path / "r.html"
-    code, _, _ = run(capsys, "report", "--preds", plain, "--out", page)
-    assert code == 0
+    code, out, _ = run(capsys, "report", "--preds", plain, "--out", page)
+    assert code == 0 and "suspect" not in out
     html = page.read_text(encoding="utf-8")
     assert "None of the 161 items is flagged" in section_text(html, "suspect-h")
     assert "prompt injection" not in section_text(html, "summary-h")
@@ -245,6 +248,8 @@ def test_flag_reasons_from_the_data_are_escaped():
     predictions[3].suspect_reason = "instruction override: <script>alert(1)</script>"
     predictions[10].suspect_reason = "flagged by <b>another</b> tool"
     page = render_html(report_from_predictions(predictions, n_boot=20))
+    tags = set(parse_page(page).tags)  # well-formed, the crafted strings only as text
+    assert "script" not in tags and "b" not in tags
     assert "<script" not in page and "<b>another" not in page
     assert "&lt;script&gt;" in page and "flagged by &lt;b&gt;another&lt;/b&gt; tool" in page
 

@@ -852,6 +852,12 @@ def _run_report(args: argparse.Namespace) -> int:
     )
     path = write_report(args.out, data)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    flagged = data.suspects
+    if flagged is not None and flagged.n_flagged:  # the count `evaluate` prints, and what became
+        print(
+            f"{flagged.n_flagged} items flagged suspect (possible prompt injection): "
+            f"{flagged.n_skipped} skipped, {flagged.n_kept} kept, {flagged.n_reported} reported"
+        )
     return EXIT_OK
 
 
