@@ -522,7 +522,7 @@ def _suspects_section(s: SuspectSummary | None, labelled: bool) -> str:
         return "".join(parts)
     parts.append(f'<p class="note">{note}</p>')
     rows = [
-        ["Flagged", f"{s.n_flagged:,}", f"{s.n_flagged / max(s.n_items, 1):.1%}"],
+        ["Flagged", f"{s.n_flagged:,}", f"{s.n_flagged / max(s.n_items, 1):.1%} of the items"],
         ["Skipped (not sent: --on-suspect skip)", f"{s.n_skipped:,}", ""],
         ["Kept (elicited anyway)", f"{s.n_kept:,}", f"{s.n_kept_parsed:,} parsed"],
         ["Among the rows reported here", f"{s.n_reported:,}", ""],
@@ -531,7 +531,7 @@ def _suspects_section(s: SuspectSummary | None, labelled: bool) -> str:
         _table(
             f"{s.n_flagged:,} of {s.n_items:,} items flagged (the count "
             "<code>verbcal evaluate</code> prints).",
-            ["Items", "Count", ""],
+            ["Items", "Count", "Note"],
             rows,
         )
     )
@@ -566,7 +566,7 @@ def _suspects_section(s: SuspectSummary | None, labelled: bool) -> str:
             "The reported rows split into flagged and not flagged: an injection that steers "
             "the model shows as lower accuracy on the flagged rows"
             + (
-                " (Clopper-Pearson intervals; ECE and NLL are point estimates, meaningless on "
+                " (Clopper-Pearson intervals; ECE and NLL are point estimates, unreliable on "
                 "a handful of rows)."
                 if labelled
                 else "; without gold labels only the confidence can be compared."
