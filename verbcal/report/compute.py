@@ -216,7 +216,8 @@ def summarize_suspects(
     else:
         n_items = sum(p.kind == ITEM for p in predictions)
     n_flagged = n_skipped = n_kept_parsed = 0
-    groups: dict[str, list[tuple[str, str]]] = {}
+    counts: Counter[str] = Counter()
+    first: dict[str, tuple[str, str]] = {}  # reason: (id, what matched) of its first item
     for p in _flagged_items(predictions):
         n_flagged += 1
         if p.status == "failed" and p.probs is None and p.detail == SKIPPED_DETAIL:
@@ -224,11 +225,12 @@ def summarize_suspects(
         elif p.probs is not None:
             n_kept_parsed += 1
         for kind, matched in _reason_parts(p.suspect_reason):
-            groups.setdefault(kind, []).append((p.id, matched))
+            counts[kind] += 1
+            first.setdefault(kind, (p.id, matched))
     if isinstance(predictions, PredictionColumns) and n_flagged != predictions.n_suspect():
         raise InvalidInputError(f"{predictions.path} changed while the report was being made")
-    ranked = sorted(groups.items(), key=lambda group: -len(group[1]))  # stable: ties stay put
-    reasons = [SuspectReason(kind, len(rows), rows[0][0], rows[0][1]) for kind, rows in ranked]
+    ranked = sorted(first, key=lambda kind: -counts[kind])  # stable: ties stay in order
+    reasons = [SuspectReason(kind, counts[kind], *first[kind]) for kind in ranked]
     return SuspectSummary(
         n_items=n_items,
         n_flagged=n_flagged,
