@@ -19,10 +19,10 @@ import argparse
 import json
 from importlib import resources
 
-from live import ask, load_line, local_server
+from live import ask, bench_cache, load_line, local_server
 
 from verbcal.data import DEMO_LABELS
-from verbcal.demo import demo_items
+from verbcal.demo import DEMO_PORT, demo_items, load_recording_into
 from verbcal.elicit.probes import content_free_inputs
 from verbcal.elicit.shots import few_shot
 from verbcal.predictions import CONTENT_FREE, Item
@@ -56,10 +56,14 @@ def main() -> None:
     }
     print(f"{len(items)} reviews, {len(probes)} probes per way; {load_line()}")
     results = {}
-    with local_server(args.model) as server:
+    # Resumable; and on the demo's port the recorded zero-shot answers are cache hits.
+    cache = bench_cache(f"fewshot-{args.model}")
+    if args.model == "qwen":
+        load_recording_into(cache)
+    with local_server(args.model, port=DEMO_PORT) as server:
         for way, template in ways.items():
-            predictions, seconds = ask(server, items, labels, template=template)
-            more, _ = ask(server, probes, labels, template=template, kind=CONTENT_FREE)
+            predictions, seconds = ask(server, items, labels, template=template, cache=cache)
+            more, _ = ask(server, probes, labels, template=template, kind=CONTENT_FREE, cache=cache)
             predictions += more
             auto = fit_calibrator(predictions, "auto", holdout=0.5, seed=0)
             contextual = fit_calibrator(predictions, "contextual", holdout=0.5, seed=0)

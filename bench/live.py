@@ -17,7 +17,7 @@ from pathlib import Path
 from verbcal.elicit.backend import OpenAIBackend
 from verbcal.elicit.cache import ResponseCache
 from verbcal.elicit.elicitor import Elicitor
-from verbcal.elicit.local_models import QWEN_1_5B, find_model
+from verbcal.elicit.local_models import QWEN_1_5B, find_model, models_folder
 from verbcal.elicit.local_server import LocalLlamaServer
 from verbcal.predictions import ITEM, Item, Prediction
 
@@ -26,16 +26,16 @@ LEGACY = BENCH / "templates"  # the built-in templates as they were before the i
 
 
 @contextlib.contextmanager
-def local_server(model: str = "qwen") -> Iterator[LocalLlamaServer]:
+def local_server(model: str = "qwen", port: int | None = None) -> Iterator[LocalLlamaServer]:
     """A started server: ``"qwen"`` (Qwen2.5-Coder-1.5B) or ``"smollm2"``."""
     # VERBCAL_BENCH_THREADS=1 leaves a core free: slower, but no collapse on a busy machine.
     threads = int(os.environ.get("VERBCAL_BENCH_THREADS", "2"))
     if model == "qwen":
         server = LocalLlamaServer(
-            find_model(QWEN_1_5B), model_alias=QWEN_1_5B.alias, n_threads=threads
+            find_model(QWEN_1_5B), model_alias=QWEN_1_5B.alias, n_threads=threads, port=port
         )
     else:
-        server = LocalLlamaServer(n_threads=threads)
+        server = LocalLlamaServer(n_threads=threads, port=port)
     with server:
         yield server
 
@@ -65,6 +65,13 @@ def ask(
             return predictions, (time.perf_counter() - started) / sent
 
     return asyncio.run(run())
+
+
+def bench_cache(name: str) -> ResponseCache:
+    """A response cache kept between runs, so an interrupted live bench resumes."""
+    folder = models_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    return ResponseCache(folder / f"bench-{name}.db")
 
 
 def load_line() -> str:
