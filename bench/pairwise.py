@@ -37,6 +37,8 @@ from verbcal.pairwise import (
 from verbcal.predictions import read_predictions
 from verbcal.workflow import evaluate, fit_calibrator, held_out
 
+JUDGE_PORTS = {"qwen": 8766, "smollm2": 8767}
+
 
 def cli(argv: list[str]) -> None:
     print("$ verbcal " + " ".join(argv), flush=True)
@@ -82,7 +84,8 @@ def main() -> None:
                 str(work / "items.jsonl"),
             ]
         )
-        with local_server(judge) as server:
+        # A fixed port per judge: the cache key holds the base URL, so a rerun resumes.
+        with local_server(judge, port=JUDGE_PORTS.get(judge)) as server:
             started = time.perf_counter()
             cli(["elicit", "--input", str(work / "items.jsonl"), "--labels", "A,B",
                  "--template", "pairwise", "--json-mode", "json_object", "--max-tokens", "96",
