@@ -1,7 +1,8 @@
 """Prompt injection against the built-in templates, measured on the local model.
 
     .venv/bin/python bench/injection.py [--n 12] [--positions appended,prepended]
-        [--templates distribution,top1,legacy:distribution_item_middle] [--model qwen]
+        [--templates distribution,distribution_guarded,top1,legacy:distribution_item_middle]
+        [--model qwen]
 
 Takes the first ``n`` plain ("easy") negative demo reviews and, for each
 template, asks each review once as is and once per injection style and
@@ -50,7 +51,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--positions", default="appended,prepended")
-    parser.add_argument("--templates", default="legacy:distribution_item_middle,distribution,top1")
+    parser.add_argument(
+        "--templates",
+        default="legacy:distribution_item_middle,distribution,distribution_guarded,top1",
+    )
     parser.add_argument("--styles", default=",".join(STYLES))
     parser.add_argument("--model", default="qwen")
     parser.add_argument("--json", help="also write the results here")

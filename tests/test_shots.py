@@ -47,7 +47,8 @@ def test_every_builtin_template_puts_the_item_last(name):
     user = messages[-1]["content"]
     last_block = fence("A. first\nB. second") if options else fence("THE ITEM TEXT")
     tail = user[user.rindex(last_block) + len(last_block) :]
-    assert len(tail) <= 100 and "THE ITEM" not in tail and "{" not in tail
+    # at most a short fixed reminder (distribution_guarded's restates the task in 2 sentences)
+    assert len(tail) <= 250 and "THE ITEM" not in tail and "{" not in tail
     before_item = user[: user.index(fence("THE ITEM TEXT"))]
     # everything before the item is the same for every item: the prefix a cache can reuse
     other = template.render("another item", labels, options)[-1]["content"]
