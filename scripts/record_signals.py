@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=None, help="model folder")
     parser.add_argument("--every", type=int, default=2, help="demo_items(every=...)")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    parser.add_argument("--port", type=int, default=DEMO_PORT + 3, help="the server's port")
     args = parser.parse_args()
 
     model_file = fetch_model(QWEN_1_5B, args.models)
@@ -58,7 +59,7 @@ def main() -> None:
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()[0]
     server = LocalLlamaServer(
-        model_file, model_alias=QWEN_1_5B.alias, port=DEMO_PORT, n_threads=args.threads
+        model_file, model_alias=QWEN_1_5B.alias, port=args.port, n_threads=args.threads
     )
     with server:
 
