@@ -571,9 +571,10 @@ def test_auto_calibrator_default_candidates_are_simplest_first_and_supported_by_
     binary = n_classes == 2
     candidates = default_candidates(n_classes)
     names = [name for name, _ in candidates]
-    assert names[0] == "temperature" and candidates[0][1].prior_scale == 0.5
-    shrinkage = dict(candidates)[f"shrinkage{'_by_class' if binary else ''}_5"]
-    assert shrinkage.by_class is binary and shrinkage.temperature_prior_scale == 0.5
+    assert names[:2] == ["shrinkage_accuracy_20", "temperature"]
+    shrinkage = candidates[0][1]
+    assert shrinkage.toward == "accuracy" and shrinkage.prior_strength == 20.0
+    assert shrinkage.temperature_prior_scale == 0.5 and candidates[1][1].prior_scale == 0.5
     assert {"vector", "matrix", "isotonic", "histogram"} < set(names)
     assert "naive_temperature" not in names
     assert ("platt" in names) is binary
@@ -593,7 +594,7 @@ def test_auto_calibrator_default_candidates_are_simplest_first_and_supported_by_
 def test_auto_calibrator_compares_only_what_few_labels_support():
     P, y = overconfident_data(n=25, k=4, seed=3)
     auto = AutoCalibrator().fit(P, y)
-    assert set(auto.cv_scores_) == {"temperature", "shrinkage_5"}
+    assert set(auto.cv_scores_) == {"temperature", "shrinkage_accuracy_20"}
     assert "matrix not compared: needs 200 labelled events" in auto.explanation_
 
 

@@ -47,6 +47,7 @@ CALIBRATORS = {
     "histogram": HistogramBinning(),
     "shrinkage": ShrinkageBinning(),
     "shrinkage_by_class": ShrinkageBinning(by_class=True),
+    "shrinkage_accuracy": ShrinkageBinning(toward="accuracy"),
     "chain": CalibratorChain([TemperatureScaling(), ShrinkageBinning()]),
     "auto": AutoCalibrator(),
 }
