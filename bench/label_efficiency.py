@@ -10,9 +10,19 @@ files of the per-file means over splits.
 
 Printed:
 
-1. the curve: verbcal's AutoCalibrator, each of its default candidates alone, and
-   scikit-learn's temperature and isotonic calibration on the same rows;
-2. per file and size, AutoCalibrator's test NLL minus that of the best single
+1. the curve: verbcal's AutoCalibrator (as it comes, and with ``anchor_rows=300``:
+   the pool's weights shrunk toward its first candidate), each of its default
+   candidates alone, and
+   scikit-learn's temperature and isotonic calibration on the same rows; then two
+   population priors evaluated honestly, leave-one-task-out (learned from the
+   whole files of the two other tasks, never from the held-out task's rows):
+   - the accuracy prior of ``ShrinkageBinning(toward="accuracy")`` with its
+     strength ``k = c (1 - c) / tau^2`` (``c`` the labelled rows' mean stated top
+     probability, ``tau`` the root mean square gap between accuracy and mean stated
+     confidence over the other tasks' files) instead of the shipped ``k = 10``;
+   - temperature scaling whose prior is centred on the other tasks' typical
+     temperature (geometric mean of their fitted ones) instead of ``T = 1``;
+2. per file and size, AutoCalibrator's test NLL (both settings) minus that of the best single
    candidate on that file (chosen with hindsight, on the test rows), with the
    larger of two standard errors: that of the per-row difference over the pooled
    test rows of the 3 splits, and that of the per-split mean difference (the draw
@@ -36,10 +46,21 @@ import numpy as np
 from quality import SklearnPeer, Uncalibrated
 from recorded import find_recorded_data, load_recorded_tasks
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 
-from verbcal.calibrators import AutoCalibrator
-from verbcal.calibrators.auto import default_candidates
+from verbcal.calibrators import (
+    AutoCalibrator,
+    CalibratorChain,
+    ShrinkageBinning,
+    TemperatureScaling,
+)
+from verbcal.calibrators.auto import (
+    ANCHOR_ROWS,
+    DEFAULT_PRIOR_STRENGTH,
+    TEMPERATURE_PRIOR_SCALE,
+    default_candidates,
+)
 from verbcal.labelling import suggest_labels
 from verbcal.metrics import ece, nll
 
@@ -47,6 +68,8 @@ SEEDS = range(3)
 SIZES: tuple[int | None, ...] = (25, 50, 100, 200, None)  # None: the whole calibration half
 NOISE_SIZES: tuple[int | None, ...] = (25, 50, 200, None)
 BUDGETS = (25, 50)
+AUTO = "verbcal AutoCalibrator"
+ANCHORED = f"verbcal AutoCalibrator(anchor_rows={ANCHOR_ROWS})"
 
 
 def size_name(size: int | None) -> str:
@@ -63,10 +86,88 @@ def random_rows(n_cal: int, seed: int, size: int | None) -> np.ndarray:
     return np.random.default_rng(10_000 * seed + size).choice(n_cal, size=size, replace=False)
 
 
-def methods(n_classes: int) -> dict:
-    found = {"verbcal AutoCalibrator": AutoCalibrator}
+def task_of(name: str) -> str:
+    return name.split("__")[0]
+
+
+class LotoAccuracyShrinkage:
+    """``ShrinkageBinning(toward="accuracy")`` whose accuracy prior strength comes from ``tau``."""
+
+    def __init__(self, tau: float):
+        self.tau = tau
+
+    def fit(self, P, y):
+        c = float(P.max(axis=1).mean())
+        self.model = ShrinkageBinning(
+            toward="accuracy",
+            prior_strength=DEFAULT_PRIOR_STRENGTH,
+            temperature_prior_scale=TEMPERATURE_PRIOR_SCALE,
+            accuracy_prior_strength=c * (1 - c) / self.tau**2,
+        ).fit(P, y)
+        return self
+
+    def predict_proba(self, P):
+        return self.model.predict_proba(P)
+
+
+class PopulationTemperature:
+    """Temperature scaling with its prior centred on a population temperature ``T0``.
+
+    A frozen first step divides the logits by ``T0`` (with the population's
+    smoothing); ``TemperatureScaling(prior_scale=0.5)`` after it has its prior at 1,
+    i.e. at ``T0`` for the chain.
+    """
+
+    def __init__(self, temperature: float, eps: float):
+        self.temperature, self.eps = temperature, eps
+
+    def fit(self, P, y):
+        first = TemperatureScaling(eps=self.eps).fit(P, y)
+        first.temperature_ = self.temperature
+        second = TemperatureScaling(prior_scale=TEMPERATURE_PRIOR_SCALE)
+        self.model = CalibratorChain([FrozenEstimator(first), second]).fit(P, y)
+        return self
+
+    def predict_proba(self, P):
+        return self.model.predict_proba(P)
+
+
+def population_priors(tasks) -> dict[str, dict]:
+    """Per task, the priors learned from the whole files of the other tasks."""
+    gaps = {t.name: float((t.P.argmax(1) == t.y).mean() - t.P.max(1).mean()) for t in tasks}
+    fits = {t.name: TemperatureScaling().fit(t.P, t.y) for t in tasks}
+    print("whole-file fits the leave-one-task-out priors are learned from:")
+    for t in tasks:
+        print(
+            f"  {t.name}: accuracy - mean stated confidence {gaps[t.name]:+.3f}, "
+            f"temperature {fits[t.name].temperature_:.3f} (eps {fits[t.name].eps_:g})"
+        )
+    out = {}
+    for task in sorted({task_of(t.name) for t in tasks}):
+        others = [t.name for t in tasks if task_of(t.name) != task]
+        out[task] = {
+            "tau": float(np.sqrt(np.mean([gaps[name] ** 2 for name in others]))),
+            "temperature": float(np.exp(np.mean([np.log(fits[n].temperature_) for n in others]))),
+            "eps": float(np.exp(np.mean([np.log(fits[n].eps_) for n in others]))),
+        }
+        print(
+            f"  prior for {task} (from the other tasks): tau {out[task]['tau']:.3f}, "
+            f"temperature {out[task]['temperature']:.3f}"
+        )
+    return out
+
+
+def methods(n_classes: int, priors: dict | None = None) -> dict:
+    found = {AUTO: AutoCalibrator, ANCHORED: lambda: AutoCalibrator(anchor_rows=ANCHOR_ROWS)}
     for name, calibrator in default_candidates(n_classes):
         found[f"  candidate {name.replace('_by_class', '')}"] = lambda c=calibrator: clone(c)
+    if priors is not None:
+        found["  LOTO: accuracy shrinkage, k from the other tasks"] = lambda: LotoAccuracyShrinkage(
+            priors["tau"]
+        )
+        found["  LOTO: temperature, prior at the other tasks' T"] = lambda: PopulationTemperature(
+            priors["temperature"], priors["eps"]
+        )
     found["scikit-learn temperature"] = lambda: SklearnPeer("temperature")
     found["scikit-learn isotonic"] = lambda: SklearnPeer("isotonic")
     found["uncalibrated"] = Uncalibrated
@@ -81,12 +182,13 @@ def run_curve(tasks) -> tuple[dict, dict]:
     """scores[size][method][file] = list of (ece, nll); losses[size][method][file] = rows."""
     scores: dict = {}
     losses: dict = {}
+    priors = population_priors(tasks)
     for size in SIZES:
         for task in tasks:
             for seed in SEEDS:
                 P_cal, P_test, y_cal, y_test = split(task, seed)
                 rows = random_rows(len(y_cal), seed, size)
-                for name, factory in methods(task.P.shape[1]).items():
+                for name, factory in methods(task.P.shape[1], priors[task_of(task.name)]).items():
                     try:
                         Q = factory().fit(P_cal[rows], y_cal[rows]).predict_proba(P_test)
                         score = (ece(Q, y_test), nll(np.clip(Q, 1e-300, None), y_test))
@@ -122,13 +224,15 @@ def print_curve(scores: dict) -> None:
     print("(cells: mean ECE / mean NLL over files)")
 
 
-def print_noise(losses: dict) -> bool:
-    """AutoCalibrator against the best single candidate per file; True when within noise."""
-    print("\nAutoCalibrator - best single candidate, test NLL per file (2 SE in brackets):")
+def print_noise(losses: dict, method: str = "") -> bool:
+    """``method`` against the best single candidate per file; True when within noise."""
+    method = method or AUTO
+    print(f"\n{method} - best single candidate, test NLL per file (2 SE in brackets):")
     ok = True
+    within_count = cases = 0
     for size in NOISE_SIZES:
         cells = []
-        for file, auto_rows in losses[size]["verbcal AutoCalibrator"].items():
+        for file, auto_rows in losses[size][method].items():
             auto = np.concatenate(auto_rows)
             best, best_name = None, ""
             for name, per_file in losses[size].items():
@@ -146,7 +250,7 @@ def print_noise(losses: dict) -> bool:
             per_split = [
                 np.mean(a - b)
                 for a, b in zip(
-                    losses[size]["verbcal AutoCalibrator"][file],
+                    losses[size][method][file],
                     losses[size][f"  candidate {best_name}"][file],
                     strict=True,
                 )
@@ -156,12 +260,15 @@ def print_noise(losses: dict) -> bool:
             )
             within = diff.mean() <= 2 * se + 1e-12
             ok &= bool(within)
+            within_count += int(within)
+            cases += 1
             mark = "" if within else " NOT within noise"
             cells.append(
                 f"{file.split('__')[0]}/{file.split('__')[1][:10]} {diff.mean():+.3f} "
                 f"[{2 * se:.3f}] vs {best_name}{mark}"
             )
         print(f"  {size_name(size)} rows: " + "; ".join(cells))
+    print(f"  within noise in {within_count} of {cases} (file, size) cases")
     return ok
 
 
@@ -202,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     scores, losses = run_curve(tasks)
     print_curve(scores)
     within = print_noise(losses)
+    print_noise(losses, ANCHORED)
     suggest = run_suggest(tasks)
     if args.json:
         out = {

@@ -27,6 +27,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 
 from verbcal import calibrators as vc
+from verbcal.calibrators.auto import ANCHOR_ROWS
 from verbcal.metrics import ece, nll
 
 SEEDS = range(5)
@@ -136,7 +137,15 @@ def methods() -> list[tuple[str, Callable[[], object] | None]]:
         ("verbcal `HistogramBinning`", vc.HistogramBinning),
         ("verbcal `ShrinkageBinning`", vc.ShrinkageBinning),
         ("verbcal `ShrinkageBinning(by_class=True)`", lambda: vc.ShrinkageBinning(by_class=True)),
+        (
+            'verbcal `ShrinkageBinning(toward="accuracy")`',
+            lambda: vc.ShrinkageBinning(toward="accuracy"),
+        ),
         ("verbcal `AutoCalibrator`", vc.AutoCalibrator),
+        (
+            f"verbcal `AutoCalibrator(anchor_rows={ANCHOR_ROWS})`",
+            lambda: vc.AutoCalibrator(anchor_rows=ANCHOR_ROWS),
+        ),
     ]
 
 
