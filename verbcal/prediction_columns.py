@@ -90,14 +90,39 @@ class IdColumn(Sequence[str]):
         """The ids as a list of ``str``."""
         return list(self)
 
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, str):
+            return False
+        if self.data.dtype.kind != "S":
+            return bool((self.data == value).any())
+        if value.endswith("\x00"):  # an S column holds no such id
+            return False
+        return bool((self.data == value.encode("utf-8")).any())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IdColumn | list | tuple):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(repr(i) for i in self[:3])
+        return f"IdColumn([{shown}{', ...' if len(self) > 3 else ''}], n={len(self)})"
+
     def isin(self, ids: Sequence[str]) -> np.ndarray:
         """A boolean mask: which of these ids are among ``ids``."""
         if not len(ids):
             return np.zeros(len(self), dtype=bool)
-        if self.data.dtype.kind == "S" and not any(i.endswith("\x00") for i in ids):
+        wanted: np.ndarray | None = None
+        if self.data.dtype.kind == "S" and isinstance(ids, IdColumn):
+            if ids.data.dtype.kind == "S":  # no Python string per id
+                wanted = np.sort(ids.data)
+        elif self.data.dtype.kind == "S" and not any(i.endswith("\x00") for i in ids):
             width = max(len(i.encode("utf-8")) for i in ids)
             wanted = np.fromiter((i.encode("utf-8") for i in ids), f"S{width}", len(ids))
             wanted.sort()
+        if wanted is not None:
             found = np.empty(len(self), dtype=bool)
             for start in range(0, len(self), _CHUNK):  # small temporaries on long columns
                 part = self.data[start : start + _CHUNK]
@@ -109,11 +134,20 @@ class IdColumn(Sequence[str]):
 
 
 def _pack_ids(chunks: list[np.ndarray], plain: bool) -> IdColumn:
+    """One column of the chunks, which are emptied on the way (no second copy of every id)."""
     if not chunks:
         return IdColumn(np.array([], dtype=np.bytes_))
-    if plain:
-        return IdColumn(np.concatenate(chunks))
-    return IdColumn(np.concatenate([c.astype(object) for c in chunks]))
+    if not plain:
+        return IdColumn(np.concatenate([c.astype(object) for c in chunks]))
+    width = max(c.dtype.itemsize for c in chunks)
+    out = np.empty(sum(c.shape[0] for c in chunks), dtype=f"S{width}")
+    start = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        out[start : start + chunk.shape[0]] = chunk
+        start += chunk.shape[0]
+    return IdColumn(out)
 
 
 @dataclass
@@ -308,7 +342,9 @@ def read_columns(path: str | os.PathLike, *, encoding: str = "utf-8") -> Predict
         raise
     if not lines:
         raise no_predictions_error(path)
-    ids = _pack_ids([*chunks, _encode_ids(pending, plain_ids)], plain_ids)
+    chunks.append(_encode_ids(pending, plain_ids))
+    del pending
+    ids = _pack_ids(chunks, plain_ids)
     P = np.frombuffer(probs, dtype=np.float64).reshape(-1, len(labels))  # no copy
     parsed = ~np.isnan(P[:, 0])
     sums = P.sum(axis=1, keepdims=True)
@@ -347,12 +383,17 @@ def _check_unique(path: Path, ids: IdColumn, content_free: np.ndarray, lines: np
     for kind in (False, True):
         mine = content_free[: len(ids)] == kind
         if mine.all():  # one kind only (the usual file): no copy of the ids
-            rows, values = np.arange(len(ids)), ids.data
+            rows, values = None, ids.data
         else:
             rows = np.flatnonzero(mine)
             values = ids.data[rows]
-        if rows.shape[0] < 2:
+        if values.shape[0] < 2:
             continue
+        ordered = np.sort(values)  # no repeat (the usual file): no row numbers made
+        if not (ordered[1:] == ordered[:-1]).any():
+            continue
+        if rows is None:
+            rows = np.arange(len(ids))
         order = np.argsort(values, kind="stable")
         ordered = values[order]
         repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import compress
 from typing import Any
@@ -96,8 +97,57 @@ def split_ids(
         classes = int((counts > 0).sum())
         if counts[counts > 0].min() < 2 or min(n - n_held, n_held) < classes:
             stratify = None
-    fit, held = train_test_split(rows, test_size=holdout, random_state=seed, stratify=stratify)
+    if stratify is not None:
+        fit, held = _stratified_split(stratify, n_held, seed)
+    else:
+        fit, held = train_test_split(rows, test_size=holdout, random_state=seed)
     return np.sort(fit), np.sort(held)
+
+
+def _stratified_split(y: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``train_test_split(arange(n), test_size=n_held, random_state=seed, stratify=y)``.
+
+    The same rows from the same random draws as scikit-learn's
+    ``StratifiedShuffleSplit`` (1.9), without its per-row Python list
+    (seconds and tens of MB at 10^5 rows and more). Each class needs 2 rows.
+    """
+    n = y.shape[0]
+    n_fit = n - n_held
+    _, y_index, counts = np.unique(y, return_inverse=True, return_counts=True)
+    by_class = np.split(np.argsort(y_index, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_fit, rng)
+    t_i = _approximate_mode(counts - n_i, n_held, rng)
+    fit_parts, held_parts = [], []
+    for i, rows in enumerate(by_class):
+        shuffled = rows.take(rng.permutation(counts[i]), mode="clip")
+        fit_parts.append(shuffled[: n_i[i]])
+        held_parts.append(shuffled[n_i[i] : n_i[i] + t_i[i]])
+    fit = rng.permutation(np.concatenate(fit_parts).astype(np.int64))
+    held = rng.permutation(np.concatenate(held_parts).astype(np.int64))
+    return fit, held
+
+
+def _approximate_mode(
+    class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
+) -> np.ndarray:
+    """Rows to draw from each class (scikit-learn's ``utils.extmath._approximate_mode``):
+    the floor of each class's share, then one more for the largest remainders, ties broken
+    at random."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            inds = rng.choice(inds, size=add_now, replace=False)
+            floored[inds] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
 
 
 def fit_calibrator(
@@ -121,7 +171,11 @@ def fit_calibrator(
     if needs in ("labels", "both", "unlabelled") and len(fit_rows) < 2:
         raise InvalidInputError(f"too few rows to fit {method!r}: {len(fit_rows)}")
     P, y = items.P[fit_rows], None if items.y is None else items.y[fit_rows]
-    fitted_ids = [items.ids[i] for i in fit_rows]
+    fitted_ids: Sequence[str] = (
+        items.ids[fit_rows]  # one byte array, not a string per row
+        if isinstance(items.ids, IdColumn)
+        else [items.ids[i] for i in fit_rows]
+    )
     n_probes = 0
     if needs in ("probes", "both"):
         probes = _probe_rows(predictions)
@@ -161,15 +215,43 @@ def row_signals(arrays: PredictionArrays, rows: np.ndarray | None = None) -> dic
     return signals
 
 
+#: Rows calibrated at a time by :func:`calibrate` (bounds the calibrators' temporaries).
+CALIBRATE_CHUNK = 1 << 16
+
+
 def calibrate(record: CalibratorRecord, arrays: PredictionArrays) -> np.ndarray:
     """The calibrated rows of ``arrays``, given the signals the calibrator needs.
+
+    Every calibrator maps each row on its own, so many rows are calibrated
+    :data:`CALIBRATE_CHUNK` at a time into one output array: the same
+    numbers, with the calibrator's temporaries the size of a chunk.
 
     Raises
     ------
     InvalidInputError
         Naming a signal the calibrator was fitted with and the predictions lack.
     """
-    return predict_with_signals(record.calibrator, arrays.P, row_signals(arrays))
+    signals = row_signals(arrays)
+    P = arrays.P
+    n = P.shape[0]
+    if n <= CALIBRATE_CHUNK:
+        return predict_with_signals(record.calibrator, P, signals)
+    out: np.ndarray | None = None
+    try:
+        for start in range(0, n, CALIBRATE_CHUNK):
+            part = slice(start, start + CALIBRATE_CHUNK)
+            Q = predict_with_signals(
+                record.calibrator,
+                P[part],
+                {name: value[part] for name, value in signals.items()},
+            )
+            if out is None:
+                out = np.empty((n, Q.shape[1]), dtype=Q.dtype)
+            out[part] = Q
+    except InvalidInputError:  # the message of the whole array (row numbers in it)
+        return predict_with_signals(record.calibrator, P, signals)
+    assert out is not None
+    return out
 
 
 def _probe_rows(predictions: Rows) -> PredictionArrays:
@@ -192,7 +274,7 @@ def check_same_labels(predictions: Rows, labels: list[str]) -> None:
 
 def held_out(
     predictions: Rows,
-    fitted_ids: list[str],
+    fitted_ids: Sequence[str],
     labels: list[str],
     *,
     prefer_labelled: bool = True,
@@ -419,8 +501,7 @@ def choose_threshold(
     gold = np.array([index.get(i, -1) for i in items.ids], dtype=np.int64)  # -1: no gold label
     labels = record.labels
     Q = calibrate(record, items)
-    fitted = set(record.fitted_ids)
-    fit_rows = np.array([i in fitted for i in items.ids], dtype=bool)
+    fit_rows = fitted_mask(items.ids, record.fitted_ids)
     other = ~fit_rows
     choose_on = fit_rows & (gold >= 0)
     point: thresholds.OperatingPoint | thresholds.PredictedOperatingPoint

@@ -1,0 +1,134 @@
+"""Large predictions files: compact fitted ids, the fast stratified split, chunked calibration."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.model_selection import train_test_split
+
+from verbcal import workflow
+from verbcal.calibrators import AutoCalibrator, TemperatureScaling
+from verbcal.errors import InvalidInputError, ParseError
+from verbcal.persist import (
+    PLAIN_IDS,
+    CalibratorRecord,
+    load_calibrator,
+    pack_ids,
+    save_calibrator,
+    unpack_ids,
+)
+from verbcal.prediction_columns import IdColumn, fitted_mask, read_columns
+from verbcal.predictions import PredictionArrays
+
+rng = np.random.default_rng(3)
+CONF = rng.choice([0.55, 0.7, 0.8, 0.9, 0.95, 1.0], size=3000)
+P = np.column_stack([CONF, 1 - CONF])
+flip = rng.random(3000) < 0.4
+P[flip] = P[flip][:, ::-1]
+Y = np.where(rng.random(3000) < 0.8, P.argmax(axis=1), 1 - P.argmax(axis=1))
+
+
+def _saved(tmp_path, ids) -> tuple[dict, CalibratorRecord]:
+    cal = TemperatureScaling(eps=0.01).fit(P[:200], Y[:200])
+    path = tmp_path / "cal.json"
+    save_calibrator(path, CalibratorRecord("temperature", cal, ["a", "b"], ids))
+    return json.loads(path.read_text()), load_calibrator(path)
+
+
+def test_many_fitted_ids_keep_the_file_small_and_load_as_one_array(tmp_path):
+    ids = [f"item-{i:07d}" for i in range(0, 200_000, 2)]
+    document, record = _saved(tmp_path, IdColumn(np.array([i.encode() for i in ids])))
+    size = len((tmp_path / "cal.json").read_bytes())
+    assert size < len(json.dumps(ids)) / 50  # a plain list: 1.4 MB
+    assert document["fitted_ids"]["count"] == len(ids)
+    assert isinstance(record.fitted_ids, IdColumn) and record.fitted_ids.data.dtype.kind == "S"
+    assert record.fitted_ids == sorted(ids) and len(record.fitted_ids) == len(ids)
+    assert "item-0000002" in record.fitted_ids and "item-0000003" not in record.fitted_ids
+    column = IdColumn(np.array([f"item-{i:07d}".encode() for i in range(10)]))
+    assert fitted_mask(column, record.fitted_ids).tolist() == [i % 2 == 0 for i in range(10)]
+
+
+def test_few_fitted_ids_stay_a_plain_list_in_order(tmp_path):
+    ids = [f"r{i}" for i in range(PLAIN_IDS, 0, -1)]
+    document, record = _saved(tmp_path, ids)
+    assert document["fitted_ids"] == ids and record.fitted_ids == ids
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=40))
+def test_packed_ids_round_trip_any_text(texts):
+    ids = sorted(texts | {f"pad-{i}" for i in range(PLAIN_IDS)})  # many: packed
+    packed = pack_ids(ids)
+    again = unpack_ids(json.loads(json.dumps(packed)))
+    assert sorted(again) == ids  # ids ending in NUL stay a plain list; any other text packs
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d.update(data="not base64!"), "fitted_ids.data: not base64"),
+        (lambda d: d.update(count=d["count"] + 1), "does not hold"),
+        (lambda d: d.update(width=0), "fitted_ids.width: must be an integer >= 1"),
+        (lambda d: d.update(delta="yes"), "fitted_ids.delta: must be true or false"),
+        (lambda d: d.update(encoding="gzip"), "fitted_ids: must be a list of row ids"),
+    ],
+)
+def test_a_damaged_packed_id_set_is_refused_naming_the_field(tmp_path, edit, match):
+    ids = IdColumn(np.array([f"item-{i:05d}".encode() for i in range(3000)]))
+    document, _ = _saved(tmp_path, ids)
+    edit(document["fitted_ids"])
+    (tmp_path / "bad.json").write_text(json.dumps(document))
+    with pytest.raises(ParseError, match=match):
+        load_calibrator(tmp_path / "bad.json")
+
+
+def test_evaluation_still_refuses_the_rows_fitted_on(tmp_path):
+    lines = [
+        {"id": f"q{i}", "labels": ["a", "b"], "probs": {"a": p[0], "b": p[1]}, "status": "ok"}
+        | {"label": "ab"[y]}
+        for i, (p, y) in enumerate(zip(P.tolist(), Y.tolist(), strict=True))
+    ]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(row) + "\n" for row in lines))
+    columns = read_columns(preds)
+    record = workflow.fit_calibrator(columns, "temperature", holdout=0.3)
+    assert isinstance(record.fitted_ids, IdColumn)
+    save_calibrator(tmp_path / "cal.json", record)
+    loaded = load_calibrator(tmp_path / "cal.json")
+    assert isinstance(loaded.fitted_ids, IdColumn) and len(loaded.fitted_ids) == 2100
+    held = workflow.held_out(columns, loaded.fitted_ids, loaded.labels)
+    assert len(held.ids) == 900 and not set(held.ids) & set(loaded.fitted_ids)
+    with pytest.raises(InvalidInputError, match="every row was used to fit"):
+        workflow.held_out(columns, columns.ids, loaded.labels)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 4), min_size=4, max_size=400),
+    st.sampled_from([0.1, 0.25, 0.33, 0.5, 0.7]),
+    st.integers(0, 50),
+)
+def test_the_stratified_split_is_scikit_learns(y, holdout, seed):
+    y = np.array(y)
+    counts = np.bincount(y)
+    n_held = math.ceil(holdout * len(y))
+    if (counts[counts > 0] < 2).any() or min(len(y) - n_held, n_held) < (counts > 0).sum():
+        return
+    fit, held = workflow._stratified_split(y, n_held, seed)
+    expected = train_test_split(np.arange(len(y)), test_size=holdout, random_state=seed, stratify=y)
+    np.testing.assert_array_equal(fit, expected[0])
+    np.testing.assert_array_equal(held, expected[1])
+
+
+def test_calibrating_in_chunks_gives_the_numbers_of_one_call(monkeypatch):
+    auto = AutoCalibrator().fit(P[:1500], Y[:1500])
+    record = CalibratorRecord("auto", auto, ["a", "b"])
+    rows = PredictionArrays(["a", "b"], [], P, None, 0)
+    whole = auto.predict_proba(P)
+    monkeypatch.setattr(workflow, "CALIBRATE_CHUNK", 256)
+    np.testing.assert_array_equal(workflow.calibrate(record, rows), whole)
