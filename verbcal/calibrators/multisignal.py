@@ -5,22 +5,30 @@ probabilities of the answer labels, several sampled answers (whose spread says
 how sure the model is of its own statement) and, with probes, the content-free
 prior. :class:`MultiSignalCalibrator` stacks what is present as features of
 
-``q_i = softmax(w_v * v_i + w_t * t_i + w_m * m_i * v_i + w_s * s_i * v_i + w_c * c + b)``
+``q_i = softmax(w_v * v_i + w_t * t_i + w_m * m_i * v_i + w_s * s_i * v_i + w_c * c
++ sum_e a_e * log(P_i + e) + sum_e b_e * log(T_i + e) + b)``
 
 with ``v = log(P + eps)`` (the verbalized logits), ``t`` the token logits
 ``log(T + eps_t)`` (``v`` on rows without token probabilities, ``m`` their 0/1
-indicator), ``s`` the spread of the sampled distributions (0 with one sample)
-and ``c = log(p_cf + eps)`` the content-free prior. The weights are pulled
-toward "verbalized-only temperature scaling" (``w_v = 1/T``, every other
-weight and ``b`` at 0) by an L2 penalty whose strength is chosen by
-cross-validation among :data:`PENALTIES`, infinity (exactly that temperature
-scaling) included: a file too small to learn the extra weights gets the
-temperature scaling it would have had.
+indicator), ``s`` the spread of the sampled distributions (0 with one sample),
+``c = log(p_cf + eps)`` the content-free prior, and copies of both logits
+smoothed by each ``e`` of :data:`VERBAL_BASIS` and :data:`TOKEN_BASIS` (a
+monotone basis that lets the map bend; ``P`` stands in for ``T`` on rows
+without it). The weights are pulled toward a two-weight temperature fit of
+the two logits (``w_v``, ``w_t``; every other weight and ``b`` at 0) by an L2
+penalty on standardised features, whose strength is chosen by cross-validation
+among :data:`PENALTIES`, infinity (exactly that anchor) included: among the
+strengths whose out-of-fold NLL is within one standard error of the lowest,
+the one with the lowest out-of-fold ECE. When one signal's temperature
+scaling alone has a lower out-of-fold NLL than every strength, the stack does
+not help and that signal alone is the result. :func:`signals_help` is the check
+:class:`~verbcal.calibrators.AutoCalibrator` makes before pooling candidates
+that use other signals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +42,7 @@ from verbcal.calibrators.base import BaseCalibrator, check_fitted
 from verbcal.calibrators.logits import log_smoothed
 from verbcal.calibrators.scaling import TemperatureScaling
 from verbcal.errors import ConfigurationError, InvalidInputError
+from verbcal.metrics import ece
 from verbcal.validation import Constraint, Interval
 
 __all__ = [
@@ -41,7 +50,9 @@ __all__ = [
     "PRIOR",
     "ROW_SIGNALS",
     "SAMPLE_SPREAD",
+    "TOKEN_BASIS",
     "TOKEN_PROBS",
+    "VERBAL_BASIS",
     "MultiSignalCalibrator",
     "SignalsMixin",
     "TokenProbsCalibrator",
@@ -50,6 +61,8 @@ __all__ = [
     "predict_with_signals",
     "required_signals",
     "sample_spread",
+    "mixture_weights",
+    "signals_help",
     "take_rows",
 ]
 
@@ -64,12 +77,22 @@ ROW_SIGNALS = (TOKEN_PROBS, SAMPLE_SPREAD)
 #: so it fades as rows accumulate); ``inf`` is verbalized-only temperature scaling.
 PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, np.inf)
 
+#: Names of the single-signal choices (temperature scaling of one signal) beside the penalties.
+VERBAL_ALONE = "verbalized alone"
+TOKEN_ALONE = "token_probs alone"
+
 #: Smoothing of the token probabilities before the log (they are real probabilities,
 #: often 1e-5 and below for the labels not chosen).
 TOKEN_EPS = 1e-4
 
-#: Smoothing of the second, softer copy of each probability signal (its features bend the map).
-SOFT_EPS = 0.1
+#: Smoothings of the extra copies of the verbalized logits, ``log(P + e)``: together with
+#: the sharp copy they form a monotone basis, so the stack can bend the map of a stated
+#: value (a stated 0.99 trusted less than a line through 0.8 and 0.9 would trust it).
+VERBAL_BASIS = (0.03, 0.1, 1.0)
+
+#: The same for the token probabilities, whose information sits in how close the chosen
+#: label is to 1 (1 - 1e-3, 1 - 1e-6, 1 - 1e-12…): smoothings down to 1e-8 keep it apart.
+TOKEN_BASIS = (1e-8, 1e-6, 1e-2, 0.1, 1.0)
 
 #: L2 strength of the anchor's two weights around the average of the two temperatures.
 ANCHOR_PENALTY = 1.0
@@ -234,7 +257,11 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
     Parameters
     ----------
     penalties : tuple of float, default :data:`PENALTIES`
-        L2 strengths compared by ``cv``-fold cross-validation.
+        L2 strengths (on standardised features) compared by ``cv``-fold
+        cross-validation.
+    single_signals : bool, default True
+        Compare each signal's temperature scaling alone too (the fallback when
+        cross-validation says the stack does not help).
     cv : int, default 5
     random_state : int, default 0
     renormalize : bool, default False
@@ -246,13 +273,19 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
     features_ : list of str
         Names of the weights in ``coef_``.
     coef_ : ndarray
-        The weights; ``intercept_`` the class biases.
+        The weights of the raw features; ``intercept_`` the class biases.
     anchor_ : ndarray
         The weights shrunk toward (verbalized-only temperature scaling).
+    choice_ : str
+        What cross-validation chose: one signal's temperature scaling alone
+        (``"verbalized alone"``, ``"token_probs alone"``) when it has the
+        lowest cross-validated NLL, else a penalty (its ``repr``): the lowest
+        cross-validated ECE among those within one standard error of the
+        lowest cross-validated NLL.
     penalty_ : float
-        The chosen L2 strength (``inf``: the anchor itself).
-    cv_nll_ : dict of str to float
-        Cross-validated NLL of each penalty.
+        The chosen L2 strength (``inf``: the anchor itself, or one signal alone).
+    cv_nll_, cv_ece_ : dict of str to float
+        Cross-validated NLL and top-label ECE of each choice.
     eps_, token_eps_ : float
         Smoothing of the verbalized and token probabilities.
     prior_ : ndarray or None
@@ -272,12 +305,16 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
 
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         **BaseCalibrator._parameter_constraints,
+        "single_signals": [bool],
         "cv": [Interval("integer", 2, None)],
         "random_state": [Interval("integer", 0, None)],
     }
 
-    def __init__(self, penalties=PENALTIES, cv=5, random_state=0, renormalize=False):
+    def __init__(
+        self, penalties=PENALTIES, single_signals=True, cv=5, random_state=0, renormalize=False
+    ):
         self.penalties = penalties
+        self.single_signals = single_signals
         self.cv = cv
         self.random_state = random_state
         self.renormalize = renormalize
@@ -298,12 +335,10 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
             features.append(np.nan_to_num(signals[SAMPLE_SPREAD], nan=0.0)[:, None] * v)
         if self.prior_ is not None:
             features.append(np.broadcast_to(log_smoothed(self.prior_, self.eps_), P.shape))
-        # The same signals smoothed more: with the sharp logits above, a weight on these
-        # bends the map (confident statements trusted less than a line would trust them).
-        features.append(log_smoothed(P, SOFT_EPS))
+        features += [log_smoothed(P, e) for e in VERBAL_BASIS]
         if TOKEN_PROBS in self.signals_:
             filled = np.where(missing[:, None], P, tokens)
-            features.append(log_smoothed(filled, SOFT_EPS))
+            features += [log_smoothed(filled, e) for e in TOKEN_BASIS]
         return features
 
     def _fit(self, P, y):
@@ -323,15 +358,34 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
             self.features_.append("sample_spread*verbalized")
         if self.prior_ is not None:
             self.features_.append("prior")
-        self.features_.append(f"verbalized@{SOFT_EPS:g}")
+        self.features_ += [f"verbalized@{e:g}" for e in VERBAL_BASIS]
         if TOKEN_PROBS in self.signals_:
-            self.features_.append(f"token_probs@{SOFT_EPS:g}")
+            self.features_ += [f"token_probs@{e:g}" for e in TOKEN_BASIS]
         tokens = self._token_rows(P, signals)
-        self.anchor_, self.eps_, self.token_eps_ = self._anchor(P, tokens, y, "auto", "auto")
+        self.anchor_, self.eps_, self.token_eps_, singles = self._anchor(
+            P, tokens, y, "auto", "auto"
+        )
         F = np.stack(self._features(P, signals))
-        self.cv_nll_ = self._cross_validate(F, P, tokens, y, penalties)
-        self.penalty_ = min(penalties, key=lambda p: (self.cv_nll_[repr(p)], -p))
-        self.coef_, self.intercept_ = _fit_weights(F, y, self.anchor_, self.penalty_)
+        # The penalty acts on standardised features (each basis copy has its own scale:
+        # log(T + 1e-8) spans 18 nats, log(T + 1) less than one); the weights kept are
+        # those of the raw features.
+        scales = _feature_scales(F, fixed=len(self.features_) - self._n_basis())
+        F = F / scales[:, None, None]
+        anchor = self.anchor_ * scales
+        self.cv_nll_, self.cv_ece_, losses = self._cross_validate(
+            F, P, tokens, y, penalties, scales
+        )
+        self.choice_ = _choose(self.cv_nll_, self.cv_ece_, losses)
+        if self.choice_ in singles:  # one signal alone: its temperature scaling
+            self.penalty_ = np.inf
+            self.coef_, self.intercept_ = singles[self.choice_], np.zeros(P.shape[1])
+            return
+        self.penalty_ = float(self.choice_)
+        coef, self.intercept_ = _fit_weights(F, y, anchor, self.penalty_)
+        self.coef_ = coef / scales
+
+    def _n_basis(self) -> int:
+        return len(VERBAL_BASIS) + (len(TOKEN_BASIS) if TOKEN_PROBS in self.signals_ else 0)
 
     def _token_rows(self, P: np.ndarray, signals: dict[str, np.ndarray]) -> np.ndarray | None:
         """Token probabilities with the verbalized row where a row has none (or None)."""
@@ -342,25 +396,31 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
 
     def _anchor(
         self, P: np.ndarray, tokens: np.ndarray | None, y: np.ndarray, eps: Any, token_eps: Any
-    ) -> tuple[np.ndarray, float, float]:
-        """The weights shrunk toward, and the smoothings: the better single-signal temperature.
+    ) -> tuple[np.ndarray, float, float, dict[str, np.ndarray]]:
+        """The weights shrunk toward, the smoothings, and each signal's temperature alone.
 
-        Temperature scaling of the verbalized rows, or (when given and better on
-        these rows) of the token rows; the smoothing of each is fitted with it.
+        The anchor: one weight on each signal's logits, fitted together around the
+        average of their temperatures (the verbalized temperature alone without
+        token rows); the smoothing of each is fitted with its temperature. The
+        last item maps ``"verbalized alone"`` (and ``"token_probs alone"``) to
+        the weights of that signal's temperature scaling.
         """
         n_features = len(self.features_)
         verbal = TemperatureScaling(eps=eps, prior_scale=ANCHOR_PRIOR_SCALE).fit(P, y)
         anchor = np.zeros(n_features)
+        anchor[0] = 1.0 / verbal.temperature_
+        singles = {VERBAL_ALONE: anchor.copy()}
         if tokens is None:
-            anchor[0] = 1.0 / verbal.temperature_
-            return anchor, verbal.eps_, TOKEN_EPS
+            return anchor, verbal.eps_, TOKEN_EPS, singles
         token = TemperatureScaling(eps=token_eps, prior_scale=ANCHOR_PRIOR_SCALE).fit(tokens, y)
+        singles[TOKEN_ALONE] = np.zeros(n_features)
+        singles[TOKEN_ALONE][1] = 1.0 / token.temperature_
         # Both logits, one weight each, fitted together (two weights: any file supports them).
         both = np.stack([log_smoothed(P, verbal.eps_), log_smoothed(tokens, token.eps_)])
         start = np.array([0.5 / verbal.temperature_, 0.5 / token.temperature_])
         weights, _ = _fit_weights(both, y, start, ANCHOR_PENALTY, intercept=False)
         anchor[:2] = weights
-        return anchor, verbal.eps_, token.eps_
+        return anchor, verbal.eps_, token.eps_, singles
 
     def _cross_validate(
         self,
@@ -369,21 +429,36 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
         tokens: np.ndarray | None,
         y: np.ndarray,
         penalties: tuple[float, ...],
-    ) -> dict[str, float]:
+        scales: np.ndarray,
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, np.ndarray]]:
+        """Out-of-fold NLL and ECE of each penalty and single signal, and its per-row losses."""
         n_folds = min(self.cv, max(2, int(np.bincount(y).max())))
         splitter = StratifiedKFold if np.bincount(y)[np.bincount(y) > 0].min() >= n_folds else KFold
         folds = splitter(n_folds, shuffle=True, random_state=self.random_state).split(y, y)
-        losses = {repr(p): 0.0 for p in penalties}
+        choices = [repr(p) for p in penalties]
+        if self.single_signals:
+            choices += [VERBAL_ALONE] if tokens is None else [VERBAL_ALONE, TOKEN_ALONE]
+        oof = {choice: np.full(P.shape, 1.0 / P.shape[1]) for choice in choices}
         for train, test in folds:
             if len(np.unique(y[train])) < 2:
                 continue
             rows = None if tokens is None else tokens[train]
-            anchor, _, _ = self._anchor(P[train], rows, y[train], self.eps_, self.token_eps_)
+            anchor, _, _, singles = self._anchor(
+                P[train], rows, y[train], self.eps_, self.token_eps_
+            )
+            for name, coef in singles.items() if self.single_signals else ():
+                Z = np.tensordot(coef * scales, F[:, test], axes=1)
+                oof[name][test] = np.exp(log_softmax(Z, axis=1))
             for p in penalties:
-                coef, intercept = _fit_weights(F[:, train], y[train], anchor, p)
-                logq = log_softmax(np.tensordot(coef, F[:, test], axes=1) + intercept, axis=1)
-                losses[repr(p)] -= float(logq[np.arange(len(test)), y[test]].sum())
-        return {p: loss / len(y) for p, loss in losses.items()}
+                coef, intercept = _fit_weights(F[:, train], y[train], anchor * scales, p)
+                Z = np.tensordot(coef, F[:, test], axes=1) + intercept
+                oof[repr(p)][test] = np.exp(log_softmax(Z, axis=1))
+        rows_ = np.arange(len(y))
+        with np.errstate(divide="ignore"):
+            losses = {p: -np.log(Q[rows_, y]) for p, Q in oof.items()}
+        nlls = {p: float(loss.mean()) for p, loss in losses.items()}
+        eces = {p: ece(Q, y) for p, Q in oof.items()}
+        return nlls, eces, losses
 
     def _predict_proba(self, P):
         signals = check_signals(self.given_signals(), len(P), P.shape[1], fitting=False)
@@ -476,3 +551,140 @@ def _fit_weights(
             options={"maxiter": 500},
         )
     return result.x[:m], result.x[m:]
+
+
+def _feature_scales(F: np.ndarray, fixed: int) -> np.ndarray:
+    """Root mean square of each feature's row-centred values (1 for the first ``fixed``)."""
+    centred = F - F.mean(axis=2, keepdims=True)
+    scales = np.sqrt((centred**2).mean(axis=(1, 2)))
+    scales[:fixed] = 1.0
+    return np.where(scales > 1e-12, scales, 1.0)
+
+
+def _choose(
+    nlls: Mapping[str, float], eces: Mapping[str, float], losses: Mapping[str, np.ndarray]
+) -> str:
+    """A single signal alone if it has the lowest out-of-fold NLL, else an ECE-aware penalty.
+
+    NLL (a proper score) decides first: when one signal's temperature scaling
+    alone beats every penalty, the stack does not help and that signal is
+    kept. Otherwise, among the penalties NLL cannot tell apart from the best
+    (paired per-row loss differences within one standard error, the rule of
+    Breiman et al. 1984), the one with the lowest out-of-fold ECE wins, ties
+    to the stronger penalty.
+    """
+    singles = (VERBAL_ALONE, TOKEN_ALONE)
+
+    def strength(choice: str) -> float:
+        return np.inf if choice in singles else float(choice)
+
+    best = min(nlls, key=lambda c: (nlls[c], -strength(c)))
+    if best in singles:
+        return best
+    near = []
+    for choice in nlls:
+        diff = losses[choice] - losses[best]
+        if choice in singles or not np.all(np.isfinite(diff)):
+            continue
+        if diff.mean() <= diff.std() / np.sqrt(len(diff)):
+            near.append(choice)
+    return min(near or [best], key=lambda c: (eces[c], -strength(c)))
+
+
+def signals_help(
+    verbal: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    out_of_fold: Callable[[Any], np.ndarray],
+    y: np.ndarray,
+) -> tuple[bool, str]:
+    """Whether candidates using other signals earn their place beside the verbalized ones.
+
+    The linear pool (maximum-likelihood weights, :func:`mixture_weights`, each
+    fifth of the rows pooled with weights fitted on the rest) of the
+    ``verbal`` candidates' out-of-fold rows is compared with the pool of every
+    candidate: the signals are kept when the pool of every candidate has a
+    lower out-of-fold NLL by more than one standard error of the paired per-row
+    differences (the out-of-fold ECE of both is reported, not used: on a
+    thousand rows it moved against the test halves' ECE). On a few hundred rows
+    with a handful of wrong answers the token candidates otherwise win the
+    pool by chance and lose on new rows.
+
+    Parameters
+    ----------
+    verbal, extra : mapping of name to calibrator
+        The candidates on the verbalized rows alone, and those using other signals.
+    out_of_fold : callable
+        A candidate's out-of-fold probability rows (raising when it fails: left out).
+    y : ndarray of shape (n,)
+
+    Returns
+    -------
+    (bool, str)
+        Whether to keep the ``extra`` candidates, and why.
+    """
+    rows = np.arange(len(y))
+    oof: dict[str, dict[str, np.ndarray]] = {"verbal": {}, "extra": {}}
+    for group, candidates in (("verbal", verbal), ("extra", extra)):
+        for name, candidate in candidates.items():
+            try:
+                Q = np.asarray(out_of_fold(candidate), dtype=np.float64)
+            except Exception:  # a failing candidate is judged (and skipped) by the caller
+                continue
+            if Q.shape == (len(y), Q.shape[1]) and np.isfinite(Q).all() and (Q >= 0).all():
+                oof[group][name] = Q
+    if not oof["extra"]:
+        return False, "no candidate using the other signals could be fitted"
+    if not oof["verbal"]:
+        return True, "no verbalized candidate could be fitted"
+
+    # The pool weights are themselves judged on rows they were not fitted on (5 folds of
+    # the out-of-fold rows): a pool of more candidates always fits its own rows better.
+    fold = np.random.default_rng(0).permutation(len(y)) % 5
+
+    def pooled(members: dict[str, np.ndarray]) -> np.ndarray:
+        gold = np.column_stack([Q[rows, y] for Q in members.values()])
+        stacked = np.stack(list(members.values()))
+        out = np.empty_like(stacked[0])
+        for k in range(5):
+            held = fold == k
+            weights = mixture_weights(gold[~held] if (~held).any() else gold)
+            out[held] = np.tensordot(weights, stacked[:, held], axes=1)
+        return out
+
+    alone, every = pooled(oof["verbal"]), pooled({**oof["verbal"], **oof["extra"]})
+    with np.errstate(divide="ignore"):
+        diff = np.log(every[rows, y]) - np.log(alone[rows, y])  # > 0: the signals help
+    diff = np.nan_to_num(diff, nan=0.0, posinf=50.0, neginf=-50.0)
+    gain, se = float(diff.mean()), float(diff.std() / np.sqrt(len(diff)))
+    ece_alone, ece_every = ece(alone, y), ece(every, y)
+    text = (
+        f"out-of-fold NLL {gain:+.4f} (standard error {se:.4f}) and ECE "
+        f"{ece_alone:.4f} -> {ece_every:.4f} with the other signals"
+    )
+    return gain > se, text
+
+
+def mixture_weights(gold: np.ndarray, iterations: int = 1000, tol: float = 1e-10) -> np.ndarray:
+    """Weights on the simplex maximising ``sum_i log(gold[i] @ w)``, by EM.
+
+    Each step ``w_m <- mean_i w_m gold[i, m] / (gold[i] @ w)`` raises the
+    likelihood (Dempster, Laird & Rubin 1977), so a pool of more candidates
+    never scores below a pool of some of them, as a general-purpose optimiser
+    started at equal weights can on a dozen candidates.
+
+    Examples
+    --------
+    >>> gold = np.array([[0.9, 0.5], [0.9, 0.5], [0.1, 0.5]])
+    >>> mixture_weights(gold).round(3).tolist()
+    [0.417, 0.583]
+    """
+    gold = np.maximum(np.asarray(gold, dtype=np.float64), 1e-300)
+    weights = np.full(gold.shape[1], 1.0 / gold.shape[1])
+    for _ in range(iterations):
+        share = gold * weights
+        share /= share.sum(axis=1, keepdims=True)
+        new = share.mean(axis=0)
+        if np.abs(new - weights).max() < tol:
+            return new
+        weights = new
+    return weights
