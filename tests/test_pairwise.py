@@ -79,6 +79,20 @@ def test_hand_computed_bias_and_flip_rate():
     assert bias.shift[1] <= bias.shift[0] <= bias.shift[2]
 
 
+def test_a_50_50_answer_is_no_verdict_and_half_right():
+    # What Qwen2.5-Coder-1.5B did on 89 of 120 answers: exactly 50/50, else prefer the first.
+    preds = judged("1", 0.5, 0.5) + judged("2", 0.9, 0.5) + judged("3", 0.5, 0.9, "B")
+    bias = position_bias(preds)
+    assert bias.ties == 4
+    assert bias.flip_rate[0] == 0  # no pair has opposite verdicts
+    assert bias.first_rate[0] == 1  # both answers with a verdict prefer the first shown
+    assert bias.accuracy_first_order == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert bias.shift[0] > 0
+    assert "(4 answered 50/50)" in "\n".join(bias.lines())
+    everything_tied = position_bias(judged("1", 0.5, 0.5) + judged("2", 0.5, 0.5))
+    assert np.isnan(everything_tied.first_rate[0]) and everything_tied.ties == 4
+
+
 def test_one_order_unparsed_keeps_the_other_and_says_so():
     preds = judged("1", 0.8, 0.4)
     preds[1].probs, preds[1].status = None, "failed"

@@ -215,18 +215,24 @@ class PositionBias:
         Mean logit bonus of being shown first, ``mean((z1 - z2) / 2)``, with a
         95% percentile bootstrap interval.
     flip_rate : tuple of float
-        Share of pairs whose verdict changes when the order is swapped, with a
+        Share of pairs whose verdict reverses when the order is swapped (one
+        order prefers a, the other b; a 50/50 answer is no verdict), with a
         Clopper–Pearson interval.
     first_rate : tuple of float
-        Share of all (parsed) answers that prefer the answer shown first (0.5: no bias).
+        Share of the answers with a verdict that prefer the answer shown first
+        (0.5: no bias), with a Clopper–Pearson interval; NaN when every answer is 50/50.
+    ties : int
+        Answers (of ``2 * n_pairs``) that state exactly 50/50: no verdict.
     accuracy_first_order, accuracy_combined : float or None
-        Accuracy of the (a, b) order alone and of the combined orders (labelled pairs).
+        Accuracy of the (a, b) order alone and of the combined orders
+        (labelled pairs; a 50/50 answer counts as half right).
     """
 
     n_pairs: int
     shift: tuple[float, float, float]
     flip_rate: tuple[float, float, float]
     first_rate: tuple[float, float, float]
+    ties: int
     accuracy_first_order: float | None
     accuracy_combined: float | None
 
@@ -240,7 +246,8 @@ class PositionBias:
             f"pairs with both orders parsed: {self.n_pairs}",
             f"position bias (logit bonus for being shown first): {ci(self.shift)}",
             f"verdict flips when swapped: {ci(self.flip_rate)}",
-            f"answers preferring the first shown: {ci(self.first_rate)} (0.5 = no bias)",
+            f"answers preferring the first shown: {ci(self.first_rate)} (0.5 = no bias), "
+            f"of {2 * self.n_pairs - self.ties} with a verdict ({self.ties} answered 50/50)",
         ]
         if self.accuracy_first_order is not None:
             out.append(
@@ -292,23 +299,35 @@ def position_bias(
             float(res.confidence_interval.low),
             float(res.confidence_interval.high),
         )
-    flips = int(np.sum(np.sign(z1) != np.sign(z2)))
+    flips = int(np.sum(z1 * z2 < 0))  # opposite verdicts; a 50/50 answer (z = 0) has none
     n = len(rows)
     first = int(np.sum(z1 > 0) + np.sum(z2 < 0))  # order 1 prefers a = first; order 2 prefers b
+    decided = int(np.sum(z1 != 0) + np.sum(z2 != 0))
+    first_rate = (
+        (first / decided, *clopper_pearson(first, decided, confidence))
+        if decided
+        else (float("nan"),) * 3
+    )
     acc_first = acc_comb = None
     labelled = [(r, z) for r, z in zip(rows, (z1 + z2) / 2, strict=True) if r["winner"]]
     if labelled:
         gold = np.array([r["winner"] == "A" for r, _ in labelled])
-        acc_first = float(np.mean((np.array([r["z1"] for r, _ in labelled]) > 0) == gold))
-        acc_comb = float(np.mean((np.array([z for _, z in labelled]) > 0) == gold))
+        acc_first = _accuracy(np.array([r["z1"] for r, _ in labelled]), gold)
+        acc_comb = _accuracy(np.array([z for _, z in labelled]), gold)
     return PositionBias(
         n_pairs=n,
         shift=shift,
         flip_rate=(flips / n, *clopper_pearson(flips, n, confidence)),
-        first_rate=(first / (2 * n), *clopper_pearson(first, 2 * n, confidence)),
+        first_rate=first_rate,
+        ties=2 * n - decided,
         accuracy_first_order=acc_first,
         accuracy_combined=acc_comb,
     )
+
+
+def _accuracy(z: np.ndarray, a_wins: np.ndarray) -> float:
+    """Share of right verdicts (logit z > 0: a is better), a 50/50 answer counting half."""
+    return float(np.mean(np.where(z == 0, 0.5, (z > 0) == a_wins)))
 
 
 # --------------------------------------------------------------------------- ensembles
