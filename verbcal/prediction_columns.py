@@ -225,12 +225,14 @@ class PredictionColumns:
         if prefer_labelled and 0 < n_labelled < n_kept:
             kept, n_unlabelled = labelled, n_kept - n_labelled
         every = n_kept == len(self) and not n_unlabelled
-        rows = np.flatnonzero(kept)
-        zero = self.zero_sum[rows]
+        zero = self.zero_sum & kept
         if zero.any():
-            bad = self.ids[int(rows[int(np.flatnonzero(zero)[0])])]
+            bad = self.ids[int(np.flatnonzero(zero)[0])]
             raise InvalidInputError(f"prediction {bad!r} has probabilities that sum to 0")
-        P = self.probs if every else self.probs[rows]  # every row kept: shared, not copied
+        del zero
+        # Every row kept: shared, not copied (and no row numbers made).
+        rows = slice(None) if every else np.flatnonzero(kept)
+        P = self.probs if every else self.probs[rows]
         gold = self.gold if every else self.gold[rows]
         return PredictionArrays(
             labels=self.labels,
