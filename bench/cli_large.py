@@ -16,7 +16,8 @@ process imports everything the commands use), and whether it
 printed a progress line to stderr when it ran longer than ``PROGRESS_AFTER``
 seconds. Run once; the machine is shared, so expect noise of 10-20%.
 
-Run: ``.venv/bin/python bench/cli_large.py [--rows N] [--keep DIR]``.
+Run: ``nice -n 10 .venv/bin/python bench/cli_large.py [--rows N] [--keep DIR [--reuse]]``
+(``--reuse``: take ``DIR/preds.jsonl`` as it is when it exists, instead of writing it again).
 """
 
 from __future__ import annotations
@@ -105,18 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--keep", type=Path, help="write the files here instead of a temp dir")
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --keep: reuse DIR/preds.jsonl when it exists"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         preds = folder / "preds.jsonl"
         start = time.perf_counter()
-        write_predictions_file(preds, args.rows)
+        if args.reuse and args.keep and preds.exists():
+            with preds.open("rb") as handle:
+                args.rows = sum(1 for _ in handle)
+            how = "reused"
+        else:
+            write_predictions_file(preds, args.rows)
+            how = f"written in {time.perf_counter() - start:.1f} s"
         size = preds.stat().st_size
-        print(
-            f"{args.rows:,} rows, {size / 1e6:.0f} MB written in "
-            f"{time.perf_counter() - start:.1f} s"
-        )
+        print(f"{args.rows:,} rows, {size / 1e6:.0f} MB {how}")
         arrays = args.rows * (2 * 8 + 8)  # P (n x 2 float64) and y (int64)
         base = run([sys.executable, "-c", IMPORT_ONLY])
         floor = run([sys.executable, "-c", FLOOR, str(preds)])
