@@ -6,20 +6,26 @@ import hashlib
 import json
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
+import verbcal.demo
 from verbcal.cli import main
 from verbcal.data import load_demo_dataset
 from verbcal.demo import (
     DEMO_METHODS,
     ELICIT_SETTINGS,
     LIVE_EVERY,
+    SIGNAL_SETTINGS,
+    SIGNALS_PROVENANCE,
     chance_line,
     demo_items,
+    load_demo_signals,
     recording_provenance,
     run_demo,
 )
+from verbcal.predictions import to_arrays
 from verbcal.workflow import evaluate
 
 
@@ -95,3 +101,27 @@ def test_replay_console_prints_accuracy_and_nll_beside_ece(tmp_path):
     assert all("accuracy" in line and "NLL" in line and "ECE" in line for line in metric_lines)
     assert "change" in metric_lines[1]
     assert any("chance" in line for line in lines)
+
+
+def test_multi_signal_recording_carries_every_signal_and_its_provenance():
+    provenance = json.loads(
+        (Path(verbcal.demo.__file__).parent / "data" / SIGNALS_PROVENANCE).read_text()
+    )
+    assert provenance["settings"] == SIGNAL_SETTINGS
+    assert provenance["model_sha256"] == recording_provenance()["model_sha256"]
+    predictions = load_demo_signals()
+    items = [p for p in predictions if p.kind == "item"]
+    assert [p.id for p in items] == [i.id for i in demo_items(every=LIVE_EVERY)]
+    assert len(predictions) - len(items) == provenance["content_free_probes"] > 0
+    scored = [p for p in items if p.probs is not None]
+    assert len(scored) == provenance["parsed"]
+    correct = sum(max(p.probs, key=p.probs.__getitem__) == p.label for p in scored)
+    assert round(correct / len(items), 4) == provenance["accuracy"]
+    # each parsed item keeps its 3 samples (their average is probs) and the first one's tokens
+    assert sum(p.token_probs is not None for p in items) == provenance["with_token_probs"]
+    assert provenance["with_token_probs"] >= 0.9 * len(items)
+    for p in scored:
+        assert 1 <= len(p.samples or [None]) <= 3
+        assert all(set(s) == set(p.labels) for s in p.samples or [])
+    arrays = to_arrays(predictions)
+    assert arrays.token_probs is not None and arrays.samples is not None
