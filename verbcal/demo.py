@@ -54,6 +54,32 @@ from verbcal.workflow import (
     held_out,
 )
 
+__all__ = [
+    "DEMO_METHODS",
+    "DEMO_PORT",
+    "ELICIT_SETTINGS",
+    "LIVE_EVERY",
+    "N_RANDOM_PROBES",
+    "POSITIVE",
+    "PROVENANCE",
+    "RECORDED_EVERY",
+    "RECORDING",
+    "SIGNALS",
+    "SIGNALS_PROVENANCE",
+    "SIGNAL_SETTINGS",
+    "TARGET_PRECISION",
+    "DemoResult",
+    "chance_line",
+    "demo_items",
+    "elicit_demo",
+    "load_demo_signals",
+    "load_recording_into",
+    "metric_line",
+    "port_is_free",
+    "recording_provenance",
+    "run_demo",
+]
+
 #: How the demo asks (the recording was made with exactly these settings).
 ELICIT_SETTINGS: dict[str, Any] = {
     "template": "distribution",
