@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--positions", default="appended,prepended")
     parser.add_argument(
         "--templates",
-        default="legacy:distribution_item_middle,distribution,distribution_guarded,top1",
+        # every built-in template for one text (the mc_* ones need answer options)
+        default="legacy:distribution_item_middle,distribution,distribution_guarded,top1,reasoning",
     )
     parser.add_argument("--styles", default=",".join(STYLES))
     parser.add_argument("--model", default="qwen")
