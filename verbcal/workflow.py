@@ -78,13 +78,21 @@ ESTIMATORS: dict[str, type[cal.BaseCalibrator]] = {
 def split_ids(
     arrays: PredictionArrays, holdout: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (fit, held out): a seeded split, stratified when every class allows."""
+    """Row indices (fit, held out), sorted: :func:`split_masks` as row numbers."""
+    fit, held = split_masks(arrays, holdout, seed)
+    return np.flatnonzero(fit), np.flatnonzero(held)
+
+
+def split_masks(
+    arrays: PredictionArrays, holdout: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows to fit on and which to hold out: a seeded split, stratified when every
+    class allows (the rows of scikit-learn's ``train_test_split``), as two boolean masks."""
     n = len(arrays.ids)
     if isinstance(holdout, bool) or not (isinstance(holdout, int | float) and 0 <= holdout < 1):
         raise ConfigurationError(f"holdout must be a number in [0, 1), got {holdout!r}")
-    rows = np.arange(n)
     if holdout == 0:
-        return rows, rows[:0]
+        return np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
     n_held = math.ceil(holdout * n)  # as train_test_split rounds
     if n - n_held < 2 or n_held < 1:
         raise InvalidInputError(
@@ -98,33 +106,43 @@ def split_ids(
         if counts[counts > 0].min() < 2 or min(n - n_held, n_held) < classes:
             stratify = None
     if stratify is not None:
-        fit, held = _stratified_split(stratify, n_held, seed)
-    else:
-        fit, held = train_test_split(rows, test_size=holdout, random_state=seed)
-    return np.sort(fit), np.sort(held)
+        return _stratified_masks(stratify, n_held, seed)
+    fit_rows, held_rows = train_test_split(np.arange(n), test_size=holdout, random_state=seed)
+    fit, held = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    fit[fit_rows], held[held_rows] = True, True
+    return fit, held
 
 
-def _stratified_split(y: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``train_test_split(arange(n), test_size=n_held, random_state=seed, stratify=y)``.
+def _stratified_masks(y: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``train_test_split(arange(n), test_size=n_held, random_state=seed,
+    stratify=y)`` as masks (fit, held out); ``y`` holds class indices (integers >= 0).
 
     The same rows from the same random draws as scikit-learn's
-    ``StratifiedShuffleSplit`` (1.9), without its per-row Python list
-    (seconds and tens of MB at 10^5 rows and more). Each class needs 2 rows.
+    ``StratifiedShuffleSplit`` (1.9), without its per-row Python list (seconds
+    and tens of MB at 10^5 rows and more), its sort of ``y``, or row numbers:
+    each class's rows are the positions of its mask in file order, and its
+    shuffle marks which of them go where. (scikit-learn's last shuffle of the
+    chosen rows changes their order, not which rows they are, so it is left
+    out.) Each class needs 2 rows.
     """
     n = y.shape[0]
     n_fit = n - n_held
-    _, y_index, counts = np.unique(y, return_inverse=True, return_counts=True)
-    by_class = np.split(np.argsort(y_index, kind="stable"), np.cumsum(counts)[:-1])
+    all_counts = np.bincount(y)
+    classes = np.flatnonzero(all_counts)  # np.unique(y) of class indices
+    counts = all_counts[classes]
     rng = np.random.RandomState(seed)
     n_i = _approximate_mode(counts, n_fit, rng)
     t_i = _approximate_mode(counts - n_i, n_held, rng)
-    fit_parts, held_parts = [], []
-    for i, rows in enumerate(by_class):
-        shuffled = rows.take(rng.permutation(counts[i]), mode="clip")
-        fit_parts.append(shuffled[: n_i[i]])
-        held_parts.append(shuffled[n_i[i] : n_i[i] + t_i[i]])
-    fit = rng.permutation(np.concatenate(fit_parts).astype(np.int64))
-    held = rng.permutation(np.concatenate(held_parts).astype(np.int64))
+    fit, held = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    for i, c in enumerate(classes):
+        shuffle = rng.permutation(counts[i])  # the class's rows in file order, shuffled
+        in_class = y == c
+        chosen = np.zeros(counts[i], dtype=bool)
+        chosen[shuffle[: n_i[i]]] = True
+        fit[in_class] = chosen
+        chosen[:] = False
+        chosen[shuffle[n_i[i] : n_i[i] + t_i[i]]] = True
+        held[in_class] = chosen
     return fit, held
 
 
@@ -165,17 +183,22 @@ def fit_calibrator(
     # Labelled methods fit on the labelled rows of a file that mixes labelled and unlabelled
     # ones (those stay unfitted, usable by threshold and apply); batch uses every row.
     items = arrays_of(predictions, kind=ITEM, prefer_labelled=needs != "unlabelled")
-    fit_rows, _ = split_ids(items, holdout, seed)
+    fit_rows, _ = split_masks(items, holdout, seed)
+    n_fit = int(np.count_nonzero(fit_rows))
     if needs in ("labels", "both") and items.y is None:
         raise InvalidInputError(f"method {method!r} needs predictions with gold labels")
-    if needs in ("labels", "both", "unlabelled") and len(fit_rows) < 2:
-        raise InvalidInputError(f"too few rows to fit {method!r}: {len(fit_rows)}")
+    if needs in ("labels", "both", "unlabelled") and n_fit < 2:
+        raise InvalidInputError(f"too few rows to fit {method!r}: {n_fit}")
     P, y = items.P[fit_rows], None if items.y is None else items.y[fit_rows]
-    fitted_ids: Sequence[str] = (
-        items.ids[fit_rows]  # one byte array, not a string per row
-        if isinstance(items.ids, IdColumn)
-        else [items.ids[i] for i in fit_rows]
-    )
+    labels, ids = items.labels, items.ids
+    signals = row_signals(items, fit_rows) if method == "auto" else {}
+    del items  # its copy of every row's label (the ids and P are the file's own)
+
+    def fitted_ids() -> Sequence[str]:  # made after the fit, so not held during it
+        if isinstance(ids, IdColumn):
+            return ids[fit_rows]  # one byte array, not a string per row
+        return list(compress(ids, fit_rows))
+
     n_probes = 0
     if needs in ("probes", "both"):
         probes = _probe_rows(predictions)
@@ -185,28 +208,29 @@ def fit_calibrator(
         )
         contextual.fit(probes.P)
         if needs == "probes":
-            return CalibratorRecord(method, contextual, items.labels, [], n_probes)
+            return CalibratorRecord(method, contextual, labels, [], n_probes)
         chain = cal.CalibratorChain([FrozenEstimator(contextual), cal.TemperatureScaling()])
-        return CalibratorRecord(method, chain.fit(P, y), items.labels, fitted_ids, n_probes)
+        return CalibratorRecord(method, chain.fit(P, y), labels, fitted_ids(), n_probes)
     estimator = ESTIMATORS[method]()
     if method == "auto":  # every signal the predictions carry (none: the verbalized rows alone)
-        signals = row_signals(items, fit_rows)
         if has_kind(predictions, CONTENT_FREE) and signals:
             signals[PRIOR] = _probe_rows(predictions).P.mean(axis=0)
         fit_with_signals(estimator, P, y, signals)
     else:
         estimator.fit(P, y if needs == "labels" else None)
-    return CalibratorRecord(method, estimator, items.labels, fitted_ids)
+    return CalibratorRecord(method, estimator, labels, fitted_ids())
 
 
-def row_signals(arrays: PredictionArrays, rows: np.ndarray | None = None) -> dict[str, Any]:
-    """The per-row signals besides ``P`` that the predictions carry, for ``rows`` (default all).
+def row_signals(arrays: PredictionArrays, rows: np.ndarray | slice | None = None) -> dict[str, Any]:
+    """The per-row signals besides ``P`` that the predictions carry, for ``rows`` (default all;
+    row numbers or a mask).
 
     ``token_probs`` (a NaN row where a reply had none) and ``sample_spread``
     (:func:`~verbcal.calibrators.multisignal.sample_spread`, NaN with one sample);
     a signal no row carries is left out.
     """
-    rows = np.arange(len(arrays.ids)) if rows is None else rows
+    if rows is None:
+        rows = slice(None)  # every row, without row numbers
     signals: dict[str, Any] = {}
     if arrays.token_probs is not None:
         signals[TOKEN_PROBS] = arrays.token_probs[rows]

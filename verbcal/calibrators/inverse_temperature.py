@@ -127,34 +127,15 @@ def fit_smoothed_inverse_temperature(
     """
     for eps in eps_grid:
         check_log_defined(P, eps)
-    Pt = class_major(P)
-    top = Pt.max(axis=0)
-    gold_p = P[np.arange(len(y)), y]
+    n, k = P.shape
+    # Memory: one (K, n) array of logits at a time (float32 for the search, then
+    # float64), read from P chunk by chunk, and four length-n vectors besides
+    # Newton's; each smoothing's vectors overwrite the previous one's.
+    top = P.max(axis=1)
+    gold_p = P[np.arange(n), y]
+    log_top = np.empty(n)  # log(max(P) + eps) per item, for the smoothing in use
+    gold = np.empty(n)  # the gold class's shifted logit, for the same smoothing
 
-    def shifted_logits(Pt: np.ndarray, eps: float, out: np.ndarray) -> np.ndarray:
-        """``log(P + eps) - log(max(P) + eps)`` per item: each item's largest is 0."""
-        shift = log_top(eps).astype(out.dtype)
-        for start in range(0, Pt.shape[1], CHUNK_ITEMS):  # chunks stay in cache
-            part = slice(start, start + CHUNK_ITEMS)
-            chunk = np.add(Pt[:, part], eps, out=out[:, part])
-            with np.errstate(divide="ignore"):
-                np.log(chunk, out=chunk)
-            chunk -= shift[part]
-        return out
-
-    def gold_logits(eps: float) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            return np.log(gold_p + eps) - log_top(eps)
-
-    logs_of_top: dict[float, np.ndarray] = {}
-
-    def log_top(eps: float) -> np.ndarray:
-        """``log(max(P) + eps)`` per item, computed once per smoothing."""
-        if eps not in logs_of_top:
-            logs_of_top[eps] = np.log(top + eps)
-        return logs_of_top[eps]
-
-    n = len(y)
     weight = 0.0 if prior_scale is None else 1.0 / (prior_scale**2 * n)
     middle = float(np.mean(np.log10(np.maximum(eps_grid, 1e-12))))
 
@@ -168,25 +149,56 @@ def fit_smoothed_inverse_temperature(
     else:
         # The search runs on float32 logits; each smoothing starts from the previous
         # one's fit (the best beta grows smoothly with eps).
-        search = Pt.astype(np.float32)
-        Zt = np.empty_like(search)
+        Zt = np.empty((k, n), dtype=np.float32)
         fits = []
         beta, curvature = None, np.nan
         for eps in eps_grid:
+            gold_logits = _smoothing(eps, top, gold_p, log_top, gold)
             beta, objective, curvature = _newton(
-                shifted_logits(search, eps, Zt),
-                gold_logits(eps),
+                _shifted_logits(P, eps, log_top, Zt),
+                gold_logits,
                 beta,
                 curvature,
                 prior_weight=weight,
             )
             fits.append((objective + eps_penalty(eps), eps, beta))
-        del search, Zt
+        del Zt
         _, eps, beta = min(fits)
-    beta, objective, _ = _newton(
-        shifted_logits(Pt, eps, Pt), gold_logits(eps), beta, subsample=False, prior_weight=weight
-    )
+    gold_logits = _smoothing(eps, top, gold_p, log_top, gold)
+    del top, gold_p
+    Zt = _shifted_logits(P, eps, log_top, np.empty((k, n)))
+    del log_top
+    beta, objective, _ = _newton(Zt, gold_logits, beta, subsample=False, prior_weight=weight)
     return float(objective - weight * np.log(beta) ** 2 / 2), float(eps), float(beta)
+
+
+def _smoothing(
+    eps: float, top: np.ndarray, gold_p: np.ndarray, log_top: np.ndarray, gold: np.ndarray
+) -> np.ndarray:
+    """Fill ``log_top`` with ``log(top + eps)`` and ``gold`` with the gold class's shifted
+    logit ``log(gold_p + eps) - log(top + eps)``; returns ``gold``."""
+    np.log(np.add(top, eps, out=log_top), out=log_top)
+    with np.errstate(divide="ignore"):
+        np.log(np.add(gold_p, eps, out=gold), out=gold)
+    return np.subtract(gold, log_top, out=gold)
+
+
+def _shifted_logits(P: np.ndarray, eps: float, log_top: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``log(P + eps) - log(max(P) + eps)`` class-major in ``out`` (each item's largest is 0).
+
+    ``log_top`` is ``log(max(P) + eps)`` (:func:`_smoothing`). Chunks of items stay
+    in cache; ``P`` is rounded to ``out``'s dtype before ``eps`` is added, as
+    ``P.astype(out.dtype)`` would.
+    """
+    for start in range(0, P.shape[0], CHUNK_ITEMS):
+        part = slice(start, start + CHUNK_ITEMS)
+        chunk = out[:, part]
+        chunk[...] = P[part].T
+        np.add(chunk, eps, out=chunk)
+        with np.errstate(divide="ignore"):
+            np.log(chunk, out=chunk)
+        chunk -= log_top[part].astype(out.dtype)
+    return out
 
 
 def inverse_temperature_by_newton(
@@ -256,7 +268,8 @@ def _newton(
     block = min(n, CHUNK_ITEMS)
     work = np.empty((k, block), dtype=Zt.dtype)  # cache-sized scratch, reused per chunk
     square = np.empty((k, block), dtype=Zt.dtype) if exact else None
-    s0, s1, s2 = np.empty(n), np.empty(n), np.empty(n)
+    s0, s1 = np.empty(n), np.empty(n)
+    s2 = np.empty(n) if exact else None
 
     def evaluate(beta: float) -> tuple[float, float, float]:
         # Chunk by chunk, so that the exponentials are summed while still in cache:
@@ -269,17 +282,21 @@ def _newton(
             np.exp(w, out=w)
             s0[start:stop] = w.sum(axis=0)  # K terms each: float32 sums suffice
             s1[start:stop] = np.einsum("kn,kn->n", w, Z)
-            if square is not None:
+            if square is not None and s2 is not None:
                 z2 = np.multiply(Z, Z, out=square[:, : stop - start])
                 s2[start:stop] = np.einsum("kn,kn->n", w, z2)
-        mean_z = s1 / s0
+        # The per-item sums become the moments in place (no length-n temporaries).
+        mean_z = np.divide(s1, s0, out=s1)  # E_q[z] per item
+        if s2 is not None:
+            np.divide(s2, s0, out=s2)  # E_q[z^2]
+        log_sum = np.log(s0, out=s0)
         u = np.log(beta)
-        value = float(np.log(s0).mean()) - beta * mean_gold + prior_weight * u * u / 2
+        value = float(log_sum.mean()) - beta * mean_gold + prior_weight * u * u / 2
         gradient = float(mean_z.mean()) - mean_gold + prior_weight * u / beta
-        if square is None:
+        if s2 is None:
             return value, gradient, np.nan
-        variance = float((s2 / s0 - mean_z * mean_z).mean())
-        return value, gradient, variance + prior_weight * (1.0 - u) / beta**2
+        variance = np.subtract(s2, np.multiply(mean_z, mean_z, out=s0), out=s2)
+        return value, gradient, float(variance.mean()) + prior_weight * (1.0 - u) / beta**2
 
     low, high = BETA_BOUNDS
     low_known = high_known = False  # has the gradient's sign been seen at low / high?

@@ -32,8 +32,9 @@ def check_log_defined(P: np.ndarray, eps: float) -> None:
 def log_smoothed(P: np.ndarray, eps: float) -> np.ndarray:
     """Estimated logits ``log(P + eps)`` of checked rows (defined up to a constant per row)."""
     check_log_defined(P, eps)
+    Z = np.add(P, eps)
     with np.errstate(divide="ignore"):
-        return np.log(P + eps)
+        return np.log(Z, out=Z)  # in place: one array of P's size, not two
 
 
 def softmax(Z, axis: int = -1) -> np.ndarray:

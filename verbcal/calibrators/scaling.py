@@ -20,6 +20,14 @@ from verbcal.errors import InvalidInputError
 from verbcal.validation import Constraint, Interval, Options
 
 
+def _softmax_rows(Z: np.ndarray) -> np.ndarray:
+    """``scipy.special.softmax(Z, axis=1)``, the same numbers, computed in ``Z``'s own memory."""
+    Z -= Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=1, keepdims=True)
+    return Z
+
+
 class TemperatureScaling(BaseCalibrator):
     """Temperature scaling of estimated logits (Wang et al. 2024, invert softmax).
 
@@ -83,7 +91,9 @@ class TemperatureScaling(BaseCalibrator):
         self.temperature_ = 1.0 / beta
 
     def _predict_proba(self, P):
-        return softmax(log_smoothed(P, self.eps_) / self.temperature_, axis=1)
+        Z = log_smoothed(P, self.eps_)
+        Z /= self.temperature_
+        return _softmax_rows(Z)
 
 
 class NaiveTemperatureScaling(BaseCalibrator):
@@ -124,7 +134,9 @@ class NaiveTemperatureScaling(BaseCalibrator):
 
 def _divide_by_prior(P: np.ndarray, prior: np.ndarray, eps: float) -> np.ndarray:
     """``softmax(log(P + eps) - log(prior + eps))``: remove a class prior in logit space."""
-    return softmax(log_smoothed(P, eps) - log_smoothed(prior, eps), axis=1)
+    Z = log_smoothed(P, eps)
+    Z -= log_smoothed(prior, eps)
+    return _softmax_rows(Z)
 
 
 def _project_to_simplex(V: np.ndarray) -> np.ndarray:
@@ -360,7 +372,10 @@ class VectorScaling(BaseCalibrator):
         self.coef_ = np.diag(W).copy()
 
     def _predict_proba(self, P):
-        return softmax(log_smoothed(P, self.eps_) * self.coef_ + self.intercept_, axis=1)
+        Z = log_smoothed(P, self.eps_)
+        Z *= self.coef_
+        Z += self.intercept_
+        return _softmax_rows(Z)
 
 
 class MatrixScaling(BaseCalibrator):
@@ -416,7 +431,9 @@ class MatrixScaling(BaseCalibrator):
         )
 
     def _predict_proba(self, P):
-        return softmax(log_smoothed(P, self.eps_) @ self.coef_.T + self.intercept_, axis=1)
+        Z = log_smoothed(P, self.eps_) @ self.coef_.T
+        Z += self.intercept_
+        return _softmax_rows(Z)
 
 
 class PlattScaling(BaseCalibrator):
