@@ -27,7 +27,6 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 
 from verbcal import calibrators as vc
-from verbcal.calibrators.auto import ANCHOR_ROWS
 from verbcal.metrics import ece, nll
 
 SEEDS = range(5)
@@ -143,8 +142,8 @@ def methods() -> list[tuple[str, Callable[[], object] | None]]:
         ),
         ("verbcal `AutoCalibrator`", vc.AutoCalibrator),
         (
-            f"verbcal `AutoCalibrator(anchor_rows={ANCHOR_ROWS})`",
-            lambda: vc.AutoCalibrator(anchor_rows=ANCHOR_ROWS),
+            "verbcal `AutoCalibrator(anchor_rows=0)` (pool weights as fitted)",
+            lambda: vc.AutoCalibrator(anchor_rows=0),
         ),
     ]
 

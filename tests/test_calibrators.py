@@ -653,7 +653,8 @@ def test_auto_calibrator_stack_puts_all_the_weight_on_the_true_row_whatever_the_
     y = np.repeat([0, 1], [6 * n // 10, 4 * n // 10])
     rows = {"uniform": FixedRow((0.5, 0.5)), "frequencies": FixedRow((0.6, 0.4))}
     for candidates in (list(rows.items()), list(rows.items())[::-1]):
-        auto = AutoCalibrator(candidates=candidates).fit(np.full((n, 2), 0.5), y)
+        # the weights as fitted (anchor_rows=0: no prior on equal weights)
+        auto = AutoCalibrator(candidates=candidates, anchor_rows=0).fit(np.full((n, 2), 0.5), y)
         assert auto.weights_ == {"frequencies": 1.0}
         assert isinstance(auto.best_estimator_, FixedRow)
         assert "takes all the weight" in auto.explanation_
@@ -685,6 +686,8 @@ def test_auto_calibrator_does_not_keep_a_candidate_that_gives_the_truth_probabil
     auto = AutoCalibrator(candidates=candidates).fit(P, y)
     assert auto.cv_scores_["certain"] == np.inf
     assert auto.chosen_ == chosen
+    if chosen == "uniform":  # the prior on equal weights gives it no share either
+        assert "certain" not in auto.weights_
 
 
 def test_auto_calibrator_prefers_the_right_model_and_records_failures():
