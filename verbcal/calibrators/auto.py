@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from verbcal.calibrators.base import BaseCalibrator
 from verbcal.calibrators.binning import HistogramBinning, IsotonicCalibration, ShrinkageBinning
 from verbcal.calibrators.multisignal import (
+    SIGNAL_PARAMETERS,
     TOKEN_PROBS,
     MultiSignalCalibrator,
     SignalsMixin,
@@ -493,7 +494,8 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
 
         The verbalized candidates applied to the token probabilities, and
         :class:`MultiSignalCalibrator`; each needs the labelled events of
-        :func:`fitted_parameters`.
+        :func:`fitted_parameters`, and at least those of ``SIGNAL_PARAMETERS`` (2):
+        trusting another signal is itself fitted.
         """
         extra: dict[str, BaseCalibrator] = {}
         if TOKEN_PROBS in signals:
@@ -503,7 +505,8 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         k, events = P.shape[1], labelled_events(P, y)
         kept = {}
         for name, calibrator in extra.items():
-            needed = EVENTS_PER_PARAMETER * fitted_parameters(calibrator, k)
+            parameters = max(SIGNAL_PARAMETERS, fitted_parameters(calibrator, k))
+            needed = EVENTS_PER_PARAMETER * parameters
             if events >= needed:
                 kept[name] = calibrator
             else:

@@ -17,13 +17,21 @@ monotone basis that lets the map bend; ``P`` stands in for ``T`` on rows
 without it). The weights are pulled toward a two-weight temperature fit of
 the two logits (``w_v``, ``w_t``; every other weight and ``b`` at 0) by an L2
 penalty on standardised features, whose strength is chosen by cross-validation
-among :data:`PENALTIES`, infinity (exactly that anchor) included: among the
-strengths whose out-of-fold NLL is within one standard error of the lowest,
-the one with the lowest out-of-fold ECE. When one signal's temperature
-scaling alone has a lower out-of-fold NLL than every strength, the stack does
-not help and that signal alone is the result. :func:`signals_help` is the check
+among :data:`PENALTIES`, infinity (exactly that anchor) included, and each
+signal's temperature scaling alone is a choice too. By default
+(``rule="pool"``) the result is the linear pool of the choices, with weights
+maximising the likelihood of their out-of-fold rows (:func:`mixture_weights`):
+on a hundred rows, picking one choice (``rule="choose"``: among the strengths
+whose out-of-fold NLL is within one standard error of the lowest, the one with
+the lowest out-of-fold ECE; one signal alone when it has the lowest NLL)
+flipped between signals from split to split. A final shrinkage binning of the
+pool's rows (:class:`ShrinkageBinning` on a few quantile bins, fitted on the
+out-of-fold rows: cross-fitted) or none is chosen by the same
+ECE-within-one-SE rule, by cross-validation on those rows; binning coarsens the
+rows, which a binned ECE rewards. :func:`signals_help` is the check
 :class:`~verbcal.calibrators.AutoCalibrator` makes before pooling candidates
-that use other signals.
+that use other signals, and :data:`SIGNAL_PARAMETERS` the labelled events it
+asks for.
 """
 
 from __future__ import annotations
@@ -39,17 +47,21 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from verbcal.calibrators.base import BaseCalibrator, check_fitted
+from verbcal.calibrators.binning import ShrinkageBinning
 from verbcal.calibrators.logits import log_smoothed
 from verbcal.calibrators.scaling import TemperatureScaling
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.metrics import ece
-from verbcal.validation import Constraint, Interval
+from verbcal.validation import Constraint, Interval, Options
 
 __all__ = [
+    "BINNING_BINS",
+    "MIN_POOL_WEIGHT",
     "PENALTIES",
     "PRIOR",
     "ROW_SIGNALS",
     "SAMPLE_SPREAD",
+    "SIGNAL_PARAMETERS",
     "TOKEN_BASIS",
     "TOKEN_PROBS",
     "VERBAL_BASIS",
@@ -93,6 +105,19 @@ VERBAL_BASIS = (0.03, 0.1, 1.0)
 #: The same for the token probabilities, whose information sits in how close the chosen
 #: label is to 1 (1 - 1e-3, 1 - 1e-6, 1 - 1e-12…): smoothings down to 1e-8 keep it apart.
 TOKEN_BASIS = (1e-8, 1e-6, 1e-2, 0.1, 1.0)
+
+#: Parameters a calibrator using signals besides the verbalized one fits at least: how
+#: much to trust each signal (the two weights of the anchor below, or a pool's weights on
+#: verbalized and other candidates). :class:`~verbcal.calibrators.AutoCalibrator` asks
+#: each of its candidates using other signals for the labelled events of that many
+#: parameters (10 each): on fewer, the verbalized candidates alone are compared.
+SIGNAL_PARAMETERS = 2
+
+#: Quantile bins compared (with no binning) for the final binning step.
+BINNING_BINS = (3, 5, 10, 20, 30)
+
+#: Members of the pool of choices below this weight are dropped.
+MIN_POOL_WEIGHT = 1e-3
 
 #: L2 strength of the anchor's two weights around the average of the two temperatures.
 ANCHOR_PENALTY = 1.0
@@ -260,11 +285,17 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
         L2 strengths (on standardised features) compared by ``cv``-fold
         cross-validation.
     single_signals : bool, default True
-        Compare each signal's temperature scaling alone too (the fallback when
-        cross-validation says the stack does not help).
+        Compare each signal's temperature scaling alone too (a member of the
+        pool, or the fallback when cross-validation says the stack does not help).
     cv : int, default 5
     random_state : int, default 0
     renormalize : bool, default False
+    binning : bool, default True
+        End with a shrinkage binning of the rows, or none, chosen by
+        cross-validation (``binning_choice_``).
+    rule : {"pool", "choose"}, default "pool"
+        Pool the choices (penalties, signals alone) with weights fitted on
+        their out-of-fold rows, or keep one (``choice_``).
 
     Attributes
     ----------
@@ -272,12 +303,24 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
         The per-row signals ``predict_proba`` needs.
     features_ : list of str
         Names of the weights in ``coef_``.
+    weights_ : dict of str to float
+        Weight of each choice kept in the pool (one choice with weight 1 for
+        ``rule="choose"``).
+    members_ : list of (ndarray, ndarray)
+        Weights of the raw features and class biases of each choice in ``weights_``.
     coef_ : ndarray
-        The weights of the raw features; ``intercept_`` the class biases.
+        The weights of the raw features of ``choice_``; ``intercept_`` its class biases.
+    binning_ : ShrinkageBinning or None
+        The final binning (None: none), fitted on the out-of-fold rows.
+    binning_choice_ : str
+        ``"none"`` or the number of bins (``"5 bins"``).
+    binning_cv_nll_, binning_cv_ece_ : dict of str to float
+        Cross-validated NLL and ECE of each binning choice.
     anchor_ : ndarray
         The weights shrunk toward (verbalized-only temperature scaling).
     choice_ : str
-        What cross-validation chose: one signal's temperature scaling alone
+        The pool's member with the most weight, or (``rule="choose"``) what
+        cross-validation chose: one signal's temperature scaling alone
         (``"verbalized alone"``, ``"token_probs alone"``) when it has the
         lowest cross-validated NLL, else a penalty (its ``repr``): the lowest
         cross-validated ECE among those within one standard error of the
@@ -306,18 +349,29 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         **BaseCalibrator._parameter_constraints,
         "single_signals": [bool],
+        "binning": [bool],
+        "rule": [Options(("pool", "choose"))],
         "cv": [Interval("integer", 2, None)],
         "random_state": [Interval("integer", 0, None)],
     }
 
     def __init__(
-        self, penalties=PENALTIES, single_signals=True, cv=5, random_state=0, renormalize=False
+        self,
+        penalties=PENALTIES,
+        single_signals=True,
+        cv=5,
+        random_state=0,
+        renormalize=False,
+        binning=True,
+        rule="pool",
     ):
         self.penalties = penalties
         self.single_signals = single_signals
         self.cv = cv
         self.random_state = random_state
         self.renormalize = renormalize
+        self.binning = binning
+        self.rule = rule
 
     # -- model ---------------------------------------------------------------------------
 
@@ -372,17 +426,71 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
         scales = _feature_scales(F, fixed=len(self.features_) - self._n_basis())
         F = F / scales[:, None, None]
         anchor = self.anchor_ * scales
-        self.cv_nll_, self.cv_ece_, losses = self._cross_validate(
+        self.cv_nll_, self.cv_ece_, losses, oof = self._cross_validate(
             F, P, tokens, y, penalties, scales
         )
-        self.choice_ = _choose(self.cv_nll_, self.cv_ece_, losses)
-        if self.choice_ in singles:  # one signal alone: its temperature scaling
-            self.penalty_ = np.inf
-            self.coef_, self.intercept_ = singles[self.choice_], np.zeros(P.shape[1])
-            return
-        self.penalty_ = float(self.choice_)
-        coef, self.intercept_ = _fit_weights(F, y, anchor, self.penalty_)
-        self.coef_ = coef / scales
+        if self.rule == "pool":
+            names = list(oof)
+            rows = np.arange(len(y))
+            weights = mixture_weights(np.column_stack([oof[c][rows, y] for c in names]))
+            kept = [(c, w) for c, w in zip(names, weights, strict=True) if w >= MIN_POOL_WEIGHT]
+            total = sum(w for _, w in kept)
+            self.weights_ = {c: float(w / total) for c, w in kept}
+        else:
+            self.weights_ = {_choose(self.cv_nll_, self.cv_ece_, losses): 1.0}
+        self.choice_ = max(self.weights_, key=self.weights_.__getitem__)
+        self.members_ = []
+        for choice in self.weights_:
+            if choice in singles:  # one signal alone: its temperature scaling
+                self.members_.append((singles[choice], np.zeros(P.shape[1])))
+            else:
+                coef, intercept = _fit_weights(F, y, anchor, float(choice))
+                self.members_.append((coef / scales, intercept))
+        self.coef_, self.intercept_ = self.members_[list(self.weights_).index(self.choice_)]
+        self.penalty_ = np.inf if self.choice_ in singles else float(self.choice_)
+        self.binning_, self.binning_choice_ = None, "none"
+        self.binning_cv_nll_, self.binning_cv_ece_ = {}, {}
+        if self.binning:  # cross-fitted: on the out-of-fold rows of the result
+            pooled = np.zeros(P.shape)
+            for choice, weight in self.weights_.items():
+                pooled += weight * oof[choice]
+            self.binning_choice_, self.binning_ = self._fit_binning(pooled, y)
+
+    def _fit_binning(self, Q: np.ndarray, y: np.ndarray) -> tuple[str, ShrinkageBinning | None]:
+        """The final binning of the out-of-fold rows ``Q`` (or none), chosen by cross-validation.
+
+        Each :data:`BINNING_BINS` count of quantile bins (shrinkage toward the
+        rows themselves, strength by leave-one-out, :class:`ShrinkageBinning`)
+        and no binning at all are scored out of fold; the choice follows the
+        rule of the penalties: the lowest out-of-fold ECE among those within one
+        standard error of the lowest out-of-fold NLL.
+        """
+        candidates: dict[str, ShrinkageBinning | None] = {"none": None}
+        for bins in BINNING_BINS:
+            candidates[f"{bins} bins"] = ShrinkageBinning(
+                prior_strength="auto", max_bins=bins, temperature_prior_scale=ANCHOR_PRIOR_SCALE
+            )
+        oof = {name: Q.copy() for name in candidates}
+        for train, test in self._splits(y):
+            if len(np.unique(y[train])) < 2:
+                continue
+            for name, binning in candidates.items():
+                if binning is not None:
+                    oof[name][test] = clone(binning).fit(Q[train], y[train]).predict_proba(Q[test])
+        rows = np.arange(len(y))
+        with np.errstate(divide="ignore"):
+            losses = {name: -np.log(R[rows, y]) for name, R in oof.items()}
+        self.binning_cv_nll_ = {name: float(loss.mean()) for name, loss in losses.items()}
+        self.binning_cv_ece_ = {name: ece(R, y) for name, R in oof.items()}
+        choice = _one_se_lowest_ece(self.binning_cv_nll_, self.binning_cv_ece_, losses)
+        binning = candidates[choice]
+        return choice, None if binning is None else clone(binning).fit(Q, y)
+
+    def _splits(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The cross-validation folds (stratified when every class fills them)."""
+        n_folds = min(self.cv, max(2, int(np.bincount(y).max())))
+        splitter = StratifiedKFold if np.bincount(y)[np.bincount(y) > 0].min() >= n_folds else KFold
+        return list(splitter(n_folds, shuffle=True, random_state=self.random_state).split(y, y))
 
     def _n_basis(self) -> int:
         return len(VERBAL_BASIS) + (len(TOKEN_BASIS) if TOKEN_PROBS in self.signals_ else 0)
@@ -430,11 +538,9 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
         y: np.ndarray,
         penalties: tuple[float, ...],
         scales: np.ndarray,
-    ) -> tuple[dict[str, float], dict[str, float], dict[str, np.ndarray]]:
-        """Out-of-fold NLL and ECE of each penalty and single signal, and its per-row losses."""
-        n_folds = min(self.cv, max(2, int(np.bincount(y).max())))
-        splitter = StratifiedKFold if np.bincount(y)[np.bincount(y) > 0].min() >= n_folds else KFold
-        folds = splitter(n_folds, shuffle=True, random_state=self.random_state).split(y, y)
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Out-of-fold NLL, ECE, per-row losses and rows of each penalty and single signal."""
+        folds = self._splits(y)
         choices = [repr(p) for p in penalties]
         if self.single_signals:
             choices += [VERBAL_ALONE] if tokens is None else [VERBAL_ALONE, TOKEN_ALONE]
@@ -458,7 +564,7 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
             losses = {p: -np.log(Q[rows_, y]) for p, Q in oof.items()}
         nlls = {p: float(loss.mean()) for p, loss in losses.items()}
         eces = {p: ece(Q, y) for p, Q in oof.items()}
-        return nlls, eces, losses
+        return nlls, eces, losses, oof
 
     def _predict_proba(self, P):
         signals = check_signals(self.given_signals(), len(P), P.shape[1], fitting=False)
@@ -469,9 +575,16 @@ class MultiSignalCalibrator(SignalsMixin, BaseCalibrator):
                     f"this calibrator was fitted with the signal {name!r}, which these "
                     f"predictions lack ({how}, or fit a calibrator without it)"
                 )
+        Q = self._stack_proba(P, signals)
+        return Q if self.binning_ is None else self.binning_.predict_proba(Q)
+
+    def _stack_proba(self, P: np.ndarray, signals: dict[str, np.ndarray]) -> np.ndarray:
+        """The multinomial model's rows, before the final binning."""
         F = np.stack(self._features(P, signals))
-        Z = np.tensordot(self.coef_, F, axes=1) + self.intercept_
-        return np.exp(log_softmax(Z, axis=1))
+        out = np.zeros(P.shape)
+        for w, (coef, intercept) in zip(self.weights_.values(), self.members_, strict=True):
+            out += w * np.exp(log_softmax(np.tensordot(coef, F, axes=1) + intercept, axis=1))
+        return out
 
 
 class TokenProbsCalibrator(SignalsMixin, BaseCalibrator):
@@ -589,6 +702,22 @@ def _choose(
         if diff.mean() <= diff.std() / np.sqrt(len(diff)):
             near.append(choice)
     return min(near or [best], key=lambda c: (eces[c], -strength(c)))
+
+
+def _one_se_lowest_ece(
+    nlls: Mapping[str, float], eces: Mapping[str, float], losses: Mapping[str, np.ndarray]
+) -> str:
+    """The lowest ECE among the choices within one standard error of the lowest NLL.
+
+    Ties go to the first choice in order.
+    """
+    best = min(nlls, key=nlls.__getitem__)
+    near = []
+    for choice in nlls:
+        diff = losses[choice] - losses[best]
+        if np.all(np.isfinite(diff)) and diff.mean() <= diff.std() / np.sqrt(len(diff)):
+            near.append(choice)
+    return min(near or [best], key=eces.__getitem__)
 
 
 def signals_help(
