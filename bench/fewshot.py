@@ -11,15 +11,18 @@ its own content-free probes. Then, on the same held-out half of the reviews,
 prints accuracy, ECE and NLL with 95% bootstrap intervals: raw, after contextual
 calibration (fitted on that way's probes) and after the automatic calibrator
 (fitted on the other half). Run it alone on the machine (see bench/live.py).
+``--replay`` re-scores the answers of an earlier run from the bench's response
+cache, with no server (to re-measure after a calibrator changes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from importlib import resources
 
-from live import ask, bench_cache, load_line, local_server
+from live import ask, bench_cache, load_line, local_server, replay_server
 
 from verbcal.data import DEMO_LABELS
 from verbcal.demo import DEMO_PORT, demo_items, load_recording_into
@@ -36,6 +39,11 @@ def main() -> None:
     parser.add_argument("--random-probes", type=int, default=5)
     parser.add_argument("--model", default="qwen")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="answers from the bench's response cache only, no server (a missing one fails)",
+    )
     args = parser.parse_args()
     pool = demo_items()
     items = pool[:: max(1, len(pool) // args.n)][: args.n]
@@ -60,9 +68,14 @@ def main() -> None:
     cache = bench_cache(f"fewshot-{args.model}")
     if args.model == "qwen":
         load_recording_into(cache)
-    with local_server(args.model, port=DEMO_PORT) as server:
+    if args.replay:
+        serving = contextlib.nullcontext(replay_server(args.model, port=DEMO_PORT))
+    else:
+        serving = local_server(args.model, port=DEMO_PORT)
+    with serving as server:
         for way, template in ways.items():
             predictions, seconds = ask(server, items, labels, template=template, cache=cache)
+            timing = "replayed" if args.replay else f"{seconds:.2f} s/request"
             more, _ = ask(server, probes, labels, template=template, kind=CONTENT_FREE, cache=cache)
             predictions += more
             auto = fit_calibrator(predictions, "auto", holdout=0.5, seed=0)
@@ -71,10 +84,11 @@ def main() -> None:
             assert rows.y is not None
             parsed = sum(p.probs is not None for p in predictions if p.kind == "item")
             print(
-                f"\n{way}: {seconds:.2f} s/request, {parsed}/{len(items)} parsed, "
+                f"\n{way}: {timing}, {parsed}/{len(items)} parsed, "
                 f"held-out {len(rows.y)}; {load_line()}"
             )
-            results[way] = {"seconds_per_request": seconds, "parsed": parsed}
+            per_request = None if args.replay else seconds
+            results[way] = {"seconds_per_request": per_request, "parsed": parsed}
             for name, P in (
                 ("raw", rows.P),
                 ("contextual", contextual.calibrator.predict_proba(rows.P)),
@@ -93,6 +107,8 @@ def main() -> None:
                 f"{len(items)} demo reviews, {len(probes)} probes per way, model {args.model}, "
                 f"k={args.k}; held-out half scored; {load_line()} at the end"
             )
+            if args.replay:
+                note += "; replayed from the bench's response cache (no server)"
             json.dump({"ways": results, "note": note}, handle, indent=1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ from verbcal.elicit.backend import OpenAIBackend
 from verbcal.elicit.cache import ResponseCache
 from verbcal.elicit.elicitor import Elicitor
 from verbcal.elicit.local_models import QWEN_1_5B, find_model, models_folder
-from verbcal.elicit.local_server import LocalLlamaServer
+from verbcal.elicit.local_server import SMOLLM2_ALIAS, LocalLlamaServer
 from verbcal.predictions import ITEM, Item, Prediction
 
 BENCH = Path(__file__).resolve().parent
@@ -40,8 +41,27 @@ def local_server(model: str = "qwen", port: int | None = None) -> Iterator[Local
         yield server
 
 
+@dataclasses.dataclass(frozen=True)
+class Replay:
+    """Stands in for a started server when every answer is already in the bench's cache.
+
+    Same model name and base URL as the server on ``port`` (both are part of each cache
+    key), so the requests hit the cache; one that misses finds no server and the run
+    stops with the endpoint's error instead of asking anything.
+    """
+
+    model: str
+    base_url: str
+
+
+def replay_server(model: str = "qwen", port: int = 0) -> Replay:
+    """A :class:`Replay` for :func:`local_server` ``(model, port)``; no weights needed."""
+    name = QWEN_1_5B.alias if model == "qwen" else SMOLLM2_ALIAS
+    return Replay(name, f"http://{LocalLlamaServer.host}:{port}/v1")
+
+
 def ask(
-    server: LocalLlamaServer,
+    server: LocalLlamaServer | Replay,
     items: Sequence[Item],
     labels: Sequence[str],
     *,
