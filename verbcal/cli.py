@@ -347,17 +347,18 @@ def _run_fit(args: argparse.Namespace) -> int:
     from verbcal.predictions import ITEM
     from verbcal.workflow import METHODS, fit_calibrator
 
-    predictions = read_compact(args.preds)
-    record = fit_calibrator(predictions, args.method, holdout=args.holdout, seed=args.seed)
+    read = [read_compact(args.preds)]
+    labelled = METHODS[args.method][0] in ("labels", "both")
+    left_out = arrays_of(read[0], kind=ITEM).n_unlabelled if labelled else 0
+    # fit_calibrator holds the only reference: the columns are freed once it has read them
+    record = fit_calibrator(read.pop(), args.method, holdout=args.holdout, seed=args.seed)
     save_calibrator(args.out, record)
     explanation = getattr(record.calibrator, "explanation_", "")
-    labelled = METHODS[args.method][0] in ("labels", "both")
     print(
         f"fitted {args.method} on {len(record.fitted_ids)} {'labelled ' if labelled else ''}rows",
         end="",
     )
     print(f" and {record.n_probes} content-free probes" if record.n_probes else "")
-    left_out = arrays_of(predictions, kind=ITEM).n_unlabelled if labelled else 0
     if left_out:
         print(
             f"left out {left_out} rows without a gold label (they stay usable by threshold "
@@ -525,6 +526,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         if isinstance(predictions, PredictionColumns)
         else sum(bool(p.suspect) for p in predictions if p.kind == ITEM),
     }
+    del predictions  # rows holds copies of what is left to use: the file's columns can go
     result["before"] = evaluate(rows.P, rows.y, n_boot=args.n_boot).to_json()
     sides = {"y": rows.y, "before": rows.P}
     if record is not None:

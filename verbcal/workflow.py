@@ -193,15 +193,19 @@ def fit_calibrator(
     labels, ids = items.labels, items.ids
     signals = row_signals(items, fit_rows) if method == "auto" else {}
     del items  # its copy of every row's label (the ids and P are the file's own)
+    probes = _probe_rows(predictions) if needs in ("probes", "both") else None
+    if method == "auto" and signals and has_kind(predictions, CONTENT_FREE):
+        signals[PRIOR] = _probe_rows(predictions).P.mean(axis=0)
+    # Nothing else is read from the predictions: a caller that passes the only reference
+    # (as ``verbcal fit`` does) has the file's columns freed here, all but the ids.
+    del predictions
 
     def fitted_ids() -> Sequence[str]:  # made after the fit, so not held during it
         if isinstance(ids, IdColumn):
             return ids[fit_rows]  # one byte array, not a string per row
         return list(compress(ids, fit_rows))
 
-    n_probes = 0
-    if needs in ("probes", "both"):
-        probes = _probe_rows(predictions)
+    if probes is not None:
         n_probes = len(probes.P)
         contextual = cal.ContextualCalibration(
             mode="bias" if method == "contextual-bias" else "diagonal"
@@ -213,8 +217,6 @@ def fit_calibrator(
         return CalibratorRecord(method, chain.fit(P, y), labels, fitted_ids(), n_probes)
     estimator = ESTIMATORS[method]()
     if method == "auto":  # every signal the predictions carry (none: the verbalized rows alone)
-        if has_kind(predictions, CONTENT_FREE) and signals:
-            signals[PRIOR] = _probe_rows(predictions).P.mean(axis=0)
         fit_with_signals(estimator, P, y, signals)
     else:
         estimator.fit(P, y if needs == "labels" else None)
@@ -240,7 +242,7 @@ def row_signals(arrays: PredictionArrays, rows: np.ndarray | slice | None = None
 
 
 #: Rows calibrated at a time by :func:`calibrate` (bounds the calibrators' temporaries).
-CALIBRATE_CHUNK = 1 << 16
+CALIBRATE_CHUNK = 1 << 14
 
 
 def calibrate(record: CalibratorRecord, arrays: PredictionArrays) -> np.ndarray:

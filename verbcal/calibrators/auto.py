@@ -76,6 +76,10 @@ LARGE_ROWS = 50_000
 #: Candidates whose pooled weight is below this are dropped before the refit.
 MIN_WEIGHT = 1e-3
 
+#: Rows at a time in :func:`pool_weights`' gradient and in out-of-fold predictions
+#: (bounds their temporaries; the numbers are those of one pass).
+POOL_CHUNK = 1 << 14
+
 
 class CalibratorChain(BaseCalibrator):
     """Calibrators applied one after the other: each is fitted on the previous one's output.
@@ -226,11 +230,25 @@ def pool_weights(gold: np.ndarray) -> np.ndarray:
     [0.417, 0.583]
     """
     n, m = gold.shape
-    gold = np.maximum(gold, 1e-300)
+    if not (gold >= 1e-300).all():  # a copy only when some probability needs the floor
+        gold = np.maximum(gold, 1e-300)
+    block = np.empty((min(n, POOL_CHUNK) + 1, m))
 
     def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
         mixed = np.maximum(gold @ w, 1e-300)
-        return -float(np.log(mixed).mean()), -(gold / mixed[:, None]).mean(axis=0)
+        # (gold / mixed[:, None]).mean(axis=0) without its (n, m) temporary: numpy sums
+        # axis 0 row after row, so carrying the running sum from block to block gives
+        # the same numbers.
+        total = None
+        for start in range(0, n, POOL_CHUNK):
+            stop = min(start + POOL_CHUNK, n)
+            rows = block[: stop - start + (total is not None)]
+            quotients = rows[1:] if total is not None else rows
+            np.divide(gold[start:stop], mixed[start:stop, None], out=quotients)
+            if total is not None:
+                rows[0] = total
+            total = np.add.reduce(rows, axis=0)
+        return -float(np.log(mixed).mean()), -(total / n)
 
     with threadpool_limits(limits=1, user_api="blas"):
         result = minimize(
@@ -244,6 +262,43 @@ def pool_weights(gold: np.ndarray) -> np.ndarray:
         )
     weights = np.clip(result.x, 0.0, None)
     return weights / weights.sum()
+
+
+class _Codes:
+    """A float64 vector of few distinct values kept as one byte per row: ``values[codes]``.
+
+    Lossless (``np.asarray`` gives the vector back, bit for bit). Out-of-fold
+    probabilities of coarse stated values take a few distinct values per fold.
+    """
+
+    __slots__ = ("codes", "values")
+
+    def __init__(self, values: np.ndarray, codes: np.ndarray) -> None:
+        self.values, self.codes = values, codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.values[self.codes]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _compact(column: np.ndarray) -> np.ndarray | _Codes:
+    """``column`` as :class:`_Codes` when it holds at most 256 distinct values, else itself."""
+    values, codes = np.unique(column, return_inverse=True)
+    if len(values) > 256:
+        return column
+    return _Codes(values, codes.astype(np.uint8))
+
+
+def _pop_columns(columns: dict[str, np.ndarray | _Codes], names: list[str]) -> np.ndarray:
+    """``np.column_stack([columns[name] for name in names])``, emptying ``columns`` on the
+    way, so that the vectors and the matrix are not both held."""
+    out = np.empty((len(columns[names[0]]), len(names)))  # columns may be _Codes
+    for j, name in enumerate(names):
+        out[:, j] = columns.pop(name)
+    return out
 
 
 def anchored_weights(weights: np.ndarray, n_rows: int, anchor_rows: float) -> np.ndarray:
@@ -547,14 +602,19 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
             fitted = fit_with_signals(
                 clone(estimator), P[train], y[train], take_rows(signals, train)
             )
-            fold = np.asarray(predict_with_signals(fitted, P[test], take_rows(signals, test)))
-            if fold.shape != (len(test), P.shape[1]):
-                raise InvalidInputError(
-                    f"predict_proba returned shape {fold.shape}, expected {(len(test), P.shape[1])}"
-                )
-            if not np.isfinite(fold).all() or (fold < 0).any():
-                raise InvalidInputError("predict_proba returned NaN, infinite or negative values")
-            Q[test] = fold
+            for start in range(0, len(test), POOL_CHUNK):  # chunk-sized temporaries
+                rows = test[start : start + POOL_CHUNK]
+                fold = np.asarray(predict_with_signals(fitted, P[rows], take_rows(signals, rows)))
+                if fold.shape != (len(rows), P.shape[1]):
+                    raise InvalidInputError(
+                        f"predict_proba returned shape {fold.shape}, expected "
+                        f"{(len(rows), P.shape[1])}"
+                    )
+                if not np.isfinite(fold).all() or (fold < 0).any():
+                    raise InvalidInputError(
+                        "predict_proba returned NaN, infinite or negative values"
+                    )
+                Q[rows] = fold
         return Q
 
     def _fit(self, P, y):
@@ -563,7 +623,6 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         if signals and self.candidates is None:
             candidates.update(self._signal_candidates(candidates, signals, P, y))
         folds = self._folds(y)
-        rows = np.arange(len(y))
         gold, self.cv_scores_, self.cv_ece_, self.cv_errors_ = {}, {}, {}, {}
         for name, estimator in candidates.items():
             try:
@@ -572,10 +631,12 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
                 self.cv_scores_[name] = np.inf
                 self.cv_errors_[name] = f"{type(exc).__name__}: {exc}"
                 continue
-            gold[name] = Q[rows, y]
+            gold[name] = _compact(Q[np.arange(len(y)), y])
             with np.errstate(divide="ignore"):
                 self.cv_scores_[name] = float(-np.log(gold[name]).mean())
             self.cv_ece_[name] = ece(Q, y)
+            del Q  # before the next candidate's fit
+        del folds
         if not gold:
             raise InvalidInputError(
                 "every candidate failed in cross-validation: "
@@ -583,7 +644,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
             )
         if self.rule == "stack":
             names = list(gold)
-            weights = pool_weights(np.column_stack([gold[name] for name in names]))
+            weights = pool_weights(_pop_columns(gold, names))
             # the prior spreads weight only over candidates that never gave the truth 0
             finite = np.isfinite([self.cv_scores_[name] for name in names])
             if self.anchor_rows > 0 and weights[finite].sum() > 0:
@@ -605,7 +666,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         self.signals_ = required_signals(self.best_estimator_)
         self.explanation_ = self._explain(len(y))
 
-    def _one_se(self, gold: dict[str, np.ndarray]) -> str:
+    def _one_se(self, gold: dict[str, np.ndarray | _Codes]) -> str:
         """The first candidate whose NLL is within one standard error of the lowest."""
         with np.errstate(divide="ignore"):
             losses = {name: -np.log(g) for name, g in gold.items()}
