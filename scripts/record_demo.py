@@ -23,18 +23,17 @@ import asyncio
 import datetime
 import hashlib
 import json
-import os
 import sqlite3
-import time
 from importlib import metadata
 from pathlib import Path
+
+from local_recording import N_CTX, LocalRun, ask_local_server, stated_accuracy
 
 from verbcal.data import DEMO_LABELS
 from verbcal.demo import DEMO_PORT, ELICIT_SETTINGS, PROVENANCE, RECORDING, demo_items, elicit_demo
 from verbcal.elicit.backend import OpenAIBackend
 from verbcal.elicit.cache import ResponseCache
 from verbcal.elicit.local_models import QWEN_1_5B, fetch_model, models_folder, sha256_of
-from verbcal.elicit.local_server import LocalLlamaServer
 from verbcal.elicit.templates import load_template
 
 PORT = DEMO_PORT
@@ -100,92 +99,32 @@ def main() -> None:
 
         predictions, summary = asyncio.run(replay())
         cache.close()
-        seconds = args.seconds or 0.0
-        load_before = load_after = None
-        finish(
-            args,
-            cache_path,
-            base_url,
-            model_file,
-            digest,
-            started,
-            predictions,
-            summary,
-            seconds,
-            load_before,
-            load_after,
-            0,
-        )
+        run = LocalRun(predictions, summary, base_url, args.seconds or 0.0, 0, None)
+        finish(args, cache_path, model_file, digest, started, run)
         return
     cache_path = args.cache or models_folder() / f"recording-{recording_tag()}.db"
     cache = ResponseCache(cache_path)
     started = datetime.datetime.now(datetime.timezone.utc)
-    load_before = os.getloadavg()
-    with LocalLlamaServer(model_file, model_alias=QWEN_1_5B.alias, port=PORT, n_ctx=2048) as server:
-
-        def progress(done: int, total: int) -> None:
-            if done % 20 == 0 or done == total:
-                print(f"  {done}/{total}", flush=True)
-
-        async def run():
-            async with OpenAIBackend(
-                server.model, base_url=server.base_url, cache=cache, max_concurrency=1, timeout=300
-            ) as backend:
-                result = await elicit_demo(backend, progress=progress)
-                sent.append(backend.stats.requests_sent)
-                return result
-
-        sent: list[int] = []
-        t0 = time.perf_counter()
-        predictions, summary = asyncio.run(run())
-        seconds = time.perf_counter() - t0
-        base_url = server.base_url
-    load_after = os.getloadavg()
-    cache.close()
-    finish(
-        args,
-        cache_path,
-        base_url,
-        model_file,
-        digest,
-        started,
-        predictions,
-        summary,
-        seconds,
-        load_before,
-        load_after,
-        sum(sent),
-    )
+    try:
+        run = ask_local_server(model_file, cache, port=PORT)
+    finally:
+        cache.close()
+    finish(args, cache_path, model_file, digest, started, run)
 
 
-def finish(
-    args,
-    cache_path,
-    base_url,
-    model_file,
-    digest,
-    started,
-    predictions,
-    summary,
-    seconds,
-    load_before,
-    load_after,
-    requests_sent,
-) -> None:
+def finish(args, cache_path, model_file, digest, started, run: LocalRun) -> None:
     """Export the recording and write its provenance."""
-    print(summary, flush=True)
-    n = export(cache_path, base_url)
+    print(run.summary, flush=True)
+    n = export(cache_path, run.base_url)
     items = demo_items()
-    scored = [p for p in predictions if p.kind == "item" and p.probs is not None]
-    correct = sum(max(p.probs, key=p.probs.get) == p.label for p in scored)
     provenance = {
         "model": QWEN_1_5B.alias,
         "model_file": model_file.name,
         "model_sha256": digest,
         "model_source": QWEN_1_5B.provenance,
         "server": f"llama-cpp-python {metadata.version('llama-cpp-python')} (llama.cpp server)",
-        "server_args": {"n_ctx": 2048, "n_threads": 2},
-        "base_url": base_url,
+        "server_args": {"n_ctx": N_CTX, "n_threads": 2},
+        "base_url": run.base_url,
         "settings": ELICIT_SETTINGS,
         "reviews": len(items),
         "reviews_subset": "verbcal.demo.demo_items(): every other review of each "
@@ -193,16 +132,14 @@ def finish(
         "verbcal_version": metadata.version("verbcal"),
         "recorded": started.date().isoformat(),
         "responses": n,
-        "parsed": sum(p.probs is not None for p in predictions),
-        "accuracy": round(correct / len(items), 4),
-        "seconds": round(seconds, 1),
-        "requests_sent": requests_sent,
+        "parsed": sum(p.probs is not None for p in run.predictions),
+        "accuracy": stated_accuracy(run.predictions),
+        "seconds": round(run.seconds, 1),
+        "requests_sent": run.requests_sent,
         "seconds_note": "wall time of this run's elicitation, one request at a time, for the "
         "requests_sent answers asked in it (the others came from its cache, kept from an "
         "interrupted run); with --from-demo: the live demo's time, as given by --seconds",
-        "load_average_before_after": None
-        if load_before is None
-        else [round(load_before[0], 2), round(load_after[0], 2)],
+        "load_average_before_after": run.load_before_after,
         "command": ".venv/bin/python scripts/record_demo.py",
         "made_from": "a live `verbcal demo` run's cache (--from-demo)"
         if args.from_demo

@@ -20,26 +20,17 @@ an idle 2-core machine; ``--threads 1`` leaves a core for other work.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
-import os
-import time
 from importlib import metadata
 from pathlib import Path
 
+from local_recording import N_CTX, ask_local_server, stated_accuracy
+
 from verbcal.data import DEMO_LABELS
-from verbcal.demo import (
-    DEMO_PORT,
-    SIGNAL_SETTINGS,
-    SIGNALS,
-    SIGNALS_PROVENANCE,
-    elicit_demo,
-)
-from verbcal.elicit.backend import OpenAIBackend
+from verbcal.demo import DEMO_PORT, SIGNAL_SETTINGS, SIGNALS, SIGNALS_PROVENANCE
 from verbcal.elicit.cache import ResponseCache
 from verbcal.elicit.local_models import QWEN_1_5B, fetch_model, models_folder, sha256_of
-from verbcal.elicit.local_server import LocalLlamaServer
 from verbcal.predictions import write_predictions
 
 DATA = Path(__file__).resolve().parent.parent / "verbcal" / "data"
@@ -57,41 +48,31 @@ def main() -> None:
     digest = sha256_of(model_file)
     cache = ResponseCache(models_folder() / "signals-recording.db")
     started = datetime.datetime.now(datetime.timezone.utc)
-    load_before = os.getloadavg()[0]
-    server = LocalLlamaServer(
-        model_file, model_alias=QWEN_1_5B.alias, port=args.port, n_threads=args.threads
-    )
-    with server:
-
-        def progress(done: int, total: int) -> None:
-            if done % 10 == 0 or done == total:
-                print(f"  {done}/{total}  {time.perf_counter() - t0:.0f} s", flush=True)
-
-        async def run():
-            async with OpenAIBackend(
-                server.model, base_url=server.base_url, cache=cache, max_concurrency=1, timeout=600
-            ) as backend:
-                result = await elicit_demo(
-                    backend, progress=progress, every=args.every, settings=SIGNAL_SETTINGS
-                )
-                return result, backend.stats.requests_sent
-
-        t0 = time.perf_counter()
-        (predictions, summary), sent = asyncio.run(run())
-        seconds = time.perf_counter() - t0
-    cache.close()
-    print(summary, flush=True)
+    try:
+        run = ask_local_server(
+            model_file,
+            cache,
+            port=args.port,
+            threads=args.threads,
+            timeout=600,
+            every=args.every,
+            settings=SIGNAL_SETTINGS,
+            progress_every=10,
+        )
+    finally:
+        cache.close()
+    print(run.summary, flush=True)
+    predictions = run.predictions
     write_predictions(DATA / SIGNALS, predictions)
     items = [p for p in predictions if p.kind == "item"]
     scored = [p for p in items if p.probs is not None]
-    correct = sum(max(p.probs, key=p.probs.__getitem__) == p.label for p in scored)
     provenance = {
         "model": QWEN_1_5B.alias,
         "model_file": model_file.name,
         "model_sha256": digest,
         "model_source": QWEN_1_5B.provenance,
         "server": f"llama-cpp-python {metadata.version('llama-cpp-python')} (llama.cpp server)",
-        "server_args": {"n_ctx": 2048, "n_threads": args.threads},
+        "server_args": {"n_ctx": N_CTX, "n_threads": args.threads},
         "settings": SIGNAL_SETTINGS,
         "labels": list(DEMO_LABELS),
         "reviews": len(items),
@@ -101,10 +82,10 @@ def main() -> None:
         "recorded": started.date().isoformat(),
         "parsed": len(scored),
         "with_token_probs": sum(p.token_probs is not None for p in items),
-        "accuracy": round(correct / len(items), 4),
-        "seconds": round(seconds, 1),
-        "requests_sent": sent,
-        "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "accuracy": stated_accuracy(predictions),
+        "seconds": round(run.seconds, 1),
+        "requests_sent": run.requests_sent,
+        "load_average_before_after": run.load_before_after,
         "command": f".venv/bin/python scripts/record_signals.py --every {args.every} "
         f"--threads {args.threads}",
     }
