@@ -140,3 +140,68 @@ def test_calibrating_in_chunks_gives_the_numbers_of_one_call(monkeypatch):
     whole = auto.predict_proba(P)
     monkeypatch.setattr(workflow, "CALIBRATE_CHUNK", 256)
     np.testing.assert_array_equal(workflow.calibrate(record, rows), whole)
+
+
+# -- AutoCalibrator's memory savings change no number ----------------------------------------
+
+
+def _pool_weights_in_one_pass(gold):
+    """pool_weights as first written: the gradient from one (n, m) temporary."""
+    from scipy.optimize import minimize
+    from threadpoolctl import threadpool_limits
+
+    gold = np.maximum(gold, 1e-300)
+
+    def loss_and_grad(w):
+        mixed = np.maximum(gold @ w, 1e-300)
+        return -float(np.log(mixed).mean()), -(gold / mixed[:, None]).mean(axis=0)
+
+    m = gold.shape[1]
+    with threadpool_limits(limits=1, user_api="blas"):  # as pool_weights (threads change bits)
+        result = minimize(
+            loss_and_grad,
+            np.full(m, 1.0 / m),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * m,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+            options={"ftol": 1e-12, "maxiter": 200},
+        )
+    weights = np.clip(result.x, 0.0, None)
+    return weights / weights.sum()
+
+
+@pytest.mark.parametrize("n", [7, 1000, 40_000])
+def test_pool_weights_in_blocks_are_the_one_pass_weights(n):
+    from verbcal.calibrators.auto import pool_weights
+
+    gold = np.random.default_rng(n).beta(2, 1, size=(n, 4))
+    gold[:, 3] = gold[:, 2]  # two identical candidates: a flat direction
+    gold[0, 1] = 0.0  # a zero that needs the floor
+    np.testing.assert_array_equal(pool_weights(gold), _pool_weights_in_one_pass(gold))
+
+
+def test_auto_calibrator_in_chunks_with_compact_columns_fits_the_same_numbers(monkeypatch):
+    from verbcal.calibrators import auto as auto_module
+
+    def fitted():
+        auto = AutoCalibrator().fit(P, Y)
+        return auto.weights_, auto.cv_scores_, auto.cv_ece_, auto.predict_proba(P)
+
+    weights, scores, eces, Q = fitted()
+    monkeypatch.setattr(auto_module, "POOL_CHUNK", 100)  # out-of-fold rows and the gradient
+    monkeypatch.setattr(auto_module, "_compact", lambda column: column)  # no byte codes
+    again = fitted()
+    assert again[:3] == (weights, scores, eces)
+    np.testing.assert_array_equal(again[3], Q)
+
+
+def test_compact_columns_give_back_every_bit():
+    from verbcal.calibrators.auto import _Codes, _compact
+
+    few = np.random.default_rng(0).choice([0.1, 1 / 3, 0.7, 1e-300, 0.0], size=1000)
+    packed = _compact(few)
+    assert isinstance(packed, _Codes) and packed.codes.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(packed), few)
+    many = np.random.default_rng(1).random(1000)
+    assert _compact(many) is many
