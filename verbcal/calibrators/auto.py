@@ -549,7 +549,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
 
         The verbalized candidates applied to the token probabilities, and
         :class:`MultiSignalCalibrator`; each needs the labelled events of
-        :func:`fitted_parameters`, and at least those of ``SIGNAL_PARAMETERS`` (2):
+        :func:`fitted_parameters`, and at least those of ``SIGNAL_PARAMETERS`` (1):
         trusting another signal is itself fitted.
         """
         extra: dict[str, BaseCalibrator] = {}

@@ -107,11 +107,12 @@ VERBAL_BASIS = (0.03, 0.1, 1.0)
 TOKEN_BASIS = (1e-8, 1e-6, 1e-2, 0.1, 1.0)
 
 #: Parameters a calibrator using signals besides the verbalized one fits at least: how
-#: much to trust each signal (the two weights of the anchor below, or a pool's weights on
-#: verbalized and other candidates). :class:`~verbcal.calibrators.AutoCalibrator` asks
-#: each of its candidates using other signals for the labelled events of that many
-#: parameters (10 each): on fewer, the verbalized candidates alone are compared.
-SIGNAL_PARAMETERS = 2
+#: much to trust the other signal (a pool's share for the candidates using it; the
+#: multi-signal model's anchor fits two weights, counted by ``fitted_parameters``).
+#: :class:`~verbcal.calibrators.AutoCalibrator` asks each of its candidates using other
+#: signals for the labelled events of that many parameters at least (10 each): on fewer,
+#: the verbalized candidates alone are compared and the result is theirs exactly.
+SIGNAL_PARAMETERS = 1
 
 #: Quantile bins compared (with no binning) for the final binning step.
 BINNING_BINS = (3, 5, 10, 20, 30)
