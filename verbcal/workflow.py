@@ -189,21 +189,21 @@ def fit_calibrator(
         raise InvalidInputError(f"method {method!r} needs predictions with gold labels")
     if needs in ("labels", "both", "unlabelled") and n_fit < 2:
         raise InvalidInputError(f"too few rows to fit {method!r}: {n_fit}")
-    P, y = items.P[fit_rows], None if items.y is None else items.y[fit_rows]
+    P, y = items.P[fit_rows], None if items.y is None else _small_ints(items.y[fit_rows])
     labels, ids = items.labels, items.ids
     signals = row_signals(items, fit_rows) if method == "auto" else {}
     del items  # its copy of every row's label (the ids and P are the file's own)
     probes = _probe_rows(predictions) if needs in ("probes", "both") else None
     if method == "auto" and signals and has_kind(predictions, CONTENT_FREE):
         signals[PRIOR] = _probe_rows(predictions).P.mean(axis=0)
+    fitted_ids: Sequence[str] = (
+        ids[fit_rows]  # one byte array, not a string per row
+        if isinstance(ids, IdColumn)
+        else list(compress(ids, fit_rows))
+    )
     # Nothing else is read from the predictions: a caller that passes the only reference
-    # (as ``verbcal fit`` does) has the file's columns freed here, all but the ids.
-    del predictions
-
-    def fitted_ids() -> Sequence[str]:  # made after the fit, so not held during it
-        if isinstance(ids, IdColumn):
-            return ids[fit_rows]  # one byte array, not a string per row
-        return list(compress(ids, fit_rows))
+    # (as ``verbcal fit`` does) has the file's columns freed here.
+    del predictions, ids
 
     if probes is not None:
         n_probes = len(probes.P)
@@ -214,13 +214,19 @@ def fit_calibrator(
         if needs == "probes":
             return CalibratorRecord(method, contextual, labels, [], n_probes)
         chain = cal.CalibratorChain([FrozenEstimator(contextual), cal.TemperatureScaling()])
-        return CalibratorRecord(method, chain.fit(P, y), labels, fitted_ids(), n_probes)
+        return CalibratorRecord(method, chain.fit(P, y), labels, fitted_ids, n_probes)
     estimator = ESTIMATORS[method]()
     if method == "auto":  # every signal the predictions carry (none: the verbalized rows alone)
         fit_with_signals(estimator, P, y, signals)
     else:
         estimator.fit(P, y if needs == "labels" else None)
-    return CalibratorRecord(method, estimator, labels, fitted_ids())
+    return CalibratorRecord(method, estimator, labels, fitted_ids)
+
+
+def _small_ints(y: np.ndarray) -> np.ndarray:
+    """Class indices in the smallest integer type that holds them (a calibrator's ``fit``
+    checks them into its own int64 copy: the caller's need not be another)."""
+    return y.astype(np.min_scalar_type(int(y.max()))) if len(y) else y
 
 
 def row_signals(arrays: PredictionArrays, rows: np.ndarray | slice | None = None) -> dict[str, Any]:
