@@ -178,7 +178,11 @@ def test_pool_weights_in_blocks_are_the_one_pass_weights(n):
     gold = np.random.default_rng(n).beta(2, 1, size=(n, 4))
     gold[:, 3] = gold[:, 2]  # two identical candidates: a flat direction
     gold[0, 1] = 0.0  # a zero that needs the floor
-    np.testing.assert_array_equal(pool_weights(gold), _pool_weights_in_one_pass(gold))
+    blocks, one_pass = pool_weights(gold), _pool_weights_in_one_pass(gold)
+    # the flat direction may split its weight otherwise; the pool itself is the same
+    np.testing.assert_allclose(blocks[:2], one_pass[:2], atol=1e-9)
+    assert blocks[2] + blocks[3] == pytest.approx(one_pass[2] + one_pass[3], abs=1e-9)
+    np.testing.assert_allclose(gold @ blocks, gold @ one_pass, atol=1e-9)
 
 
 def test_auto_calibrator_in_chunks_with_compact_columns_fits_the_same_numbers(monkeypatch):
@@ -192,8 +196,9 @@ def test_auto_calibrator_in_chunks_with_compact_columns_fits_the_same_numbers(mo
     monkeypatch.setattr(auto_module, "POOL_CHUNK", 100)  # out-of-fold rows and the gradient
     monkeypatch.setattr(auto_module, "_compact", lambda column: column)  # no byte codes
     again = fitted()
-    assert again[:3] == (weights, scores, eces)
-    np.testing.assert_array_equal(again[3], Q)
+    assert again[1:3] == (scores, eces)  # the out-of-fold rows are the same, bit for bit
+    assert again[0] == pytest.approx(weights, abs=1e-9)  # the gradient summed in other blocks
+    np.testing.assert_allclose(again[3], Q, atol=1e-9)
 
 
 def test_compact_columns_give_back_every_bit():

@@ -232,23 +232,15 @@ def pool_weights(gold: np.ndarray) -> np.ndarray:
     n, m = gold.shape
     if not (gold >= 1e-300).all():  # a copy only when some probability needs the floor
         gold = np.maximum(gold, 1e-300)
-    block = np.empty((min(n, POOL_CHUNK) + 1, m))
 
     def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
         mixed = np.maximum(gold @ w, 1e-300)
-        # (gold / mixed[:, None]).mean(axis=0) without its (n, m) temporary: numpy sums
-        # axis 0 row after row, so carrying the running sum from block to block gives
-        # the same numbers.
-        total = None
-        for start in range(0, n, POOL_CHUNK):
-            stop = min(start + POOL_CHUNK, n)
-            rows = block[: stop - start + (total is not None)]
-            quotients = rows[1:] if total is not None else rows
-            np.divide(gold[start:stop], mixed[start:stop, None], out=quotients)
-            if total is not None:
-                rows[0] = total
-            total = np.add.reduce(rows, axis=0)
-        return -float(np.log(mixed).mean()), -(total / n)
+        # the mean of gold / mixed summed block by block: no (n, m) temporary on a large file
+        grad = sum(
+            (gold[start : start + POOL_CHUNK] / mixed[start : start + POOL_CHUNK, None]).sum(0)
+            for start in range(0, n, POOL_CHUNK)
+        )
+        return -float(np.log(mixed).mean()), -grad / n
 
     with threadpool_limits(limits=1, user_api="blas"):
         result = minimize(
