@@ -464,3 +464,22 @@ def test_cli_fit_apply_round_trip_and_missing_signal(token_preds, tmp_path, caps
     write_predictions(bare, [replace(p, token_probs=None) for p in predictions])
     code, _, err = run(capsys, "apply", "--preds", bare, "--calibrator", cal, "--out", out)
     assert code != 0 and "'token_probs'" in err and "--logprobs" in err
+
+
+def test_the_prior_on_equal_weights_leaves_each_signals_share_as_fitted():
+    # The prior evens out the weights within the verbalized candidates and within the
+    # other signals' candidates, never between them: how much to trust the token
+    # probabilities stays what the out-of-fold rows said.
+    P, T, y = synthetic(300, k=2, seed=31)
+    signals = {"token_probs": T}
+    fitted = AutoCalibrator(anchor_rows=0).fit(P, y, signals=signals)
+    evened = AutoCalibrator().fit(P, y, signals=signals)
+    verbal = set(fitted.cv_scores_) - {n for n in fitted.cv_scores_ if n.startswith("token_")}
+    verbal.discard("multisignal")
+
+    def verbalized_share(auto):
+        return sum(w for name, w in auto.weights_.items() if name in verbal)
+
+    assert len(verbal) < len(evened.cv_scores_)  # the signal candidates were compared
+    assert verbalized_share(evened) == pytest.approx(verbalized_share(fitted), abs=1e-3)
+    assert np.ptp(list(evened.weights_.values())) <= np.ptp(list(fitted.weights_.values()))

@@ -620,6 +620,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
     def _fit(self, P, y):
         signals = check_signals(self.given_signals(), len(y), P.shape[1], fitting=True)
         candidates = dict(self._candidates(P, y))
+        verbalized = list(candidates)  # the candidates of the verbalized rows alone
         if signals and self.candidates is None:
             candidates.update(self._signal_candidates(candidates, signals, P, y))
         # as row masks: 2 bytes per row and fold instead of 8 (same rows; held-out ones in order)
@@ -648,12 +649,18 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         if self.rule == "stack":
             names = list(gold)
             weights = pool_weights(_pop_columns(gold, names))
-            # the prior spreads weight only over candidates that never gave the truth 0
+            # The prior spreads weight only over candidates that never gave the truth 0,
+            # and within a family (the verbalized rows' candidates, the other signals'):
+            # how much to trust another signal stays as fitted (signals_help vetted it).
             finite = np.isfinite([self.cv_scores_[name] for name in names])
-            if self.anchor_rows > 0 and weights[finite].sum() > 0:
-                weights[finite] = anchored_weights(
-                    weights[finite] / weights[finite].sum(), len(y), float(self.anchor_rows)
-                )
+            from_verbalized = np.isin(names, verbalized)
+            for family in (from_verbalized, ~from_verbalized):
+                members = finite & family
+                total = weights[members].sum()
+                if self.anchor_rows > 0 and total > 0:
+                    weights[members] = total * anchored_weights(
+                        weights[members] / total, len(y), float(self.anchor_rows)
+                    )
             kept = weights >= MIN_WEIGHT
             share = weights[kept] / weights[kept].sum()
             self.weights_ = dict(zip(np.array(names)[kept].tolist(), share.tolist(), strict=True))
