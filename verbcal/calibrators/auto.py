@@ -655,11 +655,11 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
             finite = np.isfinite([self.cv_scores_[name] for name in names])
             from_verbalized = np.isin(names, verbalized)
             for family in (from_verbalized, ~from_verbalized):
-                members = finite & family
-                total = weights[members].sum()
+                in_family = finite & family
+                total = weights[in_family].sum()
                 if self.anchor_rows > 0 and total > 0:
-                    weights[members] = total * anchored_weights(
-                        weights[members] / total, len(y), float(self.anchor_rows)
+                    weights[in_family] = total * anchored_weights(
+                        weights[in_family] / total, len(y), float(self.anchor_rows)
                     )
             kept = weights >= MIN_WEIGHT
             share = weights[kept] / weights[kept].sum()
