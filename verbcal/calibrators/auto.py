@@ -409,6 +409,10 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
        5) are mostly noise, and an equal-weight average of forecasts is hard to
        beat when the fitted weights are uncertain (the "forecast combination
        puzzle": Clemen 1989; Smith and Wallis 2009). No candidate is favoured.
+       With other signals, weights are evened out within each family (the
+       verbalized rows' candidates, the other signals' candidates) and each
+       family keeps its fitted share: how much to trust another signal is
+       left to the out-of-fold rows.
 
     The first default candidate shrinks toward the overall accuracy because
     with 25 labelled rows the labels pin down the accuracy (to about ±0.08)
