@@ -45,6 +45,37 @@ def test_group_rows_keeps_rows_that_differ_in_any_column_apart():
     assert sorted(first.tolist()) == [0, 2, 3]
 
 
+def groups_by_hand(columns: list[np.ndarray]) -> tuple[list[int], list[int]]:
+    """``group_rows`` in plain Python: groups numbered in the sorted order of their rows."""
+    rows = list(zip(*(column.tolist() for column in columns), strict=True))
+    number = {row: g for g, row in enumerate(sorted(set(rows)))}
+    first: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row, i)
+    return [first[row] for row in sorted(first)], [number[row] for row in rows]
+
+
+@settings(max_examples=40, deadline=None)
+@given(verbalized(max_rows=400))
+def test_group_rows_equals_grouping_by_hand(data):
+    P, y = rows(data), data.y
+    first, group = group_rows([*P.T, y])
+    assert (first.tolist(), group.tolist()) == groups_by_hand([*P.T, y])
+
+
+@pytest.mark.parametrize("n_values", [3, 2_000])
+def test_group_rows_across_blocks_equals_grouping_by_hand(n_values):
+    # more rows than two blocks of group_rows (65,536 rows), coarse or many distinct values
+    rng = np.random.default_rng(n_values)
+    n = 150_007
+    columns = [np.round(rng.integers(0, n_values, n) / n_values, 4) for _ in range(2)]
+    columns.append(rng.integers(0, 3, n))
+    columns[1][::1_000] = -0.0  # equal to 0.0: the same group
+    first, group = group_rows(columns)
+    assert (first.tolist(), group.tolist()) == groups_by_hand(columns)
+    assert first.dtype == group.dtype == np.int64
+
+
 def test_counts_of_zero_leave_a_row_out():
     P = np.array([[0.9, 0.1], [0.3, 0.7]])
     counted = CountedRows.of(P, np.array([0, 0]), 10)

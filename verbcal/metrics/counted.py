@@ -32,9 +32,17 @@ from verbcal.metrics.scores import NLL_EPS
 
 __all__ = ["CountedRows", "group_rows"]
 
+#: Rows handled at a time when numbering groups (keeps the temporaries small).
+_BLOCK = 65_536
+
 
 def group_rows(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Rows equal in every column share a group.
+
+    Groups are numbered in the sorted order of their rows (first column first).
+    One sort of the row numbers does it; the rest goes a block of rows at a
+    time, so that besides the sort only the group numbers take a full-length
+    array (this runs on every row of a large report).
 
     Parameters
     ----------
@@ -54,17 +62,26 @@ def group_rows(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     >>> first.tolist(), group.tolist()
     ([1, 0], [1, 0, 1])
     """
-    code = np.zeros(len(columns[0]), dtype=np.int64)
-    size = 1
-    for column in columns:
-        values, inverse = np.unique(column, return_inverse=True)
-        if size * len(values) >= 2**62:  # renumber the groups so far before the code overflows
-            _, code = np.unique(code, return_inverse=True)
-            size = int(code.max()) + 1
-        code = code * len(values) + inverse.reshape(-1)
-        size *= len(values)
-    _, first, group = np.unique(code, return_index=True, return_inverse=True)
-    return first, group.reshape(-1)
+    n = len(columns[0])
+    # Sorted, equal rows are next to each other, and the sort being stable, each run of
+    # them starts with its earliest row.
+    order = np.lexsort(columns[::-1])  # lexsort sorts by its last key first
+    starts = np.zeros(n, dtype=bool)  # in sorted order: the row differs from the one before
+    starts[:1] = True
+    for begin in range(1, n, _BLOCK):
+        rows = order[begin - 1 : begin + _BLOCK]
+        for column in columns:
+            values = column[rows]
+            starts[begin : begin + _BLOCK] |= values[1:] != values[:-1]
+    first = order[starts]
+    group = np.empty(n, dtype=np.int64)
+    n_earlier = 0  # groups that start before the block
+    for begin in range(0, n, _BLOCK):
+        block = slice(begin, begin + _BLOCK)
+        numbers = n_earlier + np.cumsum(starts[block]) - 1
+        group[order[block]] = numbers
+        n_earlier = int(numbers[-1]) + 1
+    return first, group
 
 
 @dataclass(frozen=True)
