@@ -842,8 +842,11 @@ def _run_report(args: argparse.Namespace) -> int:
         _refuse_calibrated(args, predictions)
     if args.positive is not None and args.positive not in labels:
         raise _usage_error(f"--positive {args.positive!r} is not one of {labels}")
+    # report_from_predictions holds the only reference: the columns are freed once it has read them
+    read = [predictions]
+    del predictions
     data = report_from_predictions(
-        predictions,
+        read.pop(),
         record,
         positive=args.positive,
         target_precision=args.target_precision,

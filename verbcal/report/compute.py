@@ -499,6 +499,48 @@ def compute_report(
     >>> data.n_rows, round(data.metric("ece").before.estimate, 6), data.positive
     (4, 0.35, 'pos')
     """
+    return _report_of_rows(
+        labels,
+        P_before,
+        P_after,
+        y,
+        parsing=None if predictions is None else summarize_parsing(predictions),
+        suspects=None if predictions is None else summarize_suspects(predictions),
+        calibrator=calibrator,
+        positive=positive,
+        target_precision=target_precision,
+        target_recall=target_recall,
+        n_bins=n_bins,
+        n_boot=n_boot,
+        seed=seed,
+        title=title,
+        costs=costs,
+        bands=bands,
+        suspect=suspect,
+    )
+
+
+def _report_of_rows(
+    labels: Sequence[str],
+    P_before,
+    P_after,
+    y,
+    *,
+    parsing: ParseSummary | None,
+    suspects: SuspectSummary | None,
+    calibrator=None,
+    positive: str | None = None,
+    target_precision: float | None = None,
+    target_recall: float | None = None,
+    n_bins: int = 15,
+    n_boot: int = 200,
+    seed: int = 0,
+    title: str = "Calibration report",
+    costs=None,
+    bands: Sequence[float] = DEFAULT_BANDS,
+    suspect=None,
+) -> ReportData:
+    """:func:`compute_report` with the predictions' summaries already made (same defaults)."""
     labels = _check_labels_list(labels)
     before = _check_rows(P_before, "P_before", labels, None)
     n = before.shape[0]
@@ -534,7 +576,7 @@ def compute_report(
         before=view_before,
         after=view_after,
         metrics=table,
-        parsing=None if predictions is None else summarize_parsing(predictions),
+        parsing=parsing,
         calibrator=calibrator,
         summary=[],
         decisions=compute_decisions(
@@ -546,17 +588,17 @@ def compute_report(
             seed=seed,
         ),
     )
-    suspects = _suspects(predictions, flagged, before, after, y, n_bins)
-    data = replace(data, suspects=suspects)
+    data = replace(data, suspects=_suspects(suspects, flagged, before, after, y, n_bins))
     return replace(data, summary=summarize(data))
 
 
-def _suspects(predictions, flagged, before, after, y, n_bins: int) -> SuspectSummary | None:
-    if predictions is None and flagged is None:
+def _suspects(
+    summary: SuspectSummary | None, flagged, before, after, y, n_bins: int
+) -> SuspectSummary | None:
+    """The predictions' suspect summary (or one made from ``flagged``), with the rows' groups."""
+    if summary is None and flagged is None:
         return None
-    if predictions is not None:
-        summary = summarize_suspects(predictions)
-    else:
+    if summary is None:
         assert flagged is not None
         k = int(flagged.sum())
         summary = SuspectSummary(len(flagged), k, 0, k, k, [])
@@ -613,17 +655,26 @@ def report_from_predictions(
     if record is None:
         rows, after, info = arrays_of(predictions, kind=ITEM), None, None
     else:
-        source = predictions if isinstance(predictions, PredictionColumns) else list(predictions)
-        rows = held_out(source, record.fitted_ids, record.labels)
+        rows = held_out(
+            predictions if isinstance(predictions, PredictionColumns) else list(predictions),
+            record.fitted_ids,
+            record.labels,
+        )
         after = calibrate(record, rows)
         info = describe_calibrator(record.calibrator, record.method)
     flagged = _row_flags(rows.ids, _flagged_ids(predictions))
-    return compute_report(
-        rows.labels,
-        rows.P,
+    parsing, suspects = summarize_parsing(predictions), summarize_suspects(predictions)
+    labels, P, y = rows.labels, rows.P, rows.y
+    # Nothing else is read from the predictions: a caller that passes the only reference
+    # (as ``verbcal report`` does) has the file's columns freed here, and the rows' ids.
+    del predictions, rows
+    return _report_of_rows(
+        labels,
+        P,
         after,
-        rows.y,
-        predictions=predictions,
+        y,
+        parsing=parsing,
+        suspects=suspects,
         calibrator=info,
         suspect=flagged,
         **options,
