@@ -546,7 +546,12 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         return pairs
 
     def _signal_candidates(
-        self, candidates: dict[str, BaseCalibrator], signals: dict, P: np.ndarray, y: np.ndarray
+        self,
+        candidates: dict[str, BaseCalibrator],
+        signals: dict,
+        P: np.ndarray,
+        y: np.ndarray,
+        folds: list[tuple[np.ndarray, np.ndarray]],
     ) -> dict[str, BaseCalibrator]:
         """The candidates that use signals besides ``P``, those the rows support.
 
@@ -570,7 +575,6 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
             else:
                 self.skipped_[name] = f"needs {needed} labelled events, has {events}"
         if kept:  # the other signals must earn their place: multisignal.signals_help
-            folds = self._folds(y)
             fold_rows = lambda c: self._out_of_fold(c, P, y, folds, signals)  # noqa: E731
             keep, why = signals_help(candidates, kept, fold_rows, y)
             if not keep:
@@ -582,6 +586,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         return self.cv if n_rows < LARGE_ROWS else 2
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(train, held-out) row masks: 2 bytes per row and fold instead of 8 for indices."""
         if len(y) < 2 * self.cv:
             raise InvalidInputError(
                 f"AutoCalibrator needs at least {2 * self.cv} rows for {self.cv}-fold "
@@ -596,7 +601,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "The least populated class", UserWarning)
             split = splitter(n_folds, shuffle=True, random_state=self.random_state).split(y, y)
-            return list(split)
+            return [(_row_mask(train, len(y)), _row_mask(test, len(y))) for train, test in split]
 
     @staticmethod
     def _out_of_fold(estimator, P, y, folds, signals=None) -> np.ndarray:
@@ -605,7 +610,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
             fitted = fit_with_signals(
                 clone(estimator), P[train], y[train], take_rows(signals, train)
             )
-            held = np.flatnonzero(test) if test.dtype == bool else test  # folds may be masks
+            held = np.flatnonzero(test)
             for start in range(0, len(held), POOL_CHUNK):  # chunk-sized temporaries
                 rows = held[start : start + POOL_CHUNK]
                 fold = np.asarray(predict_with_signals(fitted, P[rows], take_rows(signals, rows)))
@@ -625,12 +630,9 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         signals = check_signals(self.given_signals(), len(y), P.shape[1], fitting=True)
         candidates = dict(self._candidates(P, y))
         verbalized = list(candidates)  # the candidates of the verbalized rows alone
+        folds = self._folds(y)
         if signals and self.candidates is None:
-            candidates.update(self._signal_candidates(candidates, signals, P, y))
-        # as row masks: 2 bytes per row and fold instead of 8 (same rows; held-out ones in order)
-        folds = [
-            (_row_mask(train, len(y)), _row_mask(test, len(y))) for train, test in self._folds(y)
-        ]
+            candidates.update(self._signal_candidates(candidates, signals, P, y, folds))
         gold, self.cv_scores_, self.cv_ece_, self.cv_errors_ = {}, {}, {}, {}
         for name, estimator in candidates.items():
             try:
