@@ -217,3 +217,20 @@ def unseen_rows(draw, n_classes: int, max_rows: int = 50) -> np.ndarray:
         ]
     )
     return rows / rows.sum(axis=1, keepdims=True)
+
+
+def coarse_binary_rows(
+    rng: np.random.Generator, n: int, swapped: float, right: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Binary rows stating one of six coarse confidences, and gold labels.
+
+    A share ``swapped`` of the rows state it for the second class; the stated
+    top class is right with probability ``right``. Draws from ``rng`` in a fixed
+    order, so a caller can go on drawing from it.
+    """
+    confidence = rng.choice([0.55, 0.7, 0.8, 0.9, 0.95, 1.0], size=n)
+    P = np.column_stack([confidence, 1 - confidence])
+    swap = rng.random(n) < swapped
+    P[swap] = P[swap][:, ::-1]
+    y = np.where(rng.random(n) < right, P.argmax(axis=1), 1 - P.argmax(axis=1))
+    return P, y

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import train_test_split
+from strategies import coarse_binary_rows
 
 from verbcal import workflow
 from verbcal.calibrators import AutoCalibrator, TemperatureScaling
@@ -26,11 +27,7 @@ from verbcal.prediction_columns import IdColumn, fitted_mask, read_columns
 from verbcal.predictions import PredictionArrays
 
 rng = np.random.default_rng(3)
-CONF = rng.choice([0.55, 0.7, 0.8, 0.9, 0.95, 1.0], size=3000)
-P = np.column_stack([CONF, 1 - CONF])
-flip = rng.random(3000) < 0.4
-P[flip] = P[flip][:, ::-1]
-Y = np.where(rng.random(3000) < 0.8, P.argmax(axis=1), 1 - P.argmax(axis=1))
+P, Y = coarse_binary_rows(rng, 3000, swapped=0.4, right=0.8)
 
 
 def _saved(tmp_path, ids) -> tuple[dict, CalibratorRecord]:

@@ -7,16 +7,13 @@ import json
 import numpy as np
 import pytest
 from sklearn.frozen import FrozenEstimator
+from strategies import coarse_binary_rows
 
 from verbcal import InvalidInputError, calibrators
 from verbcal.persist import CalibratorRecord, load_calibrator, save_calibrator
 
 rng = np.random.default_rng(0)
-CONF = rng.choice([0.55, 0.7, 0.8, 0.9, 0.95, 1.0], size=400)
-P = np.column_stack([CONF, 1 - CONF])
-flip = rng.random(400) < 0.5
-P[flip] = P[flip][:, ::-1]
-Y = np.where(rng.random(400) < 0.75, P.argmax(axis=1), 1 - P.argmax(axis=1))
+P, Y = coarse_binary_rows(rng, 400, swapped=0.5, right=0.75)
 TOKENS = np.clip(P + rng.normal(0, 0.2, size=(400, 1)) * [1, -1], 0.01, 0.99)  # a second signal
 TOKENS[::7] = np.nan  # some replies without token probabilities
 
