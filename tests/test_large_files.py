@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from strategies import coarse_binary_rows
 
 from verbcal import workflow
-from verbcal.calibrators import AutoCalibrator, TemperatureScaling
+from verbcal.calibrators import AutoCalibrator, MultiSignalCalibrator, TemperatureScaling
 from verbcal.errors import InvalidInputError, ParseError
 from verbcal.persist import (
     PLAIN_IDS,
@@ -135,6 +135,19 @@ def test_calibrating_in_chunks_gives_the_numbers_of_one_call(monkeypatch):
     record = CalibratorRecord("auto", auto, ["a", "b"])
     rows = PredictionArrays(["a", "b"], [], P, None, 0)
     whole = auto.predict_proba(P)
+    monkeypatch.setattr(workflow, "CALIBRATE_CHUNK", 256)
+    np.testing.assert_array_equal(workflow.calibrate(record, rows), whole)
+
+
+def test_calibrating_in_chunks_cuts_the_signals_with_the_rows(monkeypatch):
+    tokens = np.clip(P + np.random.default_rng(8).normal(0, 0.1, size=(len(P), 1)) * [1, -1], 0, 1)
+    tokens[::9] = np.nan  # replies without token probabilities
+    multi = MultiSignalCalibrator(cv=2).fit(
+        P[:1500], Y[:1500], signals={"token_probs": tokens[:1500]}
+    )
+    record = CalibratorRecord("auto", multi, ["a", "b"])
+    rows = PredictionArrays(["a", "b"], [], P, None, 0, token_probs=tokens)
+    whole = multi.predict_proba(P, signals={"token_probs": tokens})
     monkeypatch.setattr(workflow, "CALIBRATE_CHUNK", 256)
     np.testing.assert_array_equal(workflow.calibrate(record, rows), whole)
 

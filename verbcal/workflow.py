@@ -35,6 +35,7 @@ from verbcal.calibrators.multisignal import (
     fit_with_signals,
     predict_with_signals,
     sample_spread,
+    take_rows,
 )
 from verbcal.errors import ConfigurationError, InvalidInputError
 from verbcal.methods import METHODS
@@ -272,11 +273,7 @@ def calibrate(record: CalibratorRecord, arrays: PredictionArrays) -> np.ndarray:
     try:
         for start in range(0, n, CALIBRATE_CHUNK):
             part = slice(start, start + CALIBRATE_CHUNK)
-            Q = predict_with_signals(
-                record.calibrator,
-                P[part],
-                {name: value[part] for name, value in signals.items()},
-            )
+            Q = predict_with_signals(record.calibrator, P[part], take_rows(signals, part))
             if out is None:
                 out = np.empty((n, Q.shape[1]), dtype=Q.dtype)
             out[part] = Q

@@ -201,7 +201,7 @@ def check_signals(signals: Any, n: int, k: int, *, fitting: bool) -> dict[str, n
     return out
 
 
-def take_rows(signals: Mapping[str, np.ndarray] | None, rows: np.ndarray) -> dict[str, Any]:
+def take_rows(signals: Mapping[str, np.ndarray] | None, rows: np.ndarray | slice) -> dict[str, Any]:
     """The per-row signals restricted to ``rows`` (the prior kept whole)."""
     if not signals:
         return {}
