@@ -23,7 +23,7 @@ Printed:
      confidence over the other tasks' files) instead of the shipped ``k = 10``;
    - temperature scaling whose prior is centred on the other tasks' typical
      temperature (geometric mean of their fitted ones) instead of ``T = 1``;
-2. per file and size (the demo's multi-signal recording, 101 reviews of a
+2. per file and size (the demo's multi-signal recording, 372 reviews of a
    real 1.5B model, scored beside the 9 files), each AutoCalibrator setting's
    test NLL minus that of the best single
    candidate on that file (chosen with hindsight, on the test rows), with the
@@ -246,7 +246,10 @@ def print_curve(scores: dict) -> None:
     print("(cells: mean ECE / mean NLL over files)")
     demo = [name for name in names if DEMO in scores[SIZES[0]][name]]
     if demo:
-        print(f"\n{DEMO} (101 reviews, halves of 50): ECE / NLL, mean over splits")
+        reviews = len(demo_task().y)
+        print(
+            f"\n{DEMO} ({reviews} reviews, halves of {reviews // 2}): ECE / NLL, mean over splits"
+        )
         for name in demo:
             cells = [
                 "{:.3f} / {:.3f}".format(*np.nanmean(scores[size][name][DEMO], axis=0))

@@ -1,10 +1,11 @@
 """Make the multi-signal demo recording shipped in ``verbcal/data/``:
 
-    .venv/bin/python scripts/record_signals.py [--every 2]
+    .venv/bin/python scripts/record_signals.py [--every 1]
 
-The same model, server and reviews as ``scripts/record_demo.py``
-(Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, llama.cpp on 127.0.0.1, the reviews of
-:func:`verbcal.demo.demo_items` and their content-free probes), asked with
+The same model and server as ``scripts/record_demo.py``
+(Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, llama.cpp on 127.0.0.1), on all 372
+reviews of :func:`verbcal.demo.demo_items` (``every=SIGNALS_EVERY``) and their
+content-free probes, asked with
 :data:`verbcal.demo.SIGNAL_SETTINGS`: three sampled answers per item at
 temperature 0.7 and the token probabilities of the first one's answer — what
 ``verbcal elicit --samples 3 --temperature 0.7 --logprobs`` records. Writes the
@@ -13,8 +14,9 @@ probabilities) to ``verbcal/data/demo_signals.jsonl`` and their provenance to
 ``verbcal/data/demo_signals.provenance.json``.
 
 Interrupted, it resumes from its response cache. Token probabilities are slow
-on a CPU (the server scores every prompt token), so plan about 8 s per item on
-an idle 2-core machine; ``--threads 1`` leaves a core for other work.
+on a CPU (the server scores every prompt token): the 372 reviews and 23 probes took
+72 minutes with 2 llama.cpp threads on an idle 2-core machine (about 11 s per review);
+``--threads 1`` leaves a core for other work.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from pathlib import Path
 from local_recording import N_CTX, ask_local_server, stated_accuracy
 
 from verbcal.data import DEMO_LABELS
-from verbcal.demo import DEMO_PORT, SIGNAL_SETTINGS, SIGNALS, SIGNALS_PROVENANCE
+from verbcal.demo import (
+    DEMO_PORT,
+    SIGNAL_SETTINGS,
+    SIGNALS,
+    SIGNALS_EVERY,
+    SIGNALS_PROVENANCE,
+)
 from verbcal.elicit.cache import ResponseCache
 from verbcal.elicit.local_models import QWEN_1_5B, fetch_model, models_folder, sha256_of
 from verbcal.predictions import write_predictions
@@ -39,7 +47,7 @@ DATA = Path(__file__).resolve().parent.parent / "verbcal" / "data"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=None, help="model folder")
-    parser.add_argument("--every", type=int, default=2, help="demo_items(every=...)")
+    parser.add_argument("--every", type=int, default=SIGNALS_EVERY, help="demo_items(every=...)")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     parser.add_argument("--port", type=int, default=DEMO_PORT + 3, help="the server's port")
     args = parser.parse_args()

@@ -18,6 +18,7 @@ from verbcal.demo import (
     ELICIT_SETTINGS,
     LIVE_EVERY,
     SIGNAL_SETTINGS,
+    SIGNALS_EVERY,
     SIGNALS_PROVENANCE,
     chance_line,
     demo_items,
@@ -111,7 +112,8 @@ def test_multi_signal_recording_carries_every_signal_and_its_provenance():
     assert provenance["model_sha256"] == recording_provenance()["model_sha256"]
     predictions = load_demo_signals()
     items = [p for p in predictions if p.kind == "item"]
-    assert [p.id for p in items] == [i.id for i in demo_items(every=LIVE_EVERY)]
+    assert provenance["reviews_subset"] == f"verbcal.demo.demo_items(every={SIGNALS_EVERY})"
+    assert [p.id for p in items] == [i.id for i in demo_items(every=SIGNALS_EVERY)]
     assert len(predictions) - len(items) == provenance["content_free_probes"] > 0
     scored = [p for p in items if p.probs is not None]
     assert len(scored) == provenance["parsed"]

@@ -65,6 +65,7 @@ __all__ = [
     "RECORDED_EVERY",
     "RECORDING",
     "SIGNALS",
+    "SIGNALS_EVERY",
     "SIGNALS_PROVENANCE",
     "SIGNAL_SETTINGS",
     "TARGET_PRECISION",
@@ -113,6 +114,9 @@ SIGNAL_SETTINGS: dict[str, Any] = {
     "samples": 3,
     "logprobs": True,
 }
+#: The multi-signal recording holds every review (372), so that its half splits
+#: fit on about 186 rows, as many as multi-signal stacking needs.
+SIGNALS_EVERY = 1
 SIGNALS = "demo_signals.jsonl"
 SIGNALS_PROVENANCE = "demo_signals.provenance.json"
 
@@ -166,8 +170,9 @@ def recording_provenance() -> dict:
 def load_demo_signals() -> list[Prediction]:
     """The multi-signal recording: predictions with ``samples`` and ``token_probs``.
 
-    Made by ``scripts/record_signals.py`` with :data:`SIGNAL_SETTINGS` on the
-    reviews of :func:`demo_items` and their content-free probes; its provenance
+    Made by ``scripts/record_signals.py`` with :data:`SIGNAL_SETTINGS` on all
+    the reviews of :func:`demo_items` (:data:`SIGNALS_EVERY`) and their
+    content-free probes; its provenance
     is ``verbcal/data/demo_signals.provenance.json``.
     """
     with resources.as_file(resources.files("verbcal.data").joinpath(SIGNALS)) as path:
