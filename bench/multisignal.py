@@ -4,10 +4,12 @@ Files of ``shared/data/llm-confidence`` whose rows carry token probabilities,
 and the multi-signal demo recording (``verbcal.demo.load_demo_signals()``:
 token probabilities and the spread of 3 samples), 10 random half splits each
 (fit on one half, scored on the other); rows without token probabilities keep
-a NaN row (the calibrator falls back). The summary puts the mean over the
-shared files and the demo recording side by side. Then the small multi-class
-check: 200-row subsamples of the 4-class files, AutoCalibrator with the
-verbalized signal alone against AutoCalibrator with every signal.
+a NaN row (the calibrator falls back). Issue 12's baseline, a plain logistic
+regression on both signals' log-probabilities, is scored beside the stacks.
+The summary puts the mean over the shared files and the demo recording side by
+side. Then the small multi-class check: 200-row subsamples of the 4-class
+files, AutoCalibrator with the verbalized signal alone against AutoCalibrator
+with every signal.
 
     .venv/bin/python bench/multisignal.py
 """
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -77,7 +80,17 @@ def methods(P, signals, y, train, test):
         "stacked, AutoCalibrator": AutoCalibrator()
         .fit(P[train], y[train], signals=tr)
         .predict_proba(P[test], signals=te),
+        "stacked, plain logistic regression": naive_stack(P, T_filled, y, train, test),
     }
+
+
+def naive_stack(P, T, y, train, test) -> np.ndarray:
+    """Issue 12's baseline: scikit-learn's logistic regression on both signals' log-probs."""
+    features = np.log(np.column_stack([P, T]) + 1e-3)
+    model = LogisticRegression(max_iter=1000).fit(features[train], y[train])
+    Q = np.zeros((len(test), P.shape[1]))
+    Q[:, model.classes_] = model.predict_proba(features[test])  # a class absent from train: 0
+    return Q
 
 
 def evaluate(name: str, P: np.ndarray, y: np.ndarray, signals: dict) -> dict[str, np.ndarray]:
