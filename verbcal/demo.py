@@ -114,8 +114,8 @@ SIGNAL_SETTINGS: dict[str, Any] = {
     "samples": 3,
     "logprobs": True,
 }
-#: The multi-signal recording holds every review (372), so that its half splits
-#: fit on about 186 rows, as many as multi-signal stacking needs.
+#: The multi-signal recording holds every review (372): its half splits fit on
+#: 186 rows, about the 200 on which issue 12 measured stacking.
 SIGNALS_EVERY = 1
 SIGNALS = "demo_signals.jsonl"
 SIGNALS_PROVENANCE = "demo_signals.provenance.json"
@@ -172,8 +172,8 @@ def load_demo_signals() -> list[Prediction]:
 
     Made by ``scripts/record_signals.py`` with :data:`SIGNAL_SETTINGS` on all
     the reviews of :func:`demo_items` (:data:`SIGNALS_EVERY`) and their
-    content-free probes; its provenance
-    is ``verbcal/data/demo_signals.provenance.json``.
+    content-free probes; its provenance is
+    ``verbcal/data/demo_signals.provenance.json``.
     """
     with resources.as_file(resources.files("verbcal.data").joinpath(SIGNALS)) as path:
         return read_predictions(path)
