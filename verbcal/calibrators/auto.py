@@ -25,6 +25,7 @@ from verbcal.calibrators.multisignal import (
     required_signals,
     signals_help,
     take_rows,
+    within_one_se,
 )
 from verbcal.calibrators.scaling import (
     MatrixScaling,
@@ -687,13 +688,7 @@ class AutoCalibrator(SignalsMixin, BaseCalibrator):
         with np.errstate(divide="ignore"):
             losses = {name: -np.log(g) for name, g in gold.items()}
         best = min(losses, key=lambda name: losses[name].mean())
-        for name, loss in losses.items():
-            if not np.all(np.isfinite(loss)):
-                continue  # a candidate that gave some row probability 0
-            diff = loss - losses[best]
-            if diff.mean() <= diff.std() / np.sqrt(len(diff)):
-                return name
-        return best
+        return (within_one_se(losses, best, list(losses)) or [best])[0]
 
     def _explain(self, n_rows: int) -> str:
         ranked = sorted(self.cv_scores_, key=self.cv_scores_.__getitem__)

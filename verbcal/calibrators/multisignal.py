@@ -76,6 +76,7 @@ __all__ = [
     "mixture_weights",
     "signals_help",
     "take_rows",
+    "within_one_se",
 ]
 
 #: Signal names. Per-row signals are given to ``fit`` and ``predict_proba``; the
@@ -695,13 +696,7 @@ def _choose(
     best = min(nlls, key=lambda c: (nlls[c], -strength(c)))
     if best in singles:
         return best
-    near = []
-    for choice in nlls:
-        diff = losses[choice] - losses[best]
-        if choice in singles or not np.all(np.isfinite(diff)):
-            continue
-        if diff.mean() <= diff.std() / np.sqrt(len(diff)):
-            near.append(choice)
+    near = within_one_se(losses, best, [c for c in nlls if c not in singles])
     return min(near or [best], key=lambda c: (eces[c], -strength(c)))
 
 
@@ -713,12 +708,44 @@ def _one_se_lowest_ece(
     Ties go to the first choice in order.
     """
     best = min(nlls, key=nlls.__getitem__)
+    near = within_one_se(losses, best, list(nlls))
+    return min(near or [best], key=eces.__getitem__)
+
+
+def within_one_se(losses: Mapping[str, Any], best: str, choices: Sequence[str]) -> list[str]:
+    """The ``choices`` whose per-row loss is within one standard error of ``best``'s.
+
+    The test is paired: the mean of the per-row differences
+    ``losses[choice] - losses[best]`` is at most their standard error (the
+    one-standard-error rule of Breiman et al. 1984). A choice with an infinite
+    loss on some row is never within.
+
+    Parameters
+    ----------
+    losses : mapping of str to array-like of shape (n,)
+        Each choice's per-row loss (e.g. out-of-fold negative log-likelihood).
+    best : str
+        The reference choice, usually the one with the lowest mean loss.
+    choices : sequence of str
+        The choices to test, in the order they are returned.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> losses = {"a": [0.2, 0.4, 0.3], "b": [0.3, 0.4, 0.2], "c": [0.9, 0.9, 0.9]}
+    >>> within_one_se(losses, "a", ["a", "b", "c"])
+    ['a', 'b']
+    """
     near = []
-    for choice in nlls:
-        diff = losses[choice] - losses[best]
+    for choice in choices:
+        with np.errstate(invalid="ignore"):  # inf - inf: never within
+            diff = np.asarray(losses[choice]) - np.asarray(losses[best])
         if np.all(np.isfinite(diff)) and diff.mean() <= diff.std() / np.sqrt(len(diff)):
             near.append(choice)
-    return min(near or [best], key=eces.__getitem__)
+    return near
 
 
 def signals_help(
